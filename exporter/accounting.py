@@ -1,0 +1,149 @@
+"""Accrues self-hosted spend on every tick, on the allocation basis: everything paid for while the
+GPUs are held, idle time included.
+
+Components: cloud `instance` (+ `requests` fees); owned `amortization`, `fixed`, `energy`
+(measured GPU energy + overhead watts, times PUE, times the electricity price). The node's spend
+is then allocated to engines by the GPUs each holds: a GPU's own energy goes to the engines on
+it, everything else is split evenly per GPU. Formulas: docs/cost-model.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from exporter import costmodel
+from exporter.config import Pricing
+from exporter.series import SlidingWindow
+
+UNALLOCATED = ""  # spend on GPUs no engine holds
+
+
+@dataclass(frozen=True)
+class SpendSnapshot:
+    mode: str
+    currency: str
+    components: dict[str, float]  # cumulative spend by component
+    engines: dict[str, float]  # cumulative spend allocated to each engine
+    energy_cost: float | None  # cumulative; None when no electricity price is configured
+    hourly_cost: float | None  # the current rate, from the last tick
+    overhead_energy_joules: float
+
+
+def engine_gpu_shares(engine_gpus: dict[str, list[int] | None], gpu_count: int) -> dict[int, list[str]]:
+    """GPU index -> engines holding it (an engine with gpus=None holds them all)."""
+    return {i: [e for e, gpus in engine_gpus.items() if gpus is None or i in gpus] for i in range(gpu_count)}
+
+
+class Accountant:
+    def __init__(self, pricing: Pricing, gpu_source, engine_gpus: dict[str, list[int] | None],
+                 requests_total, clock, lock: threading.RLock, window_s: float):
+        self._pricing = pricing
+        self._gpu = gpu_source
+        self._engine_gpus = engine_gpus
+        self._requests_total = requests_total  # callable: finished requests over all engines
+        self._clock = clock
+        self._lock = lock
+        self._components: dict[str, float] = {c: 0.0 for c in self.component_names(pricing.mode)}
+        self._engines: dict[str, float] = {e: 0.0 for e in engine_gpus}
+        self._energy_cost = 0.0
+        self._overhead_joules = 0.0
+        self._windows = {e: SlidingWindow(window_s) for e in engine_gpus}
+        self._last_time: float | None = None
+        self._last_gpu_energy: dict[str, float] = {}
+        self._last_requests = 0.0
+        self._rates: dict[str, float] = {}  # per engine, spend per second at the last tick
+        self._hourly: float | None = None
+
+    @staticmethod
+    def component_names(mode: str) -> tuple[str, ...]:
+        return ("instance", "requests") if mode == "cloud" else ("amortization", "fixed", "energy")
+
+    # -- ticking --------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self._clock.now()
+        readings = self._gpu.readings() if self._gpu else []
+        with self._lock:
+            energy_by_gpu = {r.uuid: r.energy_joules for r in readings}
+            requests = self._requests_total()
+            if self._last_time is None or now <= self._last_time:
+                self._last_time = self._last_time or now
+                self._last_gpu_energy, self._last_requests = energy_by_gpu, requests
+                for engine, window in self._windows.items():
+                    window.add(now, self._engines[engine])
+                return
+            dt = now - self._last_time
+            gpu_joules = {r.index: max(energy_by_gpu[r.uuid] - self._last_gpu_energy.get(r.uuid, energy_by_gpu[r.uuid]), 0.0)
+                          for r in readings}
+            new_requests = max(requests - self._last_requests, 0.0)
+            self._accrue(now, dt, gpu_joules, new_requests, len(readings))
+            self._last_time, self._last_gpu_energy, self._last_requests = now, energy_by_gpu, requests
+
+    def _accrue(self, now: float, dt: float, gpu_joules: dict[int, float], new_requests: float, gpu_count: int) -> None:
+        p = self._pricing
+        hours = dt / costmodel.SECONDS_PER_HOUR
+        overhead_joules = p.energy.overhead_watts * dt
+        energy_price = p.energy.electricity_per_kwh
+        shared: dict[str, float] = {}  # split evenly per GPU
+        per_gpu_energy_cost: dict[int, float] = {}
+        if p.mode == "cloud":
+            shared["instance"] = p.cloud.hourly * hours
+            shared["requests"] = p.cloud.per_million_requests * new_requests / costmodel.PER_MILLION
+        else:
+            shared["amortization"] = costmodel.amortization_hourly(p.owned.capex, p.owned.amortization_months, p.hours_per_month) * hours
+            shared["fixed"] = costmodel.fixed_hourly(p.owned.fixed_monthly, p.hours_per_month) * hours
+            shared["energy"] = costmodel.energy_cost(overhead_joules, energy_price, p.energy.pue)
+            per_gpu_energy_cost = {i: costmodel.energy_cost(j, energy_price, p.energy.pue) for i, j in gpu_joules.items()}
+        for component, amount in shared.items():
+            self._components[component] += amount
+        if "energy" in self._components:
+            self._components["energy"] += sum(per_gpu_energy_cost.values())
+        if energy_price is not None:
+            self._energy_cost += costmodel.energy_cost(sum(gpu_joules.values()) + overhead_joules, energy_price, p.energy.pue)
+        self._overhead_joules += overhead_joules
+        total = sum(shared.values()) + sum(per_gpu_energy_cost.values())
+        self._hourly = total / hours
+        self._allocate(now, dt, sum(shared.values()), per_gpu_energy_cost, gpu_count)
+
+    def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count) -> None:
+        allocated = {e: 0.0 for e in self._engines}
+        holders = engine_gpu_shares(self._engine_gpus, gpu_count)
+        if gpu_count == 0 and allocated:  # no GPU information: split evenly between engines
+            for engine in allocated:
+                allocated[engine] = shared_total / len(allocated)
+        for index, engines in holders.items():
+            gpu_cost = shared_total / gpu_count + per_gpu_energy_cost.get(index, 0.0)
+            for engine in engines:
+                allocated[engine] += gpu_cost / len(engines)
+        for engine, amount in allocated.items():
+            self._engines[engine] += amount
+            self._rates[engine] = amount / dt
+            self._windows[engine].add(now, self._engines[engine])
+
+    # -- reading (call with the state lock held) ------------------------------------------
+
+    def snapshot(self) -> SpendSnapshot:
+        p = self._pricing
+        return SpendSnapshot(
+            mode=p.mode, currency=p.currency, components=dict(self._components),
+            engines=dict(self._engines),
+            energy_cost=self._energy_cost if p.energy.electricity_per_kwh is not None else None,
+            hourly_cost=self._hourly, overhead_energy_joules=self._overhead_joules)
+
+    def spend_between(self, engine: str, t0: float, t1: float) -> float | None:
+        """Spend allocated to `engine` in [t0, t1]; None if the ledger does not cover t0."""
+        start, end = self._spend_at(engine, t0), self._spend_at(engine, t1)
+        if start is None or end is None:
+            return None
+        return max(end - start, 0.0)
+
+    def _spend_at(self, engine: str, t: float) -> float | None:
+        window = self._windows.get(engine)
+        if window is None:
+            return None
+        value = window.value_at(t)
+        if value is None and self._last_time is not None and t > self._last_time:
+            # A token sample newer than the last tick: extend at the current rate.
+            value = self._engines[engine] + self._rates.get(engine, 0.0) * (t - self._last_time)
+        return value

@@ -1,0 +1,96 @@
+"""Command line, in the style of Prometheus exporters (--web.listen-address, --config.file, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from exporter import __version__
+from exporter.config import DEFAULT_LISTEN_ADDRESS, ConfigError, load_file
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+log = logging.getLogger("exporter")
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="llm-cost-exporter", formatter_class=fmt,
+        description="Prometheus exporter: what a million tokens really costs to self-host, against the API.")
+    parser.add_argument("--version", action="version", version=f"llm-cost-exporter {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sub):
+        sub.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN_ADDRESS,
+                         help="address to listen on for the web interface and telemetry")
+        sub.add_argument("--log.level", dest="log_level", choices=LOG_LEVELS, default="info", help="log level")
+
+    run = commands.add_parser("run", formatter_class=fmt, help="run the exporter on a GPU node")
+    run.add_argument("--config.file", dest="config_file", default=None,
+                     help="YAML configuration file (docs/configuration.md); LLMCOST_* variables override it")
+    run.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="path under which to expose metrics")
+    common(run)
+
+    demo = commands.add_parser("demo", formatter_class=fmt,
+                               help="run a simulated GPU node and vLLM workload with the exporter scraping it")
+    demo.add_argument("--demo.speed", dest="speed", type=float, default=60.0,
+                      help="time acceleration: simulated seconds per real second (1 = real time)")
+    demo.add_argument("--demo.duration", dest="duration", type=float, default=0.0,
+                      help="stop after this many real seconds (0 = run until Ctrl-C)")
+    demo.add_argument("--demo.summary-interval", dest="summary_every", type=float, default=5.0,
+                      help="seconds between the terminal summary lines")
+    common(demo)
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level={"warn": logging.WARNING}.get(level, getattr(logging, level.upper())),
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s", stream=sys.stderr)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # it logs every job run at INFO
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _setup_logging(args.log_level)
+    if args.command == "demo":
+        from exporter.demo.run import run as run_demo
+
+        return run_demo(args.listen_address, args.speed, args.duration, args.summary_every)
+    return _run(args)
+
+
+def _run(args) -> int:
+    try:
+        config = load_file(args.config_file)
+    except ConfigError as err:
+        print(f"llm-cost-exporter: config error: {err}", file=sys.stderr)
+        return 2
+    from exporter.app import Exporter
+    from exporter.web import WebServer
+
+    exporter = Exporter(config)
+    try:
+        web = WebServer(exporter, args.listen_address, args.telemetry_path)
+    except (OSError, ValueError) as err:
+        print(f"llm-cost-exporter: cannot listen on {args.listen_address}: {err}", file=sys.stderr)
+        return 1
+    exporter.start()
+    web.start()
+    log.info("listening address=%s telemetry_path=%s engines=%d gpu_backend=%s mode=%s",
+             args.listen_address, args.telemetry_path, len(config.engines), config.gpu.backend, config.pricing.mode)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    web.stop()
+    exporter.stop()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,275 @@
+"""Typed configuration, validated at load.
+
+The YAML file maps one-to-one onto the dataclasses below. Every problem raises ConfigError with a
+message naming the key path, the bad value and what is allowed; the CLI prints that one line and
+exits 2. Unknown keys are errors. See docs/configuration.md for the schema and a full example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+from exporter.units import parse_duration, parse_size
+
+DEFAULT_LISTEN_ADDRESS = ":9848"
+
+
+class ConfigError(Exception):
+    """Invalid configuration: the message names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+def _choices(*allowed, default=dataclasses.MISSING):
+    return field(default=default, metadata={"choices": allowed})
+
+
+def _number(default=dataclasses.MISSING, minimum=0.0, exclusive=False):
+    return field(default=default, metadata={"min": minimum, "exclusive": exclusive})
+
+
+def _duration(default: str):
+    return field(default=parse_duration(default), metadata={"unit": "duration"})
+
+
+def _size(default: str):
+    return field(default=parse_size(default), metadata={"unit": "size"})
+
+
+@dataclass(frozen=True)
+class CloudPricing:
+    hourly: float | None = _number(None)  # instance price per hour, in `currency`
+    instance_type: str | None = None  # informational now; the price catalog keys on it later
+    per_million_requests: float = _number(0.0)  # gateway / serverless glue fees
+
+
+@dataclass(frozen=True)
+class OwnedPricing:
+    capex: float = _number(0.0)
+    amortization_months: float = _number(36.0, exclusive=True)
+    fixed_monthly: float = _number(0.0)  # colocation, support contracts, ...
+
+
+@dataclass(frozen=True)
+class EnergyPricing:
+    electricity_per_kwh: float | None = _number(None)
+    pue: float = _number(1.0, minimum=1.0)
+    overhead_watts: float = _number(0.0)  # the rest of the box: CPUs, fans, NICs
+
+
+@dataclass(frozen=True)
+class Pricing:
+    mode: str = _choices("cloud", "owned", default="cloud")
+    currency: str = "USD"
+    hours_per_month: float = _number(730.0, exclusive=True)
+    cloud: CloudPricing = field(default_factory=CloudPricing)
+    owned: OwnedPricing = field(default_factory=OwnedPricing)
+    energy: EnergyPricing = field(default_factory=EnergyPricing)
+
+
+@dataclass(frozen=True)
+class SimulatedGpus:
+    count: int = _number(4, minimum=1)
+    product: str = "NVIDIA A10G"
+    idle_watts: float = _number(60.0)
+    max_watts: float = _number(300.0, exclusive=True)
+    memory_bytes: int = _size("24GiB")
+    energy_counter: bool = True  # False simulates a pre-Volta GPU: the exporter integrates power
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    backend: str = _choices("nvml", "simulated", "none", default="nvml")
+    interval: float = _duration("1s")
+    simulated: SimulatedGpus = field(default_factory=SimulatedGpus)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    url: str
+    name: str = "vllm"
+    kind: str = _choices("vllm", default="vllm")
+    interval: float = _duration("5s")
+    timeout: float = _duration("3s")
+    max_body_bytes: int = _size("4MiB")
+    max_models: int = _number(50, minimum=1)
+    gpus: list[int] | None = None  # GPU indices this engine holds; None = all GPUs of the node
+
+
+@dataclass(frozen=True)
+class Config:
+    pricing: Pricing = field(default_factory=Pricing)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
+    engines: list[EngineConfig] = field(default_factory=list)
+    window: float = _duration("5m")  # the live windowed gauges (tokens/s, $/1M) look back this far
+
+
+# Per-node settings people set from the environment (e.g. a DaemonSet's env), applied on top of
+# the file. Each maps to one key path; the value is parsed as a YAML scalar.
+ENV_OVERRIDES = {
+    "LLMCOST_PRICING_MODE": ("pricing", "mode"),
+    "LLMCOST_INSTANCE_TYPE": ("pricing", "cloud", "instance_type"),
+    "LLMCOST_INSTANCE_HOURLY": ("pricing", "cloud", "hourly"),
+    "LLMCOST_ELECTRICITY_PER_KWH": ("pricing", "energy", "electricity_per_kwh"),
+    "LLMCOST_GPU_BACKEND": ("gpu", "backend"),
+    "LLMCOST_ENGINE_URL": ("engines", 0, "url"),
+}
+
+
+def load_file(path: str | None, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment, and validate. Raises ConfigError."""
+    raw: dict = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(handle) or {}
+        except OSError as err:
+            raise ConfigError("config.file", f"cannot read {path!r}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError("config.file", f"not valid YAML: {err}".replace("\n", " ")) from None
+        if not isinstance(raw, dict):
+            raise ConfigError("config.file", "the top level must be a mapping")
+    return from_dict(raw, environ)
+
+
+def from_dict(raw: dict, environ: typing.Mapping[str, str] | None = None) -> Config:
+    raw = _apply_env(raw, os.environ if environ is None else environ)
+    config = _build(Config, raw, "")
+    _check(config)
+    return config
+
+
+def _apply_env(raw: dict, environ) -> dict:
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for var, path in ENV_OVERRIDES.items():
+        if var not in environ:
+            continue
+        node = raw
+        for i, key in enumerate(path[:-1]):
+            nxt = path[i + 1]
+            if isinstance(key, int):
+                while len(node) <= key:
+                    node.append({})
+                node = node[key]
+            else:
+                node = node.setdefault(key, [] if isinstance(nxt, int) else {})
+        node[path[-1]] = yaml.safe_load(environ[var])
+    return raw
+
+
+def _build(cls, data, path: str):
+    if not isinstance(data, dict):
+        raise ConfigError(path or "config", f"expected a mapping, got {_show(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields), key=str)
+    if unknown:
+        key = _join(path, unknown[0])
+        raise ConfigError(key, f"unknown key, allowed keys: {', '.join(fields)}")
+    values = {}
+    for name, spec in fields.items():
+        key = _join(path, name)
+        if name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise ConfigError(key, "required key is missing")
+            continue
+        values[name] = _convert(hints[name], data[name], key, spec.metadata)
+    return cls(**values)
+
+
+def _convert(hint, value, key: str, meta):
+    optional = _is_optional(hint)
+    if optional:
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    unit = meta.get("unit")
+    if unit:
+        parse = parse_duration if unit == "duration" else parse_size
+        try:
+            return parse(value)
+        except ValueError:
+            example = "'500ms', '5s', '5m', '1h'" if unit == "duration" else "'4MiB', '512KiB', 1048576"
+            raise ConfigError(key, f"got {_show(value)}, allowed: a {unit} such as {example}") from None
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise ConfigError(key, f"got {_show(value)}, allowed: a list")
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v, f"{key}[{i}]", {}) for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"got {_show(value)}, allowed: true, false")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ConfigError(key, f"got {_show(value)}, allowed: a number")
+        if hint is int and not float(value).is_integer():
+            raise ConfigError(key, f"got {_show(value)}, allowed: a whole number")
+        _check_range(value, key, meta)
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, f"got {_show(value)}, allowed: a non-empty string")
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(key, f"got {_show(value)}, allowed: {', '.join(choices)}")
+        return value
+    raise TypeError(f"no converter for {hint}")  # a programming error, not bad input
+
+
+def _check_range(value, key, meta):
+    minimum = meta.get("min")
+    if minimum is None:
+        return
+    if meta.get("exclusive") and value <= minimum:
+        raise ConfigError(key, f"got {_show(value)}, allowed: a number > {minimum:g}")
+    if value < minimum:
+        raise ConfigError(key, f"got {_show(value)}, allowed: a number >= {minimum:g}")
+
+
+def _check(config: Config) -> None:
+    """Rules that span several keys."""
+    pricing = config.pricing
+    if pricing.mode == "cloud" and pricing.cloud.hourly is None:
+        raise ConfigError("pricing.cloud.hourly", "required when pricing.mode is cloud (or set LLMCOST_INSTANCE_HOURLY)")
+    if pricing.mode == "owned" and pricing.energy.electricity_per_kwh is None:
+        raise ConfigError("pricing.energy.electricity_per_kwh", "required when pricing.mode is owned")
+    sim = config.gpu.simulated
+    if sim.max_watts <= sim.idle_watts:
+        raise ConfigError("gpu.simulated.max_watts", f"got {sim.max_watts:g}, allowed: a number > idle_watts ({sim.idle_watts:g})")
+    names = set()
+    for i, engine in enumerate(config.engines):
+        if not engine.url.startswith(("http://", "https://")):
+            raise ConfigError(f"engines[{i}].url", f"got {_show(engine.url)}, allowed: an http:// or https:// URL")
+        if engine.name in names:
+            raise ConfigError(f"engines[{i}].name", f"got {_show(engine.name)}, allowed: a name not used by another engine")
+        names.add(engine.name)
+        if engine.timeout >= engine.interval:
+            raise ConfigError(f"engines[{i}].timeout", f"got {engine.timeout:g}s, allowed: less than interval ({engine.interval:g}s)")
+        for j, gpu in enumerate(engine.gpus or []):
+            if gpu < 0:
+                raise ConfigError(f"engines[{i}].gpus[{j}]", f"got {gpu}, allowed: a GPU index >= 0")
+
+
+def _is_optional(hint) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _join(path: str, key) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _show(value) -> str:
+    return repr(value) if isinstance(value, str) else str(value)

@@ -1,0 +1,97 @@
+"""`llm-cost-exporter demo`: a simulated GPU node and two simulated vLLM servers, scraped over
+real HTTP by the real exporter, with time optionally accelerated."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+
+from exporter.app import Exporter
+from exporter.clock import AcceleratedClock
+from exporter.config import from_dict
+from exporter.demo.vllm_server import SimulatedVllm
+from exporter.demo.workload import Workload
+from exporter.gpu.simulated import SimulatedNVML
+from exporter.web import WebServer
+
+log = logging.getLogger("exporter.demo")
+
+# A g5.12xlarge-like node: 4x A10G, two models on two GPUs each.
+INSTANCE_TYPE = "g5.12xlarge"
+INSTANCE_HOURLY = 5.672  # USD, AWS us-east-1 on-demand
+ENGINES = (
+    # name, model, capacity tokens/s at saturation, GPUs, seed
+    ("llama-8b", "meta-llama/Llama-3.1-8B-Instruct", 2400.0, [0, 1], 11),
+    ("qwen-32b", "Qwen/Qwen2.5-32B-Instruct", 700.0, [2, 3], 23),
+)
+
+
+class Demo:
+    def __init__(self, listen_address: str, speed: float, window: str = "30m"):
+        self.clock = AcceleratedClock(speed)
+        self.servers: list[SimulatedVllm] = []
+        loads = {}
+        for name, model, capacity, gpus, seed in ENGINES:
+            workload = Workload(self.clock, capacity, seed=seed)
+            self.servers.append(SimulatedVllm(workload, model).start())
+            for gpu in gpus:
+                loads[gpu] = workload.load
+        self.nvml = SimulatedNVML(self.clock, count=4, product="NVIDIA A10G", idle_watts=58.0, max_watts=300.0)
+        for gpu, load in loads.items():
+            self.nvml.set_load(gpu, load)
+        engine_interval = "1s"
+        config = from_dict({
+            "pricing": {"mode": "cloud", "cloud": {"instance_type": INSTANCE_TYPE, "hourly": INSTANCE_HOURLY},
+                        "energy": {"electricity_per_kwh": 0.12, "pue": 1.3}},
+            "gpu": {"backend": "simulated", "interval": "1s"},
+            "window": window,
+            "engines": [{"name": name, "url": server.url, "gpus": gpus, "interval": engine_interval, "timeout": "800ms"}
+                        for (name, _, _, gpus, _), server in zip(ENGINES, self.servers)],
+        }, environ={})
+        self.exporter = Exporter(config, clock=self.clock, nvml_backend=self.nvml)
+        self.web = WebServer(self.exporter, listen_address)
+
+    def start(self) -> None:
+        self.exporter.start()
+        self.web.start()
+
+    def stop(self) -> None:
+        self.web.stop()
+        self.exporter.stop()
+        for server in self.servers:
+            server.stop()
+
+    def summary_line(self) -> str:
+        snap = self.exporter.snapshot()
+        spend = sum(snap.spend.components.values()) if snap.spend else 0.0
+        power = sum(g.power_watts or 0.0 for g in snap.gpus)
+        parts = [f"sim {time.strftime('%H:%M', time.gmtime(snap.time))}", f"spend ${spend:,.2f}", f"GPUs {power:,.0f} W"]
+        for f in snap.models:
+            tps = "-" if f.tokens_per_second is None else f"{f.tokens_per_second:,.0f} tok/s"
+            cpm = "no tokens" if f.cost_per_million is None else f"${f.cost_per_million:,.2f}/1M"
+            parts.append(f"{f.model.model.split('/')[-1]}: {tps}, {cpm}")
+        return " | ".join(parts)
+
+
+def run(listen_address: str, speed: float, duration: float, summary_every: float) -> int:
+    demo = Demo(listen_address, speed)
+    demo.start()
+    port = demo.web.port
+    print(f"llm-cost-exporter demo: 4 simulated A10G GPUs ({INSTANCE_TYPE} at ${INSTANCE_HOURLY}/h), "
+          f"2 simulated vLLM servers, time x{speed:g}", flush=True)
+    print(f"  metrics:  http://localhost:{port}/metrics\n  summary:  http://localhost:{port}/\n"
+          f"  engines:  {', '.join(s.url for s in demo.servers)}\nCtrl-C to stop.", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    deadline = time.monotonic() + duration if duration > 0 else None
+    while not stop.wait(summary_every):
+        print(demo.summary_line(), flush=True)
+        if deadline and time.monotonic() >= deadline:
+            break
+    demo.stop()
+    print("demo stopped", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,175 @@
+"""A simulated NVML with pynvml's interface, for the demo and the tests (no GPU here).
+
+Function names, units (mW, mJ, percent, bytes), return structures (pynvml's own ctypes structs)
+and errors (pynvml.NVMLError subclasses built from nvml.h return codes) are the real ones, so the
+GPU source runs the same code against this and against a real GPU.
+
+Power follows load: idle_watts + (max_watts - idle_watts) * load. The energy counter integrates
+that power exactly over the simulation clock, so it is the ground truth tests compare with.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pynvml
+
+_STEP_S = 1.0  # integration step for the energy counter, in simulated seconds
+
+
+class _SimGpu:
+    def __init__(self, index, product, idle_watts, max_watts, memory_bytes, energy_counter, load_fn, t0):
+        self.index = index
+        self.uuid = f"GPU-{index:08x}-5151-4c4d-8000-{index:012x}"
+        self.product = product
+        self.idle_watts, self.max_watts = idle_watts, max_watts
+        self.memory_bytes = memory_bytes
+        self.energy_counter = energy_counter
+        self.load_fn = load_fn
+        self.energy_mj = 0.0  # what the hardware counter reads (resets with the driver)
+        self.true_mj = 0.0  # ground truth since creation
+        self.last_t = t0
+        self.lost = False
+
+    def power_watts(self, t: float) -> float:
+        load = min(max(self.load_fn(t), 0.0), 1.0)
+        return self.idle_watts + (self.max_watts - self.idle_watts) * load
+
+    def advance(self, t: float) -> None:
+        """Integrate power up to t with the midpoint rule on fixed steps."""
+        while self.last_t < t:
+            step = min(_STEP_S, t - self.last_t)
+            mj = self.power_watts(self.last_t + step / 2) * step * 1000.0
+            self.energy_mj += mj
+            self.true_mj += mj
+            self.last_t += step
+
+
+class SimulatedNVML:
+    """Drop-in for the `pynvml` module. Fault injection: `fail`, `lose_gpu`, `library_missing`,
+    `reset_energy_counter`, `add_gpu`."""
+
+    def __init__(self, clock, count=4, product="NVIDIA A10G", idle_watts=60.0, max_watts=300.0,
+                 memory_bytes=24 * 1024**3, energy_counter=True, load_fn=None):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._initialised = False
+        self.library_missing = False
+        self._failures: dict[tuple[int | None, str], int] = {}
+        self._spec = dict(product=product, idle_watts=idle_watts, max_watts=max_watts,
+                          memory_bytes=memory_bytes, energy_counter=energy_counter)
+        self._default_load = load_fn or (lambda t: 0.0)
+        self.gpus = [self._new_gpu(i) for i in range(count)]
+
+    def _new_gpu(self, index, load_fn=None):
+        return _SimGpu(index, load_fn=load_fn or self._default_load, t0=self._clock.now(), **self._spec)
+
+    # -- fault injection ------------------------------------------------------------------
+
+    def fail(self, function: str, code: int, gpu: int | None = None) -> None:
+        """Make `function` (e.g. 'nvmlDeviceGetPowerUsage') raise NVML error `code`."""
+        self._failures[(gpu, function)] = code
+
+    def clear_failures(self) -> None:
+        self._failures.clear()
+
+    def lose_gpu(self, index: int, lost: bool = True) -> None:
+        self.gpus[index].lost = lost
+
+    def reset_energy_counter(self, index: int) -> None:
+        """What a driver reload does to the counter."""
+        gpu = self.gpus[index]
+        with self._lock:
+            gpu.advance(self._clock.now())
+            gpu.energy_mj = 0.0
+
+    def add_gpu(self, load_fn=None) -> None:
+        self.gpus.append(self._new_gpu(len(self.gpus), load_fn))
+
+    def set_load(self, index: int, load_fn) -> None:
+        gpu = self.gpus[index]
+        with self._lock:
+            gpu.advance(self._clock.now())
+            gpu.load_fn = load_fn
+
+    def true_energy_joules(self, index: int) -> float:
+        """Ground truth: energy since the GPU was created, unaffected by counter resets."""
+        gpu = self.gpus[index]
+        with self._lock:
+            gpu.advance(self._clock.now())
+            return gpu.true_mj / 1000.0
+
+    # -- the pynvml interface -------------------------------------------------------------
+
+    def _check(self, function: str, handle=None):
+        if self.library_missing:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+        if function != "nvmlInit" and not self._initialised:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+        index = handle.index if handle is not None else None
+        code = self._failures.get((index, function)) or self._failures.get((None, function))
+        if code:
+            raise pynvml.NVMLError(code)
+        if handle is not None and handle.lost:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+
+    def nvmlInit(self):
+        self._check("nvmlInit")
+        self._initialised = True
+
+    def nvmlShutdown(self):
+        self._check("nvmlShutdown")
+        self._initialised = False
+
+    def nvmlDeviceGetCount(self):
+        self._check("nvmlDeviceGetCount")
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        self._check("nvmlDeviceGetHandleByIndex")
+        if index >= len(self.gpus):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        gpu = self.gpus[index]
+        self._check("nvmlDeviceGetHandleByIndex", gpu)
+        return gpu
+
+    def nvmlDeviceGetName(self, handle):
+        self._check("nvmlDeviceGetName", handle)
+        return handle.product
+
+    def nvmlDeviceGetUUID(self, handle):
+        self._check("nvmlDeviceGetUUID", handle)
+        return handle.uuid
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        self._check("nvmlDeviceGetPowerUsage", handle)
+        return int(round(handle.power_watts(self._clock.now()) * 1000))  # mW
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle):
+        self._check("nvmlDeviceGetEnforcedPowerLimit", handle)
+        return int(handle.max_watts * 1000)  # mW
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        self._check("nvmlDeviceGetTotalEnergyConsumption", handle)
+        if not handle.energy_counter:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        with self._lock:
+            handle.advance(self._clock.now())
+            return int(handle.energy_mj)  # mJ, an unsigned long long in NVML
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        self._check("nvmlDeviceGetUtilizationRates", handle)
+        rates = pynvml.c_nvmlUtilization_t()
+        load = min(max(handle.load_fn(self._clock.now()), 0.0), 1.0)
+        # NVML's "gpu" is the share of time a kernel ran, so any load above ~0 reads busy.
+        rates.gpu = int(round(100 * min(1.0, load * 1.6)))
+        rates.memory = int(round(100 * load * 0.7))
+        return rates
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        self._check("nvmlDeviceGetMemoryInfo", handle)
+        info = pynvml.c_nvmlMemory_t()
+        info.total = handle.memory_bytes
+        info.used = int(handle.memory_bytes * 0.9)  # vLLM pre-allocates ~90% for the KV cache
+        info.free = info.total - info.used
+        return info

@@ -1,0 +1,239 @@
+"""GPU source: samples NVML (or the simulated backend) on a fixed cadence.
+
+The backend is anything with pynvml's function names: the real `pynvml` module from
+`nvidia-ml-py`, or exporter.gpu.simulated.SimulatedNVML. Errors are pynvml's own NVMLError
+subclasses either way.
+
+Energy is the hardware counter (nvmlDeviceGetTotalEnergyConsumption, mJ since driver load,
+Volta and newer). Where it is not supported the exporter integrates sampled power (trapezoids).
+Either way the exported energy is our own monotonic total: a counter that goes backwards (driver
+reload) contributes the integrated power for that interval, never a negative or phantom jump.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass, replace
+
+from exporter.health import SourceHealth
+
+log = logging.getLogger("exporter.gpu")
+
+# NVML return codes (nvml.h) that decide what we do; the rest count as "nvml_error".
+NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_ERROR_GPU_IS_LOST = 15
+
+_REASONS = {
+    NVML_ERROR_UNINITIALIZED: "uninitialized",
+    NVML_ERROR_NOT_SUPPORTED: "not_supported",
+    NVML_ERROR_DRIVER_NOT_LOADED: "driver_not_loaded",
+    NVML_ERROR_LIBRARY_NOT_FOUND: "library_not_found",
+    NVML_ERROR_GPU_IS_LOST: "gpu_lost",
+}
+# These mean the whole library is unusable: shut down and re-initialise with backoff.
+_FATAL = {NVML_ERROR_UNINITIALIZED, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIBRARY_NOT_FOUND}
+
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    index: int
+    uuid: str
+    name: str
+    up: bool
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    utilization_ratio: float | None = None
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+    energy_joules: float = 0.0  # our monotonic total since the exporter started
+    energy_method: str = "counter"  # "counter" or "integrated"
+
+
+def load_pynvml():
+    """The real backend. A missing Python package is reported like a missing library."""
+    return importlib.import_module("pynvml")
+
+
+def nvml_reason(err: Exception) -> str:
+    return _REASONS.get(getattr(err, "value", None), "nvml_error")
+
+
+class _GpuTracker:
+    """Per-GPU state between samples: handle, energy bookkeeping."""
+
+    def __init__(self, index: int, handle, uuid: str, name: str, power_limit: float | None):
+        self.index, self.handle = index, handle
+        self.reading = GpuReading(index, uuid, name, up=False, power_limit_watts=power_limit)
+        self.last_counter_mj: float | None = None
+        self.last_power: float | None = None
+        self.last_time: float | None = None
+        self.counter_supported = True
+
+
+class GpuSource:
+    def __init__(self, backend_loader, clock, health: SourceHealth | None = None):
+        self._load_backend = backend_loader
+        self._clock = clock
+        self.health = health or SourceHealth("nvml", "nvml")
+        self._nvml = None
+        self._gpus: list[_GpuTracker] = []
+        self._backoff = 1.0
+        self._next_init = 0.0  # monotonic seconds
+
+    # -- public ---------------------------------------------------------------------------
+
+    def readings(self) -> list[GpuReading]:
+        return [g.reading for g in self._gpus]
+
+    def sample(self) -> list[GpuReading]:
+        """Read every GPU once. Never raises for NVML trouble; reports it in health."""
+        started = time.monotonic()
+        if self._nvml is None and not self._initialise(started):
+            self._mark_all_down()
+            return self.readings()
+        now = self._clock.now()
+        fatal = None
+        for gpu in self._gpus:
+            try:
+                self._sample_gpu(gpu, now)
+            except Exception as err:  # pynvml.NVMLError or anything a broken binding raises
+                reason = nvml_reason(err)
+                if gpu.reading.up:  # log the transition, not every failed sample
+                    log.warning("gpu down gpu=%d uuid=%s reason=%s detail=%s", gpu.index, gpu.reading.uuid, reason, err)
+                gpu.reading = replace(gpu.reading, up=False)
+                if reason in ("uninitialized", "driver_not_loaded", "library_not_found"):
+                    fatal = (reason, err)
+                    break
+                self.health.count(reason)
+        duration = time.monotonic() - started
+        if fatal:
+            self._shutdown()
+            self._schedule_retry(time.monotonic())
+            self.health.failure(fatal[0], str(fatal[1]), duration)
+            self._mark_all_down()
+        elif self._gpus and not any(g.reading.up for g in self._gpus):
+            self.health.failure("gpu_lost", "no GPU answered", duration)
+        else:
+            self.health.success(now, duration)
+        return self.readings()
+
+    def total_energy_joules(self) -> float:
+        return sum(g.reading.energy_joules for g in self._gpus)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _initialise(self, mono_now: float) -> bool:
+        if mono_now < self._next_init:
+            return False
+        try:
+            nvml = self._load_backend()
+            nvml.nvmlInit()
+            count = nvml.nvmlDeviceGetCount()
+            known = {g.reading.uuid: g for g in self._gpus}
+            gpus = []
+            for index in range(count):
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+                name = _text(nvml.nvmlDeviceGetName(handle))
+                limit = _optional(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0)
+                tracker = _GpuTracker(index, handle, uuid, name, limit)
+                previous = known.pop(uuid, None)
+                if previous:  # keep the energy total of a GPU we already knew
+                    tracker.reading = replace(tracker.reading, energy_joules=previous.reading.energy_joules)
+                gpus.append(tracker)
+            # GPUs that vanished keep their totals (down) so counters never go backwards.
+            for gone in known.values():
+                gone.reading = replace(gone.reading, up=False)
+                gone.handle = None
+                gpus.append(gone)
+        except ImportError as err:
+            return self._init_failed("library_not_found", f"python package nvidia-ml-py not importable: {err}", mono_now)
+        except Exception as err:
+            return self._init_failed(nvml_reason(err), str(err), mono_now)
+        self._nvml, self._gpus, self._backoff = nvml, gpus, 1.0
+        log.info("nvml initialised gpus=%d", count)
+        return True
+
+    def _init_failed(self, reason: str, detail: str, mono_now: float) -> bool:
+        self._schedule_retry(mono_now)
+        self.health.failure(reason, f"{detail} (retry in {self._backoff:g}s)")
+        return False
+
+    def _schedule_retry(self, mono_now: float) -> None:
+        self._next_init = mono_now + self._backoff
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+
+    def _shutdown(self) -> None:
+        try:
+            self._nvml.nvmlShutdown()
+        except Exception:  # already broken; nothing to release
+            pass
+        self._nvml = None
+
+    def _mark_all_down(self) -> None:
+        for gpu in self._gpus:
+            gpu.reading = replace(gpu.reading, up=False)
+
+    def _sample_gpu(self, gpu: _GpuTracker, now: float) -> None:
+        if gpu.handle is None:
+            raise _Lost()
+        nvml, h = self._nvml, gpu.handle
+        power = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
+        util = nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0
+        memory = nvml.nvmlDeviceGetMemoryInfo(h)
+        energy = gpu.reading.energy_joules + self._energy_delta(gpu, now, power)
+        gpu.last_power, gpu.last_time = power, now
+        if not gpu.reading.up and gpu.reading.power_watts is not None:
+            log.info("gpu up again gpu=%d uuid=%s", gpu.index, gpu.reading.uuid)
+        gpu.reading = replace(
+            gpu.reading, up=True, power_watts=power, utilization_ratio=util,
+            memory_used_bytes=float(memory.used), memory_total_bytes=float(memory.total),
+            energy_joules=energy, energy_method="counter" if gpu.counter_supported else "integrated")
+
+    def _energy_delta(self, gpu: _GpuTracker, now: float, power: float) -> float:
+        integrated = 0.0
+        if gpu.last_time is not None and gpu.last_power is not None and now > gpu.last_time:
+            integrated = (gpu.last_power + power) / 2.0 * (now - gpu.last_time)
+        if not gpu.counter_supported:
+            return integrated
+        try:
+            counter_mj = float(self._nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
+        except Exception as err:
+            if nvml_reason(err) != "not_supported":
+                raise
+            gpu.counter_supported = False
+            log.info("gpu=%d has no energy counter; integrating power instead", gpu.index)
+            return integrated
+        previous, gpu.last_counter_mj = gpu.last_counter_mj, counter_mj
+        if previous is None:
+            return integrated  # first reading is a baseline
+        if counter_mj < previous:  # driver reload reset the counter
+            log.warning("energy counter went backwards gpu=%d; integrating power for this interval", gpu.index)
+            self.health.count("energy_counter_reset")
+            return integrated
+        return (counter_mj - previous) / 1000.0
+
+
+class _Lost(Exception):
+    value = NVML_ERROR_GPU_IS_LOST
+
+    def __str__(self):
+        return "GPU no longer present after re-initialisation"
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _optional(read):
+    try:
+        return read()
+    except Exception:
+        return None

@@ -1,0 +1,87 @@
+"""Small time-series helpers: reset-aware monotonic totals and a sliding window."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+
+
+class ResetAwareTotals:
+    """Turns raw counters read from a process that may restart into monotonic totals.
+
+    The first reading of a source is a baseline (what it counted before we watched is not ours
+    to count). After that, a raw value below the previous one means the source restarted: the
+    new raw value is what it counted since the restart, as Prometheus' increase() assumes. A
+    series first seen after the baseline started at zero, so all of it is new.
+    """
+
+    def __init__(self):
+        self._last_raw: dict[tuple, float] = {}
+        self.totals: dict[tuple, float] = {}
+        self.baselined = False
+        self.resets = 0
+
+    def update(self, raw: dict[tuple, float]) -> dict[tuple, float]:
+        """Apply one complete reading; returns the increase per key."""
+        if not self.baselined:
+            self._last_raw = dict(raw)
+            for key in raw:
+                self.totals.setdefault(key, 0.0)
+            self.baselined = True
+            return {key: 0.0 for key in raw}
+        restarted = any(value < self._last_raw.get(key, 0.0) for key, value in raw.items())
+        if restarted:
+            self.resets += 1
+        deltas = {}
+        for key, value in raw.items():
+            previous = 0.0 if restarted else self._last_raw.get(key, 0.0)
+            deltas[key] = value - previous
+            self.totals[key] = self.totals.get(key, 0.0) + deltas[key]
+        # Keys missing from this reading keep their totals; after a restart their old raw
+        # values are meaningless, so forget them.
+        self._last_raw = dict(raw) if restarted else {**self._last_raw, **raw}
+        return deltas
+
+
+class SlidingWindow:
+    """(time, cumulative value) samples over the last `length` seconds."""
+
+    def __init__(self, length: float):
+        self.length = length
+        self._times: deque[float] = deque()
+        self._values: deque[float] = deque()
+
+    def add(self, t: float, value: float) -> None:
+        if self._times and t <= self._times[-1]:
+            self._values[-1] = value  # same instant (or a clock step back): keep the latest
+            return
+        self._times.append(t)
+        self._values.append(value)
+        # Keep one sample older than the window so value_at() can interpolate its start.
+        while len(self._times) > 2 and self._times[1] <= t - self.length:
+            self._times.popleft()
+            self._values.popleft()
+
+    def span(self, now: float) -> tuple[float, float, float, float] | None:
+        """(t0, v0, t1, v1): first and last sample inside the window; None if under two."""
+        start = now - self.length
+        i = bisect.bisect_left(self._times, start)
+        if len(self._times) - i < 2:
+            return None
+        return self._times[i], self._values[i], self._times[-1], self._values[-1]
+
+    def value_at(self, t: float) -> float | None:
+        """Linear interpolation between samples; None outside the recorded range."""
+        if not self._times or t < self._times[0] or t > self._times[-1]:
+            return None
+        i = bisect.bisect_left(self._times, t)
+        if self._times[i] == t:
+            return self._values[i]
+        t0, t1 = self._times[i - 1], self._times[i]
+        v0, v1 = self._values[i - 1], self._values[i]
+        return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+
+
+def finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))
