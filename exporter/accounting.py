@@ -48,7 +48,8 @@ class Accountant:
         self._engines: dict[str, float] = {e: 0.0 for e in engine_gpus}
         self._energy_cost = 0.0
         self._overhead_joules = 0.0
-        self._windows = {e: SlidingWindow(window_s) for e in engine_gpus}
+        # Twice the live window: token samples lag ticks, and spend_between() must reach back to them.
+        self._windows = {e: SlidingWindow(2 * window_s) for e in engine_gpus}
         self._last_time: float | None = None
         self._last_gpu_energy: dict[str, float] = {}
         self._last_requests = 0.0

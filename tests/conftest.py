@@ -1,0 +1,91 @@
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from exporter.app import Exporter
+from exporter.clock import ManualClock
+from exporter.config import from_dict
+from exporter.demo.vllm_server import SimulatedVllm
+from exporter.demo.workload import Workload
+from exporter.gpu.simulated import SimulatedNVML
+
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def vllm(clock):
+    """A simulated vLLM server on a real loopback socket, at a constant 50% load."""
+    servers = []
+
+    def make(capacity=1000.0, load=0.5, model=MODEL, data_parallel=1, seed=1):
+        workload = Workload(clock, capacity, seed=seed)
+        workload.set_constant_load(load)
+        server = SimulatedVllm(workload, model, data_parallel=data_parallel).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def nvml(clock):
+    return SimulatedNVML(clock, count=2, idle_watts=50.0, max_watts=250.0, load_fn=lambda t: 0.5)
+
+
+def make_config(engines=(), mode="cloud", **pricing):
+    raw = {"pricing": {"mode": mode}, "gpu": {"backend": "simulated"}, "window": "10m",
+           "engines": [{"name": name, "url": url, "interval": "5s", "timeout": "1s", **extra}
+                       for name, url, extra in engines]}
+    if mode == "cloud":
+        raw["pricing"]["cloud"] = {"hourly": pricing.pop("hourly", 3.6)}
+    raw["pricing"].update(pricing)
+    return from_dict(raw, environ={})
+
+
+@pytest.fixture
+def exporter_for(clock, nvml):
+    def make(config, backend=None):
+        return Exporter(config, clock=clock, nvml_backend=backend or nvml)
+    return make
+
+
+def value(exporter, metric, **labels):
+    """A sample value through the real registry (None if absent)."""
+    return exporter.registry.get_sample_value(metric, labels)
+
+
+@pytest.fixture
+def static_server():
+    """A real HTTP server answering every GET with a fixed exposition body."""
+    servers = []
+
+    def make(body: str, content_type="text/plain; version=0.0.4; charset=utf-8"):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/metrics"
+
+    yield make
+    for server in servers:
+        server.shutdown()
+        server.server_close()
