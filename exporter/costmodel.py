@@ -84,3 +84,28 @@ def payback_months(capex: float, api_equivalent_monthly: float, opex_monthly: fl
     if saving <= 0:
         return None
     return capex / saving
+
+
+def monthly_cost(hourly: float, hours_per_month: float) -> float:
+    return hourly * hours_per_month
+
+
+def tokens_in_period(capacity_tokens_per_s: float, hours: float, utilization_ratio: float = 1.0) -> float:
+    return capacity_tokens_per_s * utilization_ratio * hours * SECONDS_PER_HOUR
+
+
+def energy_kwh_for(watts: float, hours: float) -> float:
+    return watts * hours / 1000.0
+
+
+def breakeven_requests_per_day(fixed_daily: float, api_cost_per_request: float, fee_per_request: float) -> float | None:
+    """Daily requests above which a fixed-cost deployment beats paying the API per request."""
+    margin = api_cost_per_request - fee_per_request
+    if margin <= 0:
+        return None
+    return fixed_daily / margin
+
+
+def training_cost(training_tokens: float, epochs: int, training_per_million: float) -> float:
+    """Fine-tuning bill: every token of the file is billed once per epoch."""
+    return training_tokens * epochs * training_per_million / PER_MILLION
