@@ -51,7 +51,7 @@ class Exporter:
         return GpuSource(load_pynvml, self.clock)
 
     def _requests_total(self) -> float:
-        return sum(sum(m.requests.values()) for e in self.engines for m in e.snapshot())
+        return sum(e.requests_total() for e in self.engines)
 
     # -- sampling -------------------------------------------------------------------------
 

@@ -20,8 +20,8 @@ def scrape(exporter) -> dict[tuple, float]:
             for f in text_string_to_metric_families(text) for s in f.samples}
 
 
-def get(samples, name, **labels):
-    return samples[(name, tuple(sorted(labels.items())))]
+def get(samples, metric, **labels):
+    return samples[(metric, tuple(sorted(labels.items())))]
 
 
 def run_for(clock, exporter, seconds, step=5.0):
@@ -108,3 +108,35 @@ def test_idle_engine_has_spend_but_no_cost_per_million(clock, vllm, exporter_for
     assert get(samples, "llmcost_engine_spend_total", engine="vllm", currency="USD") > 0
     assert get(samples, "llmcost_tokens_per_second", engine="vllm", model=MODEL) == 0
     assert not any(k[0] == "llmcost_cost_per_million_tokens" for k in samples)
+
+
+def test_gpu_faults_degrade_only_gpu_metrics(clock, vllm, nvml, exporter_for):
+    server = vllm()
+    exporter = exporter_for(make_config([("vllm", server.url, {})]))
+    exporter.sample_all()
+    run_for(clock, exporter, 60)
+    lost_uuid = nvml.gpus[1].uuid
+    energy_before = get(scrape(exporter), "llmcost_gpu_energy_joules_total", gpu="1", uuid=lost_uuid)
+
+    nvml.lose_gpu(1)
+    run_for(clock, exporter, 60)
+    samples = scrape(exporter)
+    assert get(samples, "llmcost_gpu_up", gpu="1", uuid=lost_uuid) == 0
+    assert get(samples, "llmcost_gpu_up", gpu="0", uuid=nvml.gpus[0].uuid) == 1
+    assert ("llmcost_gpu_power_watts", (("gpu", "1"), ("uuid", lost_uuid))) not in samples
+    assert get(samples, "llmcost_gpu_energy_joules_total", gpu="1", uuid=lost_uuid) == energy_before
+    assert get(samples, "llmcost_source_up", source="nvml", name="nvml") == 1
+    assert get(samples, "llmcost_source_errors_total", source="nvml", name="nvml", reason="gpu_lost") == 12
+
+    tokens = get(samples, "llmcost_tokens_total", engine="vllm", model=MODEL, direction="input")
+    spend = get(samples, "llmcost_spend_total", component="instance", currency="USD")
+    energy_total = sum(v for k, v in samples.items() if k[0] == "llmcost_gpu_energy_joules_total")
+    nvml.library_missing = True  # the driver went away under us
+    run_for(clock, exporter, 60)
+    samples = scrape(exporter)
+    assert get(samples, "llmcost_source_up", source="nvml", name="nvml") == 0
+    assert get(samples, "llmcost_source_errors_total", source="nvml", name="nvml", reason="library_not_found") >= 1
+    assert sum(v for k, v in samples.items() if k[0] == "llmcost_gpu_energy_joules_total") == energy_total
+    assert get(samples, "llmcost_tokens_total", engine="vllm", model=MODEL, direction="input") > tokens
+    assert get(samples, "llmcost_spend_total", component="instance", currency="USD") > spend
+    assert get(samples, "llmcost_source_up", source="engine", name="vllm") == 1

@@ -93,6 +93,10 @@ class EngineSource:
             ))
         return out
 
+    def requests_total(self) -> float:
+        """Finished requests over all models (call with the state lock held)."""
+        return sum(v for k, v in self._totals.totals.items() if k[1] == "requests")
+
     def _model_names(self) -> set[str]:
         return {key[0] for key in self._totals.totals}
 
