@@ -14,7 +14,13 @@ setup_venv() {
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
   fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".$extras" 2>&1 \
-    | grep -v "^WARNING: Location" || true
-  "$venv/bin/python" -c 'import exporter' || { echo "install into $venv failed" >&2; exit 1; }
+  # Re-install only when the dependencies changed; --no-compile skips byte-compiling the large
+  # kubernetes client up front (it is imported lazily anyway).
+  local stamp="$venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)${extras//[^a-z]/}"
+  if [ ! -e "$stamp" ]; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile -e ".$extras" 2>&1 \
+      | grep -v "^WARNING: Location" || true
+    "$venv/bin/python" -c 'import exporter' || { echo "install into $venv failed" >&2; exit 1; }
+    touch "$stamp"
+  fi
 }
