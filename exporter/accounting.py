@@ -28,6 +28,9 @@ class SpendSnapshot:
     energy_cost: float | None  # cumulative; None when no electricity price is configured
     hourly_cost: float | None  # the current rate, from the last tick
     overhead_energy_joules: float
+    engine_energy_joules: dict[str, float]  # GPU energy of the engine's GPUs + its share of overhead
+    idle_spend: dict[str, float]  # per engine: spend accrued while it produced no tokens
+    co2e_grams: float | None  # None without a configured grid intensity
 
 
 def engine_gpu_shares(engine_gpus: dict[str, list[int] | None], gpu_count: int) -> dict[int, list[str]]:
@@ -37,17 +40,24 @@ def engine_gpu_shares(engine_gpus: dict[str, list[int] | None], gpu_count: int) 
 
 class Accountant:
     def __init__(self, pricing: Pricing, gpu_source, engine_gpus: dict[str, list[int] | None],
-                 requests_total, clock, lock: threading.RLock, window_s: float):
+                 requests_total, clock, lock: threading.RLock, window_s: float, engine_idle=lambda name: False):
         self._pricing = pricing
         self._gpu = gpu_source
         self._engine_gpus = engine_gpus
         self._requests_total = requests_total  # callable: finished requests over all engines
+        self._engine_idle = engine_idle  # callable: engine name -> no tokens flowing now
         self._clock = clock
         self._lock = lock
         self._components: dict[str, float] = {c: 0.0 for c in self.component_names(pricing.mode)}
         self._engines: dict[str, float] = {e: 0.0 for e in engine_gpus}
         self._energy_cost = 0.0
         self._overhead_joules = 0.0
+        self._engine_joules = {e: 0.0 for e in engine_gpus}
+        self._idle_spend = {e: 0.0 for e in engine_gpus}
+        self._co2e_grams = 0.0
+        self._opex = 0.0  # owned: energy + fixed (what the API must beat to pay the capex back)
+        self.opex_window = SlidingWindow(window_s)
+        self._energy_windows = {e: SlidingWindow(2 * window_s) for e in engine_gpus}
         # Twice the live window: token samples lag ticks, and spend_between() must reach back to them.
         self._windows = {e: SlidingWindow(2 * window_s) for e in engine_gpus}
         self._last_time: float | None = None
@@ -100,12 +110,19 @@ class Accountant:
             self._components[component] += amount
         if "energy" in self._components:
             self._components["energy"] += sum(per_gpu_energy_cost.values())
+        total_joules = sum(gpu_joules.values()) + overhead_joules
         if energy_price is not None:
-            self._energy_cost += costmodel.energy_cost(sum(gpu_joules.values()) + overhead_joules, energy_price, p.energy.pue)
+            self._energy_cost += costmodel.energy_cost(total_joules, energy_price, p.energy.pue)
+        if p.energy.grid_co2e_grams_per_kwh is not None:
+            self._co2e_grams += costmodel.energy_kwh(total_joules) * p.energy.pue * p.energy.grid_co2e_grams_per_kwh
+        if p.mode == "owned":
+            self._opex += shared["fixed"] + shared["energy"] + sum(per_gpu_energy_cost.values())
+        self.opex_window.add(now, self._opex)
         self._overhead_joules += overhead_joules
         total = sum(shared.values()) + sum(per_gpu_energy_cost.values())
         self._hourly = total / hours
         self._allocate(now, dt, sum(shared.values()), per_gpu_energy_cost, gpu_count)
+        self._allocate_energy(now, gpu_joules, overhead_joules, gpu_count)
 
     def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count) -> None:
         allocated = {e: 0.0 for e in self._engines}
@@ -121,6 +138,17 @@ class Accountant:
             self._engines[engine] += amount
             self._rates[engine] = amount / dt
             self._windows[engine].add(now, self._engines[engine])
+            if self._engine_idle(engine):
+                self._idle_spend[engine] += amount
+
+    def _allocate_energy(self, now, gpu_joules: dict[int, float], overhead_joules: float, gpu_count: int) -> None:
+        """Each GPU's joules to the engines on it; overhead evenly per GPU, like shared spend."""
+        for index, engines in engine_gpu_shares(self._engine_gpus, gpu_count).items():
+            joules = gpu_joules.get(index, 0.0) + overhead_joules / gpu_count
+            for engine in engines:
+                self._engine_joules[engine] += joules / len(engines)
+        for engine, window in self._energy_windows.items():
+            window.add(now, self._engine_joules[engine])
 
     # -- reading (call with the state lock held) ------------------------------------------
 
@@ -130,7 +158,9 @@ class Accountant:
             mode=p.mode, currency=p.currency, components=dict(self._components),
             engines=dict(self._engines),
             energy_cost=self._energy_cost if p.energy.electricity_per_kwh is not None else None,
-            hourly_cost=self._hourly, overhead_energy_joules=self._overhead_joules)
+            hourly_cost=self._hourly, overhead_energy_joules=self._overhead_joules,
+            engine_energy_joules=dict(self._engine_joules), idle_spend=dict(self._idle_spend),
+            co2e_grams=self._co2e_grams if p.energy.grid_co2e_grams_per_kwh is not None else None)
 
     def spend_between(self, engine: str, t0: float, t1: float) -> float | None:
         """Spend allocated to `engine` in [t0, t1]; None if the ledger does not cover t0."""
@@ -138,6 +168,11 @@ class Accountant:
         if start is None or end is None:
             return None
         return max(end - start, 0.0)
+
+    def energy_between(self, engine: str, t0: float, t1: float) -> float | None:
+        window = self._energy_windows.get(engine)
+        start, end = (window.value_at(t0), window.value_at(t1)) if window else (None, None)
+        return None if start is None or end is None else end - start
 
     def _spend_at(self, engine: str, t: float) -> float | None:
         window = self._windows.get(engine)

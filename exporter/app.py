@@ -28,12 +28,16 @@ class Exporter:
         self.clock = clock or SystemClock()
         self.lock = threading.RLock()  # guards all sampled state; held briefly, never across I/O
         self.gpu = self._gpu_source(nvml_backend)
-        self.engines = [EngineSource(e, self.clock, self.lock, config.window) for e in config.engines]
+        self.engines = [EngineSource(e, self.clock, self.lock, config.window, self._apis_for(e)) for e in config.engines]
+        by_name = {e.name: e for e in self.engines}
         self.accountant = Accountant(
             config.pricing, self.gpu, {e.name: e.gpus for e in config.engines},
-            self._requests_total, self.clock, self.lock, config.window)
+            self._requests_total, self.clock, self.lock, config.window,
+            engine_idle=lambda name: not by_name[name].tokens_flowing)
         self.registry = CollectorRegistry()
-        self.registry.register(CostCollector(self.snapshot, {"mode": config.pricing.mode, "currency": config.pricing.currency}))
+        compared = {api.name: api for engine in self.engines for api in engine.apis}
+        labels = {"mode": config.pricing.mode, "currency": config.pricing.currency, "price_source": config.hourly_source}
+        self.registry.register(CostCollector(self.snapshot, labels, sorted(compared.values(), key=lambda a: a.name)))
         self._scheduler: BackgroundScheduler | None = None
 
     def _gpu_source(self, nvml_backend):
@@ -49,6 +53,10 @@ class Exporter:
             self.simulated_nvml = backend
             return GpuSource(lambda: backend, self.clock)
         return GpuSource(load_pynvml, self.clock)
+
+    def _apis_for(self, engine_config):
+        names = engine_config.apis if engine_config.apis is not None else self.config.compare.apis
+        return [self.config.api_prices[name] for name in names]
 
     def _requests_total(self) -> float:
         return sum(e.requests_total() for e in self.engines)
@@ -68,7 +76,7 @@ class Exporter:
 
     def snapshot(self) -> snapshots.Snapshot:
         with self.lock:
-            return snapshots.take(self.clock, self.config.window, self.gpu, self.engines, self.accountant)
+            return snapshots.take(self.clock, self.config, self.gpu, self.engines, self.accountant)
 
     # -- scheduling -----------------------------------------------------------------------
 

@@ -43,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--demo.summary-interval", dest="summary_every", type=float, default=5.0,
                       help="seconds between the terminal summary lines")
     common(demo)
+
+    from exporter import estimate, report
+
+    estimate_cmd = commands.add_parser("estimate", formatter_class=fmt, help="what-if cost calculator over a scenario file")
+    estimate.add_arguments(estimate_cmd)
+    report_cmd = commands.add_parser("report", formatter_class=fmt,
+                                     help="the real figures of a past period, from Prometheus")
+    report.add_arguments(report_cmd)
+    catalog_cmd = commands.add_parser("catalog", formatter_class=fmt, help="price catalog tools")
+    catalog_sub = catalog_cmd.add_subparsers(dest="catalog_command", metavar="CATALOG_COMMAND", required=True)
+    litellm = catalog_sub.add_parser("import-litellm", formatter_class=fmt,
+                                     help="convert LiteLLM's model_prices_and_context_window.json into an API catalog")
+    litellm.add_argument("args", nargs=argparse.REMAINDER, help="FILE [--output PATH] [--provider NAME ...]")
     return parser
 
 
@@ -59,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "estimate":
+        from exporter import estimate
+
+        return estimate.run(args)
+    if args.command == "report":
+        from exporter import report
+
+        return report.run(args)
+    if args.command == "catalog":
+        from exporter.catalog import litellm
+
+        return litellm.main(args.args)
     _setup_logging(args.log_level)
     if args.command == "demo":
         from exporter.demo.run import run as run_demo

@@ -18,7 +18,7 @@ from __future__ import annotations
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from exporter import __version__
-from exporter.snapshot import Snapshot
+from exporter.snapshot import Snapshot, engine_savings
 
 P = "llmcost_"
 _SAMPLED_GPU = "Sampled from NVML on the GPU cadence, not at scrape time."
@@ -26,9 +26,10 @@ _SAMPLED_ENGINE = "Sampled from the engine's /metrics on its cadence, not at scr
 
 
 class CostCollector:
-    def __init__(self, take_snapshot, pricing_labels: dict[str, str]):
+    def __init__(self, take_snapshot, pricing_labels: dict[str, str], api_prices=()):
         self._take_snapshot = take_snapshot
         self._pricing_labels = pricing_labels
+        self._api_prices = list(api_prices)  # the catalog.ApiPrice entries some engine is compared with
 
     def describe(self):
         # Registering must not touch NVML or the network: describe from an empty snapshot.
@@ -42,14 +43,16 @@ class CostCollector:
         yield from self._gpu_families(snap)
         yield from self._model_families(snap)
         yield from self._cost_families(snap)
+        yield from self._economics_families(snap)
 
     def _exporter_families(self, snap: Snapshot):
         build = GaugeMetricFamily(P + "build_info", "llm-cost-exporter version; constant 1.", labels=["version"])
         build.add_metric([__version__], 1)
         yield build
-        info = GaugeMetricFamily(P + "pricing_info", "Cost mode (cloud or owned) and currency in force; constant 1.",
-                                 labels=["mode", "currency"])
-        info.add_metric([self._pricing_labels["mode"], self._pricing_labels["currency"]], 1)
+        info = GaugeMetricFamily(P + "pricing_info", "Cost mode (cloud or owned), currency and where the instance "
+                                 "price came from (configured or catalog:provider/type/region); constant 1.",
+                                 labels=["mode", "currency", "price_source"])
+        info.add_metric([self._pricing_labels[k] for k in ("mode", "currency", "price_source")], 1)
         yield info
         window = GaugeMetricFamily(P + "window_seconds", "Length of the window the live gauges (tokens/s, cost per 1M) look back over.")
         window.add_metric([], snap.window_s)
@@ -157,3 +160,76 @@ class CostCollector:
             if f.cost_per_million is not None:
                 cpm.add_metric([f.model.engine, f.model.model, currency], f.cost_per_million)
         yield from (spend, engine_spend, energy_cost, overhead, hourly, cpm)
+
+    def _economics_families(self, snap: Snapshot):
+        currency = self._pricing_labels["currency"]
+        ids = ["engine", "model"]
+        prices = GaugeMetricFamily(P + "api_price_per_million_tokens", "API list price per 1M tokens from the catalog, "
+                                   "by direction (input, cached_input, output).", labels=["api", "direction", "currency"])
+        for api in self._api_prices:
+            for direction, price in (("input", api.input_per_million), ("output", api.output_per_million),
+                                     ("cached_input", api.cached_input_per_million)):
+                if price is not None:
+                    prices.add_metric([api.name, direction, currency], price)
+        equivalent = CounterMetricFamily(P + "api_equivalent_spend", "What the API would have billed for the same input, "
+                                         "cached input and output tokens.", labels=ids + ["api", "currency"])
+        blended = GaugeMetricFamily(P + "api_blended_price_per_million_tokens", "The API's price per 1M tokens of this "
+                                    "model's actual traffic mix since start (input/output/cached).", labels=ids + ["api", "currency"])
+        breakeven = GaugeMetricFamily(P + "breakeven_utilization_ratio", "Utilization at which self-hosting costs what the "
+                                      "API costs: cost per 1M at 100% / API blended price. Above 1: never cheaper.",
+                                      labels=ids + ["api"])
+        savings = GaugeMetricFamily(P + "api_savings", "API-equivalent spend minus self-hosted spend of the engine since "
+                                    "start; negative when the API would have been cheaper.", labels=["engine", "api", "currency"])
+        capacity = GaugeMetricFamily(P + "capacity_tokens_per_second", "Engine throughput at saturation: configured from a "
+                                     "benchmark, or the observed peak of the windowed throughput.", labels=["engine", "source"])
+        full = GaugeMetricFamily(P + "cost_per_million_tokens_at_full_utilization", "Cost per 1M tokens if the engine ran "
+                                 "at capacity all the time: the figure published analyses quote.", labels=ids + ["currency"])
+        utilization = GaugeMetricFamily(P + "utilization_ratio", "Tokens per second over capacity, over the live window.",
+                                        labels=ids)
+        per_token = GaugeMetricFamily(P + "energy_per_token_joules", "Energy of the engine's GPUs (and its share of the "
+                                      "overhead) per token, over the live window.", labels=ids)
+        capacities: dict[str, tuple[float, str]] = {}
+        for f in snap.models:
+            key = [f.model.engine, f.model.model]
+            for c in f.apis:
+                equivalent.add_metric(key + [c.api, currency], c.equivalent_spend)
+                if c.price_per_million is not None:
+                    blended.add_metric(key + [c.api, currency], c.price_per_million)
+                if c.breakeven_utilization is not None:
+                    breakeven.add_metric(key + [c.api], c.breakeven_utilization)
+            if f.model.capacity:
+                capacities[f.model.engine] = (f.model.capacity, f.model.capacity_source)
+            if f.cost_per_million_full is not None:
+                full.add_metric(key + [currency], f.cost_per_million_full)
+            if f.utilization is not None:
+                utilization.add_metric(key, f.utilization)
+            if f.energy_per_token_joules is not None:
+                per_token.add_metric(key, f.energy_per_token_joules)
+        for engine, (value, source) in sorted(capacities.items()):
+            capacity.add_metric([engine, source], value)
+        for (engine, api), value in sorted(engine_savings(snap).items()):
+            savings.add_metric([engine, api, currency], value)
+        yield from (prices, equivalent, blended, breakeven, savings, capacity, full, utilization, per_token)
+        yield from self._owned_families(snap, currency)
+
+    def _owned_families(self, snap: Snapshot, currency: str):
+        payback = GaugeMetricFamily(P + "payback_months", "Owned hardware: months until the capex is paid back by not "
+                                    "paying the API, at the live window's rates. Absent if it never is.", labels=["api"])
+        for api, months in snap.payback_months.items():
+            if months is not None:
+                payback.add_metric([api], months)
+        energy = CounterMetricFamily(P + "engine_energy_joules", "Energy of the engine's GPUs plus its share of the "
+                                     "overhead watts.", labels=["engine"])
+        idle = CounterMetricFamily(P + "idle_spend", "Spend allocated to the engine while it produced no tokens (or "
+                                   "did not answer).", labels=["engine", "currency"])
+        co2e = CounterMetricFamily(P + "co2e_grams", "Emissions of GPU + overhead energy times PUE at the configured grid "
+                                   "intensity, grams CO2-equivalent.")
+        s = snap.spend
+        if s is not None:
+            for engine, joules in sorted(s.engine_energy_joules.items()):
+                energy.add_metric([engine], joules)
+            for engine, value in sorted(s.idle_spend.items()):
+                idle.add_metric([engine, currency], value)
+            if s.co2e_grams is not None:
+                co2e.add_metric([], s.co2e_grams)
+        yield from (payback, energy, idle, co2e)

@@ -46,8 +46,10 @@ def _size(default: str):
 
 @dataclass(frozen=True)
 class CloudPricing:
-    hourly: float | None = _number(None)  # instance price per hour, in `currency`
-    instance_type: str | None = None  # informational now; the price catalog keys on it later
+    hourly: float | None = _number(None)  # instance price per hour; None = look instance_type up in the catalog
+    instance_type: str | None = None  # e.g. g5.12xlarge, a2-highgpu-1g, Standard_NC24ads_A100_v4
+    region: str | None = None  # catalog region; None = the catalog's default region for the type
+    price_multiplier: float = _number(1.0, exclusive=True)  # applied to catalog prices: spot, savings plans
     per_million_requests: float = _number(0.0)  # gateway / serverless glue fees
 
 
@@ -63,6 +65,7 @@ class EnergyPricing:
     electricity_per_kwh: float | None = _number(None)
     pue: float = _number(1.0, minimum=1.0)
     overhead_watts: float = _number(0.0)  # the rest of the box: CPUs, fans, NICs
+    grid_co2e_grams_per_kwh: float | None = _number(None)  # grid carbon intensity, for emissions
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,37 @@ class EngineConfig:
     max_body_bytes: int = _size("4MiB")
     max_models: int = _number(50, minimum=1)
     gpus: list[int] | None = None  # GPU indices this engine holds; None = all GPUs of the node
+    capacity_tokens_per_s: float | None = _number(None, exclusive=True)  # from a benchmark; None = observed peak
+    apis: list[str] | None = None  # APIs to compare this engine's models with; None = compare.apis
+
+
+@dataclass(frozen=True)
+class ApiEntry:
+    input_per_million: float = _number()
+    output_per_million: float = _number()
+    cached_input_per_million: float | None = _number(None)
+    provider: str = "custom"
+
+
+@dataclass(frozen=True)
+class InstanceEntry:
+    instance_type: str
+    hourly: float = _number()
+    provider: str = "custom"
+    region: str = "default"
+    gpus: int = _number(1, minimum=1)
+    gpu: str = "unknown"
+
+
+@dataclass(frozen=True)
+class CatalogOverrides:
+    apis: dict[str, ApiEntry] = field(default_factory=dict)  # added to (or replacing) bundled API prices
+    instances: list[InstanceEntry] = field(default_factory=list)  # checked before the bundled ones
+
+
+@dataclass(frozen=True)
+class Compare:
+    apis: list[str] = field(default_factory=lambda: ["gpt-4o-mini"])
 
 
 @dataclass(frozen=True)
@@ -110,6 +144,11 @@ class Config:
     gpu: GpuConfig = field(default_factory=GpuConfig)
     engines: list[EngineConfig] = field(default_factory=list)
     window: float = _duration("5m")  # the live windowed gauges (tokens/s, $/1M) look back this far
+    compare: Compare = field(default_factory=Compare)
+    catalog: CatalogOverrides = field(default_factory=CatalogOverrides)
+    # Resolved at load from the catalogs, not settable in the file:
+    api_prices: dict = field(default_factory=dict, metadata={"internal": True})  # name -> ApiPrice
+    hourly_source: str = field(default="configured", metadata={"internal": True})
 
 
 # Per-node settings people set from the environment (e.g. a DaemonSet's env), applied on top of
@@ -143,8 +182,41 @@ def load_file(path: str | None, environ: typing.Mapping[str, str] | None = None)
 def from_dict(raw: dict, environ: typing.Mapping[str, str] | None = None) -> Config:
     raw = _apply_env(raw, os.environ if environ is None else environ)
     config = _build(Config, raw, "")
+    config = _resolve_prices(config)
     _check(config)
     return config
+
+
+def _resolve_prices(config: Config) -> Config:
+    """Fill the instance price from the catalog and look every compared API up."""
+    from exporter import catalog
+
+    cloud = config.pricing.cloud
+    hourly_source = "configured"
+    if cloud.hourly is None and cloud.instance_type:
+        overrides = [catalog.InstancePrice(e.provider, e.instance_type, e.region, e.gpus, e.gpu, e.hourly, "config", "")
+                     for e in config.catalog.instances]
+        found = catalog.find_instance(overrides, cloud.instance_type, cloud.region) or \
+            catalog.find_instance(catalog.load_instances(), cloud.instance_type, cloud.region)
+        if found is None:
+            raise ConfigError("pricing.cloud.instance_type",
+                              f"got {_show(cloud.instance_type)}, not in the price catalog: set pricing.cloud.hourly "
+                              "or add it under catalog.instances")
+        cloud = dataclasses.replace(cloud, hourly=found.hourly * cloud.price_multiplier)
+        hourly_source = f"catalog:{found.provider}/{found.instance_type}/{found.region}"
+    apis = dict(catalog.load_apis())
+    for name, entry in config.catalog.apis.items():
+        apis[name] = catalog.ApiPrice(name, entry.provider, entry.input_per_million, entry.output_per_million,
+                                      entry.cached_input_per_million, "config", "")
+    wanted = [("compare.apis", config.compare.apis)] + [
+        (f"engines[{i}].apis", e.apis) for i, e in enumerate(config.engines) if e.apis is not None]
+    for key, names in wanted:
+        for j, name in enumerate(names):
+            if name not in apis:
+                raise ConfigError(f"{key}[{j}]", f"got {_show(name)}, allowed: an API in the catalog, e.g. "
+                                  f"{', '.join(sorted(apis)[:6])} ... (or add it under catalog.apis)")
+    pricing = dataclasses.replace(config.pricing, cloud=cloud)
+    return dataclasses.replace(config, pricing=pricing, api_prices=apis, hourly_source=hourly_source)
 
 
 def _apply_env(raw: dict, environ) -> dict:
@@ -170,7 +242,7 @@ def _apply_env(raw: dict, environ) -> dict:
 def _build(cls, data, path: str):
     if not isinstance(data, dict):
         raise ConfigError(path or "config", f"expected a mapping, got {_show(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
@@ -203,6 +275,11 @@ def _convert(hint, value, key: str, meta):
             raise ConfigError(key, f"got {_show(value)}, allowed: a {unit} such as {example}") from None
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
+    if typing.get_origin(hint) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"got {_show(value)}, allowed: a mapping")
+        _, item = typing.get_args(hint)
+        return {str(k): _convert(item, v, f"{key}.{k}", {}) for k, v in value.items()}
     if typing.get_origin(hint) is list:
         if not isinstance(value, list):
             raise ConfigError(key, f"got {_show(value)}, allowed: a list")
@@ -243,7 +320,8 @@ def _check(config: Config) -> None:
     """Rules that span several keys."""
     pricing = config.pricing
     if pricing.mode == "cloud" and pricing.cloud.hourly is None:
-        raise ConfigError("pricing.cloud.hourly", "required when pricing.mode is cloud (or set LLMCOST_INSTANCE_HOURLY)")
+        raise ConfigError("pricing.cloud.hourly", "required when pricing.mode is cloud and no "
+                          "pricing.cloud.instance_type is set (or set LLMCOST_INSTANCE_HOURLY)")
     if pricing.mode == "owned" and pricing.energy.electricity_per_kwh is None:
         raise ConfigError("pricing.energy.electricity_per_kwh", "required when pricing.mode is owned")
     sim = config.gpu.simulated

@@ -1,26 +1,65 @@
-"""The landing page at /: the current figures, readable at a glance, refreshed every 5 s."""
+"""The landing page at /: "is self-hosting paying off right now?" at a glance, refreshed every 5 s.
+
+Every figure comes from the same snapshot as /metrics; cells carry data-metric attributes naming
+the metric they show, so a browser test can check them against /metrics.
+"""
 
 from __future__ import annotations
 
 import html
 
 from exporter import __version__
+from exporter.snapshot import engine_savings
 
 
 def _fmt(value, spec=",.2f", none="–") -> str:
     return none if value is None else format(value, spec)
 
 
+def _cell(value, spec, metric: str, **labels) -> str:
+    attrs = "".join(f' data-{k}="{html.escape(str(v))}"' for k, v in labels.items())
+    return f'<td class=num data-metric="{metric}"{attrs}>{_fmt(value, spec)}</td>'
+
+
+def _verdict(saving: float | None, api: str, currency: str) -> str:
+    if saving is None:
+        return ""
+    if saving >= 0:
+        return f'<span class=good>self-hosting saved {saving:,.2f} {currency} vs {html.escape(api)}</span>'
+    return f'<span class=bad>{html.escape(api)} would have cost {-saving:,.2f} {currency} less</span>'
+
+
+def _model_rows(snap, currency: str) -> str:
+    rows = []
+    savings = engine_savings(snap)
+    for f in snap.models:
+        m = f.model
+        ids = {"engine": m.engine, "model": m.model}
+        head = (f"<td>{html.escape(m.engine)}</td><td class=model>{html.escape(m.model)}</td>"
+                + _cell(f.tokens_per_second, ",.1f", "llmcost_tokens_per_second", **ids)
+                + _cell(None if f.utilization is None else f.utilization * 100, ".1f", "llmcost_utilization_ratio", **ids)
+                + _cell(f.cost_per_million, ",.4f", "llmcost_cost_per_million_tokens", **ids)
+                + _cell(f.cost_per_million_full, ",.4f", "llmcost_cost_per_million_tokens_at_full_utilization", **ids))
+        apis = f.apis or [None]
+        for i, c in enumerate(apis):
+            first = head if i == 0 else "<td></td>" * 6
+            if c is None:
+                rows.append(f"<tr>{first}<td colspan=5>no API compared</td></tr>")
+                continue
+            api_ids = {**ids, "api": c.api}
+            rows.append(
+                f"<tr>{first}<td>{html.escape(c.api)}</td>"
+                + _cell(c.price_per_million, ",.4f", "llmcost_api_blended_price_per_million_tokens", **api_ids)
+                + _cell(None if c.breakeven_utilization is None else c.breakeven_utilization * 100, ",.1f",
+                        "llmcost_breakeven_utilization_ratio", **api_ids)
+                + _cell(c.equivalent_spend, ",.4f", "llmcost_api_equivalent_spend_total", **api_ids)
+                + f"<td>{_verdict(savings.get((m.engine, c.api)), c.api, currency)}</td></tr>")
+    return "".join(rows) or "<tr><td colspan=11>no engine has answered yet</td></tr>"
+
+
 def render(snap, config, telemetry_path: str) -> str:
     currency = html.escape(config.pricing.currency)
     spend = snap.spend
-    model_rows = "".join(
-        f"<tr><td>{html.escape(f.model.engine)}</td><td class=model>{html.escape(f.model.model)}</td>"
-        f"<td class=num data-metric=tokens_per_second>{_fmt(f.tokens_per_second, ',.1f')}</td>"
-        f"<td class=num data-metric=cost_per_million_tokens>{_fmt(f.cost_per_million, ',.4f')}</td>"
-        f"<td class=num>{_fmt(sum(f.model.tokens.values()), ',.0f')}</td>"
-        f"<td class=num>{_fmt(spend.engines.get(f.model.engine) if spend else None, ',.4f')}</td></tr>"
-        for f in snap.models) or "<tr><td colspan=6>no engine has answered yet</td></tr>"
     gpu_rows = "".join(
         f"<tr><td>{g.index}</td><td>{html.escape(g.name)}</td><td>{'up' if g.up else 'DOWN'}</td>"
         f"<td class=num>{_fmt(g.power_watts, ',.0f')}</td><td class=num>{_fmt(g.power_limit_watts, ',.0f')}</td>"
@@ -32,22 +71,26 @@ def render(snap, config, telemetry_path: str) -> str:
         f"<td>{html.escape(h.reason or '')}</td></tr>" for h in snap.health)
     hourly = _fmt(spend.hourly_cost if spend else None, ',.3f')
     total = _fmt(sum(spend.components.values()) if spend else None, ',.4f')
+    payback = "".join(f"<li>payback against {html.escape(api)}: {_fmt(months, ',.1f', 'never')} months</li>"
+                      for api, months in snap.payback_months.items())
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5>
 <title>llm-cost-exporter</title>
 <style>
 body{{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}} h1{{font-size:1.4em}}
-table{{border-collapse:collapse;margin:.5em 0 1.5em}} td,th{{border:1px solid #ccc;padding:.3em .7em}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}} td,th{{border:1px solid #ccc;padding:.3em .6em}}
 th{{background:#f3f3f3;text-align:left}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
-.big{{font-size:1.3em;font-weight:600}}
+.big{{font-size:1.3em;font-weight:600}} .good{{color:#176f2c;font-weight:600}} .bad{{color:#b3261e;font-weight:600}}
 </style></head><body>
 <h1>llm-cost-exporter {__version__}</h1>
 <p>Mode <b>{html.escape(config.pricing.mode)}</b>. Node cost now <span class=big id=hourly>{hourly}</span> {currency}/h;
 spent since start <span class=big id=spend>{total}</span> {currency}. Live window {snap.window_s:g} s.
 Metrics at <a href="{html.escape(telemetry_path)}">{html.escape(telemetry_path)}</a>.</p>
-<h2>Models</h2>
-<table id=models><tr><th>engine</th><th>model</th><th>tokens/s</th><th>{currency} per 1M tokens (actual)</th>
-<th>tokens since start</th><th>engine spend ({currency})</th></tr>{model_rows}</table>
+<ul>{payback}</ul>
+<h2>Is self-hosting paying off?</h2>
+<table id=models><tr><th>engine</th><th>model</th><th>tokens/s</th><th>utilization %</th>
+<th>{currency}/1M actual</th><th>{currency}/1M at 100%</th><th>API</th><th>API {currency}/1M</th>
+<th>break-even utilization %</th><th>API-equivalent {currency}</th><th>verdict since start</th></tr>{_model_rows(snap, currency)}</table>
 <h2>GPUs</h2>
 <table id=gpus><tr><th>gpu</th><th>name</th><th>state</th><th>power W</th><th>limit W</th><th>busy %</th><th>energy kWh</th></tr>{gpu_rows}</table>
 <h2>Sources</h2>

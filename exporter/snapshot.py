@@ -1,11 +1,12 @@
 """One consistent view of everything the exporter knows, taken under the state lock.
 
 /metrics, the landing page and the demo's terminal summary all render from this, so they agree.
+The derived economics (docs/cost-model.md) are computed here, from the windows and totals.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter import costmodel
 from exporter.accounting import SpendSnapshot
@@ -15,10 +16,22 @@ from exporter.health import HealthSnapshot
 
 
 @dataclass(frozen=True)
+class ApiComparison:
+    api: str
+    equivalent_spend: float  # what the API would have billed for this model's tokens since start
+    price_per_million: float | None  # this traffic's blended API price (cached input included)
+    breakeven_utilization: float | None  # above 1: the hardware never beats this API
+
+
+@dataclass(frozen=True)
 class ModelFigures:
     model: ModelSnapshot
-    tokens_per_second: float | None  # over the live window
-    cost_per_million: float | None  # allocation basis, over the live window
+    tokens_per_second: float | None = None  # over the live window
+    cost_per_million: float | None = None  # allocation basis, over the live window
+    cost_per_million_full: float | None = None  # the published figure: at 100% utilization
+    utilization: float | None = None  # tokens_per_second / capacity
+    energy_per_token_joules: float | None = None
+    apis: list[ApiComparison] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -30,13 +43,14 @@ class Snapshot:
     spend: SpendSnapshot | None
     health: list[HealthSnapshot]
     engine_resets: dict[str, int]
+    payback_months: dict[str, float | None] = field(default_factory=dict)  # owned mode, per API
 
     @staticmethod
     def empty() -> "Snapshot":
         return Snapshot(0.0, 0.0, [], [], None, [], {})
 
 
-def take(clock, window_s, gpu_source, engines, accountant) -> Snapshot:
+def take(clock, config, gpu_source, engines, accountant) -> Snapshot:
     """Call with the state lock held."""
     models = []
     for engine in engines:
@@ -44,26 +58,74 @@ def take(clock, window_s, gpu_source, engines, accountant) -> Snapshot:
         for m in engine_models:
             models.append(_figures(m, engine_models, accountant))
     health = ([gpu_source.health.snapshot()] if gpu_source else []) + [e.health.snapshot() for e in engines]
+    now = clock.now()
     return Snapshot(
-        time=clock.now(),
-        window_s=window_s,
+        time=now,
+        window_s=config.window,
         gpus=gpu_source.readings() if gpu_source else [],
         models=models,
         spend=accountant.snapshot(),
         health=health,
         engine_resets={e.name: e.resets for e in engines},
+        payback_months=_payback(now, config, engines, accountant) if config.pricing.mode == "owned" else {},
     )
 
 
 def _figures(model: ModelSnapshot, engine_models: list[ModelSnapshot], accountant) -> ModelFigures:
     if model.window is None:
-        return ModelFigures(model, None, None)
+        return ModelFigures(model, apis=_apis(model, None))
     t0, tokens0, t1, tokens1 = model.window
-    tokens = tokens1 - tokens0
-    rate = tokens / (t1 - t0)
+    rate = (tokens1 - tokens0) / (t1 - t0)
     # An engine's spend buys all of its models' tokens: price them all at the engine's rate.
     engine_tokens = sum(m.window[3] - m.window[1] for m in engine_models
                         if m.window is not None and m.window[0] == t0 and m.window[2] == t1)
     spend = accountant.spend_between(model.engine, t0, t1)
+    energy = accountant.energy_between(model.engine, t0, t1)
     cost = costmodel.cost_per_million(spend, engine_tokens) if spend is not None else None
-    return ModelFigures(model, rate, cost)
+    full = None
+    if spend is not None and model.capacity:
+        hourly = spend / (t1 - t0) * costmodel.SECONDS_PER_HOUR
+        full = costmodel.cost_per_million_at_full_utilization(hourly, model.capacity)
+    return ModelFigures(
+        model, rate, cost, full,
+        utilization=costmodel.utilization(rate, model.capacity) if model.capacity else None,
+        energy_per_token_joules=energy / engine_tokens if energy is not None and engine_tokens > 0 else None,
+        apis=_apis(model, full))
+
+
+def _apis(model: ModelSnapshot, cost_full: float | None) -> list[ApiComparison]:
+    tokens = sum(model.tokens.values())
+    out = []
+    for api, spend in sorted(model.api_equivalent.items()):
+        price = costmodel.cost_per_million(spend, tokens)
+        breakeven = costmodel.breakeven_utilization(cost_full, price) if cost_full is not None and price else None
+        out.append(ApiComparison(api, spend, price, breakeven))
+    return out
+
+
+def _payback(now: float, config, engines, accountant) -> dict[str, float | None]:
+    """Owned hardware: capex / (API-equivalent monthly - opex monthly), both at the window's rate."""
+    opex = accountant.opex_window.span(now)
+    if opex is None:
+        return {}
+    month_s = config.pricing.hours_per_month * costmodel.SECONDS_PER_HOUR
+    opex_monthly = (opex[3] - opex[1]) / (opex[2] - opex[0]) * month_s
+    api_monthly: dict[str, float] = {}
+    for engine in engines:
+        for api, window in engine.api_windows.items():
+            span = window.span(now)
+            if span:
+                api_monthly[api] = api_monthly.get(api, 0.0) + (span[3] - span[1]) / (span[2] - span[0]) * month_s
+    return {api: costmodel.payback_months(config.pricing.owned.capex, monthly, opex_monthly)
+            for api, monthly in sorted(api_monthly.items())}
+
+
+def engine_savings(snap) -> dict[tuple[str, str], float]:
+    """(engine, api) -> API-equivalent minus self-hosted spend since start, as llmcost_api_savings."""
+    engine_spend = snap.spend.engines if snap.spend else {}
+    savings: dict[tuple[str, str], float] = {}
+    for f in snap.models:
+        for c in f.apis:
+            key = (f.model.engine, c.api)
+            savings[key] = savings.get(key, -engine_spend.get(f.model.engine, 0.0)) + c.equivalent_spend
+    return savings

@@ -40,10 +40,12 @@ def nvml(clock):
     return SimulatedNVML(clock, count=2, idle_watts=50.0, max_watts=250.0, load_fn=lambda t: 0.5)
 
 
-def make_config(engines=(), mode="cloud", **pricing):
+def make_config(engines=(), mode="cloud", apis=None, **pricing):
     raw = {"pricing": {"mode": mode}, "gpu": {"backend": "simulated"}, "window": "10m",
            "engines": [{"name": name, "url": url, "interval": "5s", "timeout": "1s", **extra}
                        for name, url, extra in engines]}
+    if apis is not None:
+        raw["compare"] = {"apis": apis}
     if mode == "cloud":
         raw["pricing"]["cloud"] = {"hourly": pricing.pop("hourly", 3.6)}
     raw["pricing"].update(pricing)
@@ -89,3 +91,39 @@ def static_server():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def mutable_engine(tmp_path_factory):
+    """One real HTTP engine whose counters a test sets directly (for hypothesis, module-scoped)."""
+    state = {"prompt": 0, "generated": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ("# TYPE vllm:prompt_tokens_total counter\n"
+                    f'vllm:prompt_tokens_total{{model_name="m"}} {state["prompt"]}\n'
+                    "# TYPE vllm:generation_tokens_total counter\n"
+                    f'vllm:generation_tokens_total{{model_name="m"}} {state["generated"]}\n').encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    clock = ManualClock()
+    nvml = SimulatedNVML(clock, count=1)
+
+    def set_counters(prompt, generated):
+        state.update(prompt=prompt, generated=generated)
+
+    def exporter_factory(config):
+        return Exporter(config, clock=clock, nvml_backend=nvml)
+
+    yield f"http://127.0.0.1:{server.server_address[1]}/metrics", set_counters, clock, exporter_factory
+    server.shutdown()
+    server.server_close()

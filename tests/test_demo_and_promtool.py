@@ -97,7 +97,7 @@ def test_terminal_summary_prints_live_costs(demo):
     out, _ = process.communicate(timeout=10)
     assert "http://localhost:" in out
     summary = [line for line in out.splitlines() if line.startswith("sim ")]
-    assert summary and "/1M" in summary[-1] and "tok/s" in summary[-1]
+    assert summary and "/1M" in summary[-1] and "util" in summary[-1] and "at 100%" in summary[-1]
 
 
 def test_demo_stops_cleanly_on_sigterm():

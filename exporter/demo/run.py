@@ -29,6 +29,9 @@ ENGINES = (
 )
 
 
+COMPARE_APIS = ("gpt-4o-mini", "gpt-4o")
+
+
 class Demo:
     def __init__(self, listen_address: str, speed: float, window: str = "30m"):
         self.clock = AcceleratedClock(speed)
@@ -48,8 +51,10 @@ class Demo:
                         "energy": {"electricity_per_kwh": 0.12, "pue": 1.3}},
             "gpu": {"backend": "simulated", "interval": "1s"},
             "window": window,
-            "engines": [{"name": name, "url": server.url, "gpus": gpus, "interval": engine_interval, "timeout": "800ms"}
-                        for (name, _, _, gpus, _), server in zip(ENGINES, self.servers)],
+            "compare": {"apis": list(COMPARE_APIS)},
+            "engines": [{"name": name, "url": server.url, "gpus": gpus, "interval": engine_interval, "timeout": "800ms",
+                         "capacity_tokens_per_s": capacity}
+                        for (name, _, capacity, gpus, _), server in zip(ENGINES, self.servers)],
         }, environ={})
         self.exporter = Exporter(config, clock=self.clock, nvml_backend=self.nvml)
         self.web = WebServer(self.exporter, listen_address)
@@ -70,9 +75,14 @@ class Demo:
         power = sum(g.power_watts or 0.0 for g in snap.gpus)
         parts = [f"sim {time.strftime('%H:%M', time.gmtime(snap.time))}", f"spend ${spend:,.2f}", f"GPUs {power:,.0f} W"]
         for f in snap.models:
-            tps = "-" if f.tokens_per_second is None else f"{f.tokens_per_second:,.0f} tok/s"
-            cpm = "no tokens" if f.cost_per_million is None else f"${f.cost_per_million:,.2f}/1M"
-            parts.append(f"{f.model.model.split('/')[-1]}: {tps}, {cpm}")
+            name = f.model.model.split("/")[-1]
+            if f.cost_per_million is None:
+                parts.append(f"{name}: no tokens")
+                continue
+            util = "" if f.utilization is None else f" ({f.utilization:.0%} util)"
+            full = "" if f.cost_per_million_full is None else f" vs ${f.cost_per_million_full:,.2f} at 100%"
+            apis = ", ".join(f"{c.api} ${c.price_per_million:,.2f}" for c in f.apis if c.price_per_million is not None)
+            parts.append(f"{name}: ${f.cost_per_million:,.2f}/1M{util}{full}" + (f"; {apis}" if apis else ""))
         return " | ".join(parts)
 
 

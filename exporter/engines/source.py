@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from exporter import costmodel
 from exporter.config import EngineConfig
 from exporter.engines.fetch import FetchError, fetch
 from exporter.engines.parse import ModelReading, ParseError, parse_exposition
@@ -32,11 +33,15 @@ class ModelSnapshot:
     requests: dict[str, float]  # finished reason -> total
     gauges: dict[str, float]  # current values; empty while the engine is down
     window: tuple[float, float, float, float] | None  # (t0, tokens0, t1, tokens1)
+    api_equivalent: dict[str, float]  # API name -> what that API would have billed since start
+    capacity: float | None  # the engine's tokens/s at saturation
+    capacity_source: str  # "configured" or "observed" (peak of the windowed throughput)
 
 
 class EngineSource:
-    def __init__(self, config: EngineConfig, clock, lock: threading.RLock, window_s: float):
+    def __init__(self, config: EngineConfig, clock, lock: threading.RLock, window_s: float, apis=()):
         self.config = config
+        self.apis = list(apis)  # catalog.ApiPrice to price this engine's tokens with
         self.name = config.name
         self._schema = SCHEMAS[config.kind]
         self._clock = clock
@@ -47,6 +52,11 @@ class EngineSource:
         self._gauges: dict[str, dict[str, float]] = {}
         self._windows: dict[str, SlidingWindow] = {}
         self._capped_logged = False
+        self._api_spend: dict[tuple[str, str], float] = {}  # (model, api) -> API-equivalent since start
+        self.api_windows = {api.name: SlidingWindow(window_s) for api in self.apis}  # engine-level, cumulative
+        self._engine_window = SlidingWindow(window_s)
+        self._observed_peak = 0.0
+        self.tokens_flowing = False  # did the last successful scrape see new tokens?
 
     @property
     def resets(self) -> int:
@@ -60,24 +70,55 @@ class EngineSource:
         except (FetchError, ParseError) as err:
             with self._lock:
                 self._gauges = {}  # running/waiting are unknown now; totals stay
+                self.tokens_flowing = False
             self.health.failure(err.reason, str(err), time.monotonic() - started)
             return
         now = self._clock.now()
         with self._lock:
             models = self._cap_models(models)
             resets_before = self._totals.resets
-            self._totals.update(_flatten(models))
+            deltas = self._totals.update(_flatten(models))
             self._gauges = {name: dict(r.gauges) for name, r in models.items()}
             for name in models:
                 window = self._windows.setdefault(name, SlidingWindow(self._window_s))
                 window.add(now, self._model_tokens(name))
+            self.tokens_flowing = any(delta > 0 for (_, kind, quantity), delta in deltas.items()
+                                      if kind == "counter" and quantity in ("input_tokens", "output_tokens"))
+            self._price_with_apis(now, deltas)
+            self._track_capacity(now)
         if self._totals.resets != resets_before:
             log.warning("engine counters went backwards (restart?) engine=%s; counting from the new values", self.name)
         self.health.success(now, time.monotonic() - started)
 
+    def _price_with_apis(self, now: float, deltas: dict[tuple, float]) -> None:
+        by_model: dict[str, dict[str, float]] = {}
+        for (model, kind, quantity), delta in deltas.items():
+            if kind == "counter":
+                by_model.setdefault(model, {})[quantity] = delta
+        for api in self.apis:
+            for model, d in by_model.items():
+                cost = costmodel.api_equivalent(
+                    d.get("input_tokens", 0.0), d.get("output_tokens", 0.0), api.input_per_million, api.output_per_million,
+                    d.get("cached_input_tokens", 0.0), api.cached_input_per_million)
+                self._api_spend[(model, api.name)] = self._api_spend.get((model, api.name), 0.0) + cost
+            self.api_windows[api.name].add(now, sum(v for (m, a), v in self._api_spend.items() if a == api.name))
+
+    def _track_capacity(self, now: float) -> None:
+        self._engine_window.add(now, sum(self._model_tokens(m) for m in self._model_names()))
+        span = self._engine_window.span(now)
+        if span:
+            t0, v0, t1, v1 = span
+            self._observed_peak = max(self._observed_peak, (v1 - v0) / (t1 - t0))
+
+    def capacity(self) -> tuple[float | None, str]:
+        if self.config.capacity_tokens_per_s:
+            return self.config.capacity_tokens_per_s, "configured"
+        return (self._observed_peak or None), "observed"
+
     def snapshot(self) -> list[ModelSnapshot]:
         """Call with the state lock held."""
         now = self._clock.now()
+        capacity, capacity_source = self.capacity()
         out = []
         for model in sorted(self._model_names()):
             totals = self._totals.totals
@@ -90,6 +131,9 @@ class EngineSource:
                 requests={k[2]: v for k, v in totals.items() if k[0] == model and k[1] == "requests"},
                 gauges=dict(self._gauges.get(model, {})),
                 window=window.span(now) if window else None,
+                api_equivalent={api.name: self._api_spend.get((model, api.name), 0.0) for api in self.apis},
+                capacity=capacity,
+                capacity_source=capacity_source,
             ))
         return out
 
