@@ -53,9 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_arguments(report_cmd)
     catalog_cmd = commands.add_parser("catalog", formatter_class=fmt, help="price catalog tools")
     catalog_sub = catalog_cmd.add_subparsers(dest="catalog_command", metavar="CATALOG_COMMAND", required=True)
-    litellm = catalog_sub.add_parser("import-litellm", formatter_class=fmt,
+    litellm = catalog_sub.add_parser("import-litellm", formatter_class=fmt, add_help=False,  # --help goes to the importer
                                      help="convert LiteLLM's model_prices_and_context_window.json into an API catalog")
-    litellm.add_argument("args", nargs=argparse.REMAINDER, help="FILE [--output PATH] [--provider NAME ...]")
+    litellm.add_argument("args", nargs=argparse.REMAINDER, help="FILE [--output PATH] [--provider NAME ...]")  # for --help
     return parser
 
 
@@ -67,6 +67,11 @@ def _setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["catalog", "import-litellm"]:  # the importer parses its own arguments, --help included
+        from exporter.catalog import litellm
+
+        return litellm.main(argv[2:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -80,10 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         from exporter import report
 
         return report.run(args)
-    if args.command == "catalog":
-        from exporter.catalog import litellm
-
-        return litellm.main(args.args)
     _setup_logging(args.log_level)
     if args.command == "demo":
         from exporter.demo.run import run as run_demo

@@ -195,7 +195,7 @@ def _resolve_prices(config: Config) -> Config:
     hourly_source = "configured"
     if cloud.hourly is None and cloud.instance_type:
         overrides = [catalog.InstancePrice(e.provider, e.instance_type, e.region, e.gpus, e.gpu, e.hourly, "config", "")
-                     for e in config.catalog.instances]
+                     for e in config.catalog.instances if cloud.region is None or e.region == cloud.region]
         found = catalog.find_instance(overrides, cloud.instance_type, cloud.region) or \
             catalog.find_instance(catalog.load_instances(), cloud.instance_type, cloud.region)
         if found is None:

@@ -4,9 +4,18 @@ Queries the exporter's series over [start, end] (instant queries at `end`, range
 works across nodes and exporter restarts like any PromQL. Only urllib and json: nothing to install
 unless `--output` asks for a chart (matplotlib, imported lazily).
 
-Sample output (see docs/cost-model.md for the formulas):
+Sample output, from the demo (see docs/cost-model.md for the formulas):
 
-    SAMPLE_OUTPUT
+    llm-cost-exporter report 2026-11-23T07:28:35Z to 2026-11-23T07:29:03Z (28s), Prometheus http://127.0.0.1:38047
+
+    ENGINE    MODEL                             TOKENS  UTILIZATION  GPU BUSY  ACTUAL/1M  AT 100%/1M  SELF-HOSTED  API          API/1M  API-EQUIVALENT  SAVINGS
+    llama-8b  meta-llama/Llama-3.1-8B-Instruct   1.02M        24.0%     36.5%     $1.299      $0.328        $1.32  gpt-4o       $4.094           $4.17    $2.85
+                                                                                                                   gpt-4o-mini  $0.246          $0.250   -$1.07
+    qwen-32b  Qwen/Qwen2.5-32B-Instruct           275k        21.6%     36.5%     $4.820      $1.125        $1.32  gpt-4o       $4.094           $1.12  -$0.199
+                                                                                                                   gpt-4o-mini  $0.246          $0.067   -$1.26
+    ...
+    meta-llama/Llama-3.1-8B-Instruct on llama-8b: self-hosting saved $2.85 vs gpt-4o ($1.299/1M vs $4.094/1M)
+    meta-llama/Llama-3.1-8B-Instruct on llama-8b: the API would have been $1.07 cheaper (gpt-4o-mini $0.246/1M vs ...)
 """
 
 from __future__ import annotations
