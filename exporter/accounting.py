@@ -33,6 +33,32 @@ class SpendSnapshot:
     co2e_grams: float | None  # None without a configured grid intensity
 
 
+class _Ledger:
+    """One engine's running total (spend or joules) with its recent history, readable at any
+    time inside the window, and just past the last tick at the last tick's rate."""
+
+    def __init__(self, window_s: float):
+        self.total = 0.0
+        self.rate = 0.0  # per second, over the last tick
+        # Twice the live window: token samples lag ticks, and between() must reach back to them.
+        self.window = SlidingWindow(2 * window_s)
+
+    def add(self, now: float, amount: float, dt: float) -> None:
+        self.total += amount
+        self.rate = amount / dt if dt > 0 else 0.0
+        self.window.add(now, self.total)
+
+    def value_at(self, t: float, last_tick: float | None) -> float | None:
+        value = self.window.value_at(t)
+        if value is None and last_tick is not None and t > last_tick:
+            value = self.total + self.rate * (t - last_tick)
+        return value
+
+    def between(self, t0: float, t1: float, last_tick: float | None) -> float | None:
+        start, end = self.value_at(t0, last_tick), self.value_at(t1, last_tick)
+        return None if start is None or end is None else max(end - start, 0.0)
+
+
 def engine_gpu_shares(engine_gpus: dict[str, list[int] | None], gpu_count: int) -> dict[int, list[str]]:
     """GPU index -> engines holding it (an engine with gpus=None holds them all)."""
     return {i: [e for e, gpus in engine_gpus.items() if gpus is None or i in gpus] for i in range(gpu_count)}
@@ -49,21 +75,17 @@ class Accountant:
         self._clock = clock
         self._lock = lock
         self._components: dict[str, float] = {c: 0.0 for c in self.component_names(pricing.mode)}
-        self._engines: dict[str, float] = {e: 0.0 for e in engine_gpus}
+        self._spend = {e: _Ledger(window_s) for e in engine_gpus}
+        self._energy = {e: _Ledger(window_s) for e in engine_gpus}
         self._energy_cost = 0.0
         self._overhead_joules = 0.0
-        self._engine_joules = {e: 0.0 for e in engine_gpus}
         self._idle_spend = {e: 0.0 for e in engine_gpus}
         self._co2e_grams = 0.0
         self._opex = 0.0  # owned: energy + fixed (what the API must beat to pay the capex back)
         self.opex_window = SlidingWindow(window_s)
-        self._energy_windows = {e: SlidingWindow(2 * window_s) for e in engine_gpus}
-        # Twice the live window: token samples lag ticks, and spend_between() must reach back to them.
-        self._windows = {e: SlidingWindow(2 * window_s) for e in engine_gpus}
         self._last_time: float | None = None
         self._last_gpu_energy: dict[str, float] = {}
         self._last_requests = 0.0
-        self._rates: dict[str, float] = {}  # per engine, spend per second at the last tick
         self._hourly: float | None = None
 
     @staticmethod
@@ -81,8 +103,8 @@ class Accountant:
             if self._last_time is None or now <= self._last_time:
                 self._last_time = self._last_time or now
                 self._last_gpu_energy, self._last_requests = energy_by_gpu, requests
-                for engine, window in self._windows.items():
-                    window.add(now, self._engines[engine])
+                for ledger in (*self._spend.values(), *self._energy.values()):
+                    ledger.add(now, 0.0, 0.0)
                 return
             dt = now - self._last_time
             gpu_joules = {r.index: max(energy_by_gpu[r.uuid] - self._last_gpu_energy.get(r.uuid, energy_by_gpu[r.uuid]), 0.0)
@@ -122,10 +144,10 @@ class Accountant:
         total = sum(shared.values()) + sum(per_gpu_energy_cost.values())
         self._hourly = total / hours
         self._allocate(now, dt, sum(shared.values()), per_gpu_energy_cost, gpu_count)
-        self._allocate_energy(now, gpu_joules, overhead_joules, gpu_count)
+        self._allocate_energy(now, dt, gpu_joules, overhead_joules, gpu_count)
 
     def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count) -> None:
-        allocated = {e: 0.0 for e in self._engines}
+        allocated = {e: 0.0 for e in self._spend}
         holders = engine_gpu_shares(self._engine_gpus, gpu_count)
         if gpu_count == 0 and allocated:  # no GPU information: split evenly between engines
             for engine in allocated:
@@ -135,20 +157,19 @@ class Accountant:
             for engine in engines:
                 allocated[engine] += gpu_cost / len(engines)
         for engine, amount in allocated.items():
-            self._engines[engine] += amount
-            self._rates[engine] = amount / dt
-            self._windows[engine].add(now, self._engines[engine])
+            self._spend[engine].add(now, amount, dt)
             if self._engine_idle(engine):
                 self._idle_spend[engine] += amount
 
-    def _allocate_energy(self, now, gpu_joules: dict[int, float], overhead_joules: float, gpu_count: int) -> None:
+    def _allocate_energy(self, now, dt, gpu_joules: dict[int, float], overhead_joules: float, gpu_count: int) -> None:
         """Each GPU's joules to the engines on it; overhead evenly per GPU, like shared spend."""
+        joules_by_engine = {e: 0.0 for e in self._energy}
         for index, engines in engine_gpu_shares(self._engine_gpus, gpu_count).items():
             joules = gpu_joules.get(index, 0.0) + overhead_joules / gpu_count
             for engine in engines:
-                self._engine_joules[engine] += joules / len(engines)
-        for engine, window in self._energy_windows.items():
-            window.add(now, self._engine_joules[engine])
+                joules_by_engine[engine] += joules / len(engines)
+        for engine, joules in joules_by_engine.items():
+            self._energy[engine].add(now, joules, dt)
 
     # -- reading (call with the state lock held) ------------------------------------------
 
@@ -156,30 +177,17 @@ class Accountant:
         p = self._pricing
         return SpendSnapshot(
             mode=p.mode, currency=p.currency, components=dict(self._components),
-            engines=dict(self._engines),
+            engines={e: ledger.total for e, ledger in self._spend.items()},
             energy_cost=self._energy_cost if p.energy.electricity_per_kwh is not None else None,
             hourly_cost=self._hourly, overhead_energy_joules=self._overhead_joules,
-            engine_energy_joules=dict(self._engine_joules), idle_spend=dict(self._idle_spend),
+            engine_energy_joules={e: ledger.total for e, ledger in self._energy.items()}, idle_spend=dict(self._idle_spend),
             co2e_grams=self._co2e_grams if p.energy.grid_co2e_grams_per_kwh is not None else None)
 
     def spend_between(self, engine: str, t0: float, t1: float) -> float | None:
         """Spend allocated to `engine` in [t0, t1]; None if the ledger does not cover t0."""
-        start, end = self._spend_at(engine, t0), self._spend_at(engine, t1)
-        if start is None or end is None:
-            return None
-        return max(end - start, 0.0)
+        ledger = self._spend.get(engine)
+        return ledger.between(t0, t1, self._last_time) if ledger else None
 
     def energy_between(self, engine: str, t0: float, t1: float) -> float | None:
-        window = self._energy_windows.get(engine)
-        start, end = (window.value_at(t0), window.value_at(t1)) if window else (None, None)
-        return None if start is None or end is None else end - start
-
-    def _spend_at(self, engine: str, t: float) -> float | None:
-        window = self._windows.get(engine)
-        if window is None:
-            return None
-        value = window.value_at(t)
-        if value is None and self._last_time is not None and t > self._last_time:
-            # A token sample newer than the last tick: extend at the current rate.
-            value = self._engines[engine] + self._rates.get(engine, 0.0) * (t - self._last_time)
-        return value
+        ledger = self._energy.get(engine)
+        return ledger.between(t0, t1, self._last_time) if ledger else None

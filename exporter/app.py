@@ -82,6 +82,7 @@ class Exporter:
 
     def start(self) -> None:
         """Start the apscheduler jobs; the first round runs at once."""
+        self.sample_gpus_and_account()  # open the spend ledger before any engine's first scrape
         workers = len(self.engines) + 2
         self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(workers)}, daemon=True)
         now = datetime.datetime.now(datetime.timezone.utc)

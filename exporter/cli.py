@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="stop after this many real seconds (0 = run until Ctrl-C)")
     demo.add_argument("--demo.summary-interval", dest="summary_every", type=float, default=5.0,
                       help="seconds between the terminal summary lines")
+    demo.add_argument("--demo.constant-load", dest="constant_load", type=float, default=None,
+                      help="pin every engine's load (0-1) instead of the quiet/busy/burst pattern (for tests)")
     common(demo)
 
     from exporter import estimate, report
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from exporter.demo.run import run as run_demo
 
-        return run_demo(args.listen_address, args.speed, args.duration, args.summary_every)
+        return run_demo(args.listen_address, args.speed, args.duration, args.summary_every, args.constant_load)
     return _run(args)
 
 

@@ -33,12 +33,13 @@ COMPARE_APIS = ("gpt-4o-mini", "gpt-4o")
 
 
 class Demo:
-    def __init__(self, listen_address: str, speed: float, window: str = "30m"):
+    def __init__(self, listen_address: str, speed: float, window: str = "30m", constant_load: float | None = None):
         self.clock = AcceleratedClock(speed)
         self.servers: list[SimulatedVllm] = []
         loads = {}
         for name, model, capacity, gpus, seed in ENGINES:
             workload = Workload(self.clock, capacity, seed=seed)
+            workload.set_constant_load(constant_load)  # None keeps the quiet/busy/burst pattern
             self.servers.append(SimulatedVllm(workload, model).start())
             for gpu in gpus:
                 loads[gpu] = workload.load
@@ -86,8 +87,13 @@ class Demo:
         return " | ".join(parts)
 
 
-def run(listen_address: str, speed: float, duration: float, summary_every: float) -> int:
-    demo = Demo(listen_address, speed)
+def run(listen_address: str, speed: float, duration: float, summary_every: float,
+        constant_load: float | None = None) -> int:
+    try:
+        demo = Demo(listen_address, speed, constant_load=constant_load)
+    except OSError as err:
+        print(f"llm-cost-exporter demo: cannot listen on {listen_address}: {err}", file=sys.stderr)
+        return 1
     demo.start()
     port = demo.web.port
     print(f"llm-cost-exporter demo: 4 simulated A10G GPUs ({INSTANCE_TYPE} at ${INSTANCE_HOURLY}/h), "
