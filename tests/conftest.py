@@ -59,6 +59,23 @@ def exporter_for(clock, nvml):
     return make
 
 
+def run_for(clock, exporter, seconds, step=5.0):
+    """Advance the manual clock in steps, sampling everything at each (the scheduler's job, done exactly)."""
+    for _ in range(int(seconds / step)):
+        clock.advance(step)
+        exporter.sample_all()
+
+
+def assert_matches(expect: dict, got: dict, where: str, tolerance: float):
+    """Every expected figure (nested dicts too) is present and within the relative tolerance."""
+    for key, want in expect.items():
+        assert key in got, f"{where}: {key!r} is not computed"
+        if isinstance(want, dict):
+            assert_matches(want, got[key], f"{where}.{key}", tolerance)
+        else:
+            assert got[key] == pytest.approx(want, rel=tolerance), f"{where}.{key}"
+
+
 def value(exporter, metric, **labels):
     """A sample value through the real registry (None if absent)."""
     return exporter.registry.get_sample_value(metric, labels)

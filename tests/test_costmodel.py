@@ -9,6 +9,8 @@ import pathlib
 import pytest
 import yaml
 
+from conftest import assert_matches
+
 from exporter import costmodel as cm
 
 SEEDS = yaml.safe_load((pathlib.Path(__file__).parent / "data" / "seeds.yaml").read_text())
@@ -86,22 +88,14 @@ COMPUTE = {
 }
 
 
-def assert_matches(expect: dict, got: dict, where: str):
-    for key, want in expect.items():
-        assert key in got, f"{where}: expect key {key!r} is not computed"
-        if isinstance(want, dict):
-            assert_matches(want, got[key], f"{where}.{key}")
-        else:
-            assert got[key] == pytest.approx(want, rel=TOL), f"{where}.{key}"
-
 
 @pytest.mark.parametrize("scenario", SEEDS["scenarios"], ids=lambda s: s["id"])
 def test_seed_scenario(scenario):
     compute = COMPUTE[scenario["id"]]
     if "expect" in scenario:
-        assert_matches(scenario["expect"], compute(scenario["given"]), scenario["id"])
+        assert_matches(scenario["expect"], compute(scenario["given"]), scenario["id"], TOL)
     for i, case in enumerate(scenario.get("cases", [])):
-        assert_matches(case["expect"], compute(scenario["given"], case), f"{scenario['id']}.cases[{i}]")
+        assert_matches(case["expect"], compute(scenario["given"], case), f"{scenario['id']}.cases[{i}]", TOL)
 
 
 def test_every_seed_has_a_computation():

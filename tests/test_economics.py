@@ -6,16 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import MODEL, make_config, value
+from conftest import MODEL, make_config, run_for, value
 from exporter import costmodel as cm
 
 GPT_4O_MINI = (0.15, 0.60, 0.075)  # input, output, cached input per 1M, as in the bundled catalog
 
-
-def run_for(clock, exporter, seconds, step=5.0):
-    for _ in range(int(seconds / step)):
-        clock.advance(step)
-        exporter.sample_all()
 
 
 def test_live_economics_match_the_analytical_values(clock, vllm, nvml, exporter_for):

@@ -5,7 +5,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MODEL, make_config
+from conftest import MODEL, make_config, run_for
 from exporter.web import WebServer
 
 
@@ -23,11 +23,6 @@ def scrape(exporter) -> dict[tuple, float]:
 def get(samples, metric, **labels):
     return samples[(metric, tuple(sorted(labels.items())))]
 
-
-def run_for(clock, exporter, seconds, step=5.0):
-    for _ in range(int(seconds / step)):
-        clock.advance(step)
-        exporter.sample_all()
 
 
 def test_cloud_tokens_exact_spend_and_energy_within_half_percent(clock, vllm, nvml, exporter_for):

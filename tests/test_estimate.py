@@ -12,6 +12,8 @@ import sys
 import pytest
 import yaml
 
+from conftest import assert_matches
+
 SEEDS = yaml.safe_load((pathlib.Path(__file__).parent / "data" / "seeds.yaml").read_text())
 TOL = SEEDS["tolerance"]
 K = 1000.0
@@ -62,21 +64,13 @@ def estimate(tmp_path, scenario, *extra):
                           capture_output=True, text=True, timeout=60)
 
 
-def assert_matches(expect, got, where):
-    for key, want in expect.items():
-        assert key in got, f"{where}: {key!r} not in the estimate's figures"
-        if isinstance(want, dict):
-            assert_matches(want, got[key], f"{where}.{key}")
-        else:
-            assert got[key] == pytest.approx(want, rel=TOL), f"{where}.{key}"
-
 
 @pytest.mark.parametrize("seed", SEEDS["scenarios"], ids=lambda s: s["id"])
 def test_estimate_reproduces_seed(tmp_path, seed):
     for i, (scenario, expect) in enumerate(scenario_files(seed)):
         result = estimate(tmp_path, scenario, "--format=json")
         assert result.returncode == 0, result.stderr
-        assert_matches(expect, json.loads(result.stdout), f"{seed['id']}[{i}]")
+        assert_matches(expect, json.loads(result.stdout), f"{seed['id']}[{i}]", TOL)
 
 
 def test_table_marks_breakeven_and_unbeatable_hardware(tmp_path):
