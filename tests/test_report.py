@@ -126,7 +126,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, contains: str) ->
 
 
 def test_unreachable_prometheus(demo):
-    assert_one_line_error(report("--prometheus.url=http://127.0.0.1:1"), "cannot reach Prometheus")
+    closed_port = free_port()  # bound and released: nothing listens there
+    assert_one_line_error(report(f"--prometheus.url=http://127.0.0.1:{closed_port}"), "cannot reach Prometheus")
 
 
 def test_range_without_data(demo):
