@@ -1,0 +1,246 @@
+"""LLM cost overview: what a million tokens really costs to self-host, against the API.
+
+Money figures that depend on spend (self-hosted $/1M, spend, savings) are per engine: an engine's
+spend is not split between its models, so the model filter selects the engines serving the chosen
+models, with all their tokens. Only raw exporter metrics are used, so every query works against
+a Prometheus that scrapes nothing but the exporters.
+"""
+
+from __future__ import annotations
+
+from dashboards.defaults import (
+    API, API_VARIABLE, COUNT, CURRENCY, GAIN, JOULE, MODEL, MODEL_VARIABLE, NODE_VARIABLE, RATIO, TIMES,
+    TOKENS_PER_SECOND, bargauge, column, dashboard as house_dashboard, gauge, m, of_selected_engines, q,
+    question, stat, table, thresholds, timeseries,
+)
+
+UID = "llmcost-overview"
+
+SPEND = m("llmcost_engine_spend_total")
+TOKENS = m("llmcost_tokens_total")  # all models of an engine: the engine's spend buys all of them
+API_EQUIVALENT = m("llmcost_api_equivalent_spend_total", API)
+ENGINE_CAPACITY = f'max by (instance, engine) ({m("llmcost_capacity_tokens_per_second")})'
+FULL = f'max by (instance, engine) ({m("llmcost_cost_per_million_tokens_at_full_utilization")})'
+# Each model's tokens/s priced at each API's price for that model's traffic mix, per second.
+API_RATE = (f'{m("llmcost_api_blended_price_per_million_tokens", API)} '
+            f'* on (instance, engine, model) group_left {m("llmcost_tokens_per_second")}')
+PER_MODEL = "instance, engine, model"
+
+
+def api_tokens(window: str) -> str:
+    """Tokens of the selected engines, once per API each engine is compared with (label `api`)."""
+    return (f"sum by (instance, engine, model) (increase({TOKENS}[{window}])) "
+            f"* on (instance, engine, model) group_right () "
+            f"(0 * {of_selected_engines(API_EQUIVALENT)} + 1)")
+
+
+def savings(window: str) -> str:
+    """API-equivalent spend minus self-hosted spend of the same engines, by API."""
+    return (f"sum by (api) ("
+            f"sum by (instance, engine, api) ({of_selected_engines(f'increase({API_EQUIVALENT}[{window}])')}) "
+            f"- on (instance, engine) group_left "
+            f"sum by (instance, engine) (increase({SPEND}[{window}])))")
+
+
+def dashboard():
+    return house_dashboard(
+        uid=UID,
+        title="LLM cost: self-hosted vs API",
+        description="What a million tokens costs to self-host, live, against the APIs it replaces "
+                    "(llm-cost-exporter).",
+        variables=[NODE_VARIABLE, MODEL_VARIABLE, API_VARIABLE],
+        questions=[
+            question("What does a million tokens cost us, and what would the API charge?", [
+                stat("Self-hosted $/1M tokens",
+                     q(f"sum({of_selected_engines(f'increase({SPEND}[$__range])')}) "
+                       f"/ (sum({of_selected_engines(f'increase({TOKENS}[$__range])')}) > 0) * 1e6"),
+                     unit=CURRENCY, description="""
+                     What a million tokens actually cost over the dashboard's time range, allocation basis
+                     (idle time is paid for): increase of llmcost_engine_spend_total over the range divided by
+                     the increase of llmcost_tokens_total (input + output) of the same engines, × 10⁶. Engines
+                     serving the selected models, on the selected nodes; empty while no tokens flowed."""),
+                stat("$/1M at 100% utilization, now",
+                     q(f"sum({of_selected_engines(f'{FULL} * on (instance, engine) {ENGINE_CAPACITY}')}) "
+                       f"/ sum({of_selected_engines(f'{ENGINE_CAPACITY} and on (instance, engine) {FULL}')})"),
+                     unit=CURRENCY, description="""
+                     The figure published analyses quote: what a million tokens would cost if the engines
+                     ran at capacity all the time, now. Each engine's
+                     llmcost_cost_per_million_tokens_at_full_utilization (its spend rate over the exporter's
+                     live window / (capacity × 3600) × 10⁶), averaged over the selected engines weighted by
+                     llmcost_capacity_tokens_per_second. The gap to the actual figure is the price of idle
+                     capacity."""),
+                stat("API price for our traffic",
+                     q(f"sum by (api) ({of_selected_engines(f'increase({API_EQUIVALENT}[$__range])')}) "
+                       f"/ (sum by (api) ({api_tokens('$__range')}) > 0) * 1e6", "{{api}}"),
+                     unit=CURRENCY, width=6, description="""
+                     What each API would charge per million tokens of our actual traffic mix (input, cached
+                     input and output at its list prices) over the range: increase of
+                     llmcost_api_equivalent_spend_total divided by the increase of llmcost_tokens_total of
+                     the engines compared with that API, × 10⁶. Compare with the self-hosted $/1M."""),
+                stat("Projected monthly cost",
+                     q(f'sum({m("llmcost_hourly_cost")}) * 730'),
+                     unit=CURRENCY, description="""
+                     What the selected nodes cost per month at the current rate: sum of llmcost_hourly_cost
+                     (all cost components of each node, allocation basis, unallocated GPUs included) × 730
+                     hours. Not filtered by model."""),
+                stat("Projected monthly API bill",
+                     q(f"sum by (api) ({of_selected_engines(API_RATE)}) * 3600 * 730 / 1e6", "{{api}}"),
+                     unit=CURRENCY, width=6, description="""
+                     What each API would bill per month for the current traffic of the selected engines:
+                     llmcost_api_blended_price_per_million_tokens (the API's price for each model's traffic
+                     mix) × llmcost_tokens_per_second (live window) × 3600 × 730 hours / 10⁶, summed over
+                     models. Compare with the projected monthly cost."""),
+                timeseries("$/1M tokens: actual vs at 100% utilization vs API",
+                           q(f"sum by (instance, engine) ({of_selected_engines(f'rate({SPEND}[$__rate_interval])')}) "
+                             f"/ (sum by (instance, engine) (rate({TOKENS}[$__rate_interval])) > 0) * 1e6",
+                             "actual · {{engine}} @ {{instance}}"),
+                           q(of_selected_engines(FULL), "at 100% · {{engine}} @ {{instance}}"),
+                           q(f"sum by (instance, engine, api) "
+                             f"({of_selected_engines(f'rate({API_EQUIVALENT}[$__rate_interval])')}) "
+                             f"/ on (instance, engine) group_left () "
+                             f"(sum by (instance, engine) (rate({TOKENS}[$__rate_interval])) > 0) * 1e6",
+                             "{{api}} · {{engine}} @ {{instance}}"),
+                           unit=CURRENCY, width=24, description="""
+                           Cost per million tokens per engine, interval by interval ($__rate_interval).
+                           Actual: rate of llmcost_engine_spend_total / rate of llmcost_tokens_total (input +
+                           output) × 10⁶, allocation basis, absent while no tokens flow. At 100%:
+                           llmcost_cost_per_million_tokens_at_full_utilization, the engine's spend rate over
+                           the exporter's live window / (capacity × 3600) × 10⁶. API: rate of
+                           llmcost_api_equivalent_spend_total / rate of llmcost_tokens_total × 10⁶, the API's
+                           price for this engine's traffic mix. Actual below an API line: self-hosting is
+                           cheaper than that API. The exporter's own live figure is
+                           llmcost_cost_per_million_tokens (see the per-model table)."""),
+            ]),
+            question("How much have we spent, and what would the API have billed?", [
+                stat("Self-hosted spend",
+                     q(f"sum({of_selected_engines(f'increase({SPEND}[$__range])')})"),
+                     unit=CURRENCY, description="""
+                     Spend allocated to the selected engines over the time range: increase of
+                     llmcost_engine_spend_total (instance price and request fees, or amortization + energy
+                     + fixed costs for owned hardware, split by the GPUs each engine holds)."""),
+                stat("API-equivalent spend",
+                     q(f"sum by (api) ({of_selected_engines(f'increase({API_EQUIVALENT}[$__range])')})", "{{api}}"),
+                     unit=CURRENCY, width=6, description="""
+                     What each API would have billed for the same tokens over the time range: increase of
+                     llmcost_api_equivalent_spend_total (uncached input, cached input and output tokens at
+                     the API's list prices) of the selected engines."""),
+                stat("Savings vs API",
+                     q(savings("$__range"), "{{api}}"),
+                     unit=CURRENCY, width=6, steps=GAIN, description="""
+                     API-equivalent spend minus self-hosted spend of the same engines over the time range,
+                     per API: increase of llmcost_api_equivalent_spend_total minus the increase of
+                     llmcost_engine_spend_total, matched per node and engine. Negative (red): the API would
+                     have been cheaper."""),
+                stat("Node spend by component",
+                     q(f'sum by (component) (increase({m("llmcost_spend_total")}[$__range]))', "{{component}}"),
+                     unit=CURRENCY, width=8, description="""
+                     Everything the selected nodes cost over the time range, by component (instance,
+                     requests; or amortization, energy, fixed): increase of llmcost_spend_total. Includes
+                     GPUs no engine holds, so it can exceed the self-hosted spend. Not filtered by model."""),
+                timeseries("Spend per day: self-hosted vs API-equivalent",
+                           q(f"sum({of_selected_engines(f'increase({SPEND}[1d])')})", "self-hosted"),
+                           q(f"sum by (api) ({of_selected_engines(f'increase({API_EQUIVALENT}[1d])')})",
+                             "{{api}} equivalent"),
+                           unit=CURRENCY, min=0, description="""
+                           Spend in the 24 hours before each point (rolling day): increase over 1d of
+                           llmcost_engine_spend_total of the selected engines, and of
+                           llmcost_api_equivalent_spend_total per API for the same engines. Counters start at 0
+                           when an exporter starts, so the first day after a start reads low."""),
+                timeseries("Savings per day vs each API",
+                           q(savings("1d"), "vs {{api}}"),
+                           unit=CURRENCY, description="""
+                           API-equivalent spend minus self-hosted spend in the 24 hours before each point,
+                           per API: increase over 1d of llmcost_api_equivalent_spend_total minus that of
+                           llmcost_engine_spend_total, matched per node and engine. Below 0: the API would
+                           have been cheaper that day."""),
+            ]),
+            question("Are we busy enough to beat the API?", [
+                gauge("Utilization now",
+                      q(of_selected_engines(f'sum by (instance, engine) ({m("llmcost_utilization_ratio")})'),
+                        "{{engine}} @ {{instance}}"),
+                      unit=RATIO, height=9, description="""
+                      Share of each engine's capacity in use over the exporter's live window: sum over the
+                      engine's models of llmcost_utilization_ratio (tokens per second / capacity). Above 100%
+                      when the configured capacity is below the real peak."""),
+                bargauge("Utilization ÷ break-even",
+                         q(f'sum by (instance, engine) ({m("llmcost_utilization_ratio")}) '
+                           f"/ on (instance, engine) group_right "
+                           f'max by ({PER_MODEL}, api) ({m("llmcost_breakeven_utilization_ratio", MODEL, API)})',
+                           "{{model}} vs {{api}} @ {{instance}}"),
+                         unit=TIMES, width=6, height=9, steps=thresholds("red", (1, "green")), description="""
+                         How far above (green, ≥ 1×) or below (red) break-even each model runs, per API: the
+                         engine's utilization (sum of llmcost_utilization_ratio) divided by
+                         llmcost_breakeven_utilization_ratio (cost per 1M at 100% / the API's blended price).
+                         At 1× self-hosting costs what the API costs; below it the API is cheaper."""),
+                timeseries("Utilization vs break-even utilization",
+                           q(of_selected_engines(f'sum by (instance, engine) ({m("llmcost_utilization_ratio")})'),
+                             "utilization · {{engine}} @ {{instance}}"),
+                           q(m("llmcost_breakeven_utilization_ratio", MODEL, API),
+                             "break-even vs {{api}} · {{model}} @ {{instance}}"),
+                           unit=RATIO, min=0, description="""
+                           Utilization (sum over the engine's models of llmcost_utilization_ratio: tokens per
+                           second over capacity, live window) against the utilization at which self-hosting
+                           costs what each API costs (llmcost_breakeven_utilization_ratio = cost per 1M at 100%
+                           / the API's blended price). Utilization above a break-even line: self-hosting is
+                           cheaper than that API. A break-even above 100% means this hardware never beats it."""),
+            ]),
+            question("What does each model cost, and against which API?", [
+                table("Per model",
+                      column("tok/s", q(f'max by ({PER_MODEL}) ({m("llmcost_tokens_per_second", MODEL)})'),
+                             TOKENS_PER_SECOND),
+                      column("utilization", q(f'max by ({PER_MODEL}) ({m("llmcost_utilization_ratio", MODEL)})'),
+                             RATIO),
+                      column("$/1M actual", q(f'max by ({PER_MODEL}) ({m("llmcost_cost_per_million_tokens", MODEL)})'),
+                             CURRENCY),
+                      column("$/1M at 100%",
+                             q(f"max by ({PER_MODEL}) "
+                               f'({m("llmcost_cost_per_million_tokens_at_full_utilization", MODEL)})'),
+                             CURRENCY),
+                      column("J/token", q(f'max by ({PER_MODEL}) ({m("llmcost_energy_per_token_joules", MODEL)})'),
+                             JOULE),
+                      column("tokens in range",
+                             q(f'sum by ({PER_MODEL}) (increase({m("llmcost_tokens_total", MODEL)}[$__range]))'),
+                             COUNT),
+                      unit=COUNT, height=8, description="""
+                      One row per model, as the exporter computes it over its live window: throughput
+                      (llmcost_tokens_per_second), utilization (llmcost_utilization_ratio), cost per 1M tokens
+                      actual (llmcost_cost_per_million_tokens: the engine's spend / its tokens × 10⁶, every
+                      model of an engine gets the engine's figure) and at 100% utilization
+                      (llmcost_cost_per_million_tokens_at_full_utilization), energy per token
+                      (llmcost_energy_per_token_joules); and tokens over the time range (increase of
+                      llmcost_tokens_total)."""),
+                table("Per model and API",
+                      column("API $/1M for this mix",
+                             q(f"max by ({PER_MODEL}, api) "
+                               f'({m("llmcost_api_blended_price_per_million_tokens", MODEL, API)})'),
+                             CURRENCY),
+                      column("break-even utilization",
+                             q(f'max by ({PER_MODEL}, api) ({m("llmcost_breakeven_utilization_ratio", MODEL, API)})'),
+                             RATIO),
+                      column("utilization ÷ break-even",
+                             q(f'sum by (instance, engine) ({m("llmcost_utilization_ratio")}) '
+                               f"/ on (instance, engine) group_right "
+                               f'max by ({PER_MODEL}, api) ({m("llmcost_breakeven_utilization_ratio", MODEL, API)})'),
+                             TIMES),
+                      column("API-equivalent spend in range",
+                             q(f"sum by ({PER_MODEL}, api) "
+                               f'(increase({m("llmcost_api_equivalent_spend_total", MODEL, API)}[$__range]))'),
+                             CURRENCY),
+                      unit=CURRENCY, width=16, height=8, description="""
+                      One row per model and compared API: the API's price per 1M tokens for this model's
+                      traffic mix since the exporter started (llmcost_api_blended_price_per_million_tokens),
+                      the break-even utilization (llmcost_breakeven_utilization_ratio: cost per 1M at 100% /
+                      that price), the engine's utilization over it (above 1×: self-hosting is cheaper), and
+                      what the API would have billed over the time range (increase of
+                      llmcost_api_equivalent_spend_total)."""),
+                table("API list prices",
+                      column("$/1M tokens",
+                             q(f'max by (api, direction) ({m("llmcost_api_price_per_million_tokens", API)})'),
+                             CURRENCY),
+                      unit=CURRENCY, width=8, height=8, description="""
+                      The catalog list price per million tokens of each compared API, by direction (input,
+                      cached_input, output): llmcost_api_price_per_million_tokens. The blended price per
+                      model weights these by the model's actual traffic."""),
+            ]),
+        ],
+    )

@@ -1,0 +1,227 @@
+"""The Grafana dashboards: committed JSON equals what the grafanalib sources generate, and every
+panel is a React panel with a description, a unit and queries on the `datasource` variable.
+
+Every query is parsed by promtool here (Prometheus 2.42); running them against a Prometheus fed by
+the demo is the integration test's job (see dashboards.generate.panel_queries and substitute).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `dashboards` sits beside the installed `exporter` package
+
+from dashboards import generate  # noqa: E402
+from dashboards.generate import ALL, panel_queries, panels, substitute  # noqa: E402
+
+UIDS = {"llmcost-overview", "llmcost-utilization-energy"}
+REACT_PANELS = {"timeseries", "stat", "gauge", "bargauge", "table"}
+UNITS = {"currencyUSD", "watt", "joule", "percentunit", "short", "reqps", "suffix: tok/s", "suffix:×"}
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+VARIABLES = {
+    "node": "label_values(llmcost_build_info, instance)",
+    "model": 'label_values(llmcost_tokens_total{instance=~"$node"}, model)',
+    "api": "label_values(llmcost_api_price_per_million_tokens, api)",
+}
+
+
+@pytest.fixture(scope="module")
+def boards() -> dict[str, dict]:
+    return {b["uid"]: b for b in generate.dashboards_json()}
+
+
+def all_panels(boards):
+    return [(uid, panel) for uid, board in sorted(boards.items()) for panel in panels(board)]
+
+
+def test_committed_json_is_what_the_sources_generate():
+    wanted = generate.generated()
+    committed = sorted(p.name for p in generate.JSON_DIR.glob("*.json"))
+    assert committed == sorted(wanted), "run: python -m dashboards.generate"
+    for name, text in wanted.items():
+        assert (generate.JSON_DIR / name).read_bytes() == text.encode("utf-8"), \
+            f"dashboards/json/{name} is stale: run python -m dashboards.generate"
+    assert generate.main(["--check"]) == 0
+
+
+def test_generation_is_deterministic():
+    assert generate.generated() == generate.generated()
+
+
+def test_check_mode_fails_on_a_stale_missing_or_orphan_file(tmp_path, capsys):
+    generate.write(tmp_path)
+    assert generate.main(["--check", f"--output-dir={tmp_path}"]) == 0
+    stale = tmp_path / "llmcost-overview.json"
+    stale.write_text(stale.read_text().replace("Self-hosted", "Self hosted"))
+    assert generate.main(["--check", f"--output-dir={tmp_path}"]) == 1
+    assert "llmcost-overview.json: differs" in capsys.readouterr().err
+    stale.unlink()
+    (tmp_path / "old.json").write_text("{}")
+    assert generate.main(["--check", f"--output-dir={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert "llmcost-overview.json: missing" in err and "old.json: no source generates it" in err
+    generate.write(tmp_path)  # rewrites and removes the orphan
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{uid}.json" for uid in UIDS)
+
+
+def test_uids_are_stable(boards):
+    assert set(boards) == UIDS
+    assert sorted(p.stem for p in generate.JSON_DIR.glob("*.json")) == sorted(UIDS)
+
+
+def test_grafana_dashboard_model(boards):
+    for uid, board in boards.items():
+        assert board["schemaVersion"] >= 33, uid  # datasource references as objects
+        assert board["title"] and board["description"], uid
+        assert isinstance(board["templating"]["list"], list), uid
+        ids = [p["id"] for p in panels(board)]
+        assert len(ids) == len(set(ids)) and all(isinstance(i, int) for i in ids), uid
+        cells = set()
+        for panel in panels(board):
+            g = panel["gridPos"]
+            assert set(g) == {"h", "w", "x", "y"} and g["h"] > 0 and g["w"] > 0, (uid, panel["title"])
+            assert 0 <= g["x"] and g["x"] + g["w"] <= 24, (uid, panel["title"])
+            covered = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+            assert not covered & cells, f"{uid}: {panel['title']!r} overlaps another panel"
+            cells |= covered
+
+
+def test_template_variables(boards):
+    for uid, board in boards.items():
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert board["templating"]["list"][0]["name"] == "datasource", uid
+        ds = variables["datasource"]
+        assert ds["type"] == "datasource" and ds["query"] == "prometheus", uid
+        for name in ("node", "model"):
+            assert variables[name]["query"] == VARIABLES[name], (uid, name)
+        used = {name for _, _, expr in panel_queries() for name in re.findall(r"\$(\w+)", expr)}
+        for name, var in variables.items():
+            if name == "datasource":
+                continue
+            assert var["type"] == "query" and var["datasource"] == DATASOURCE, (uid, name)
+            assert var["multi"] and var["includeAll"] and var["allValue"] == ".*", (uid, name)
+            assert var["query"] == VARIABLES[name], (uid, name)
+            assert name in used, f"{uid}: variable ${name} is used by no query"
+    overview = {v["name"] for v in boards["llmcost-overview"]["templating"]["list"]}
+    assert overview == {"datasource", "node", "model", "api"}
+    utilization = {v["name"] for v in boards["llmcost-utilization-energy"]["templating"]["list"]}
+    assert utilization == {"datasource", "node", "model"}  # no panel there compares with an API
+
+
+def test_every_variable_a_query_uses_is_defined(boards):
+    for uid, board in boards.items():
+        defined = {v["name"] for v in board["templating"]["list"]}
+        for panel in panels(board):
+            for target in panel["targets"]:
+                for name in re.findall(r"\$\{?(\w+)", target["expr"]):
+                    assert name.startswith("__") or name in defined, (uid, panel["title"], name)
+
+
+def test_only_react_panels_each_described_with_a_unit(boards):
+    for uid, panel in all_panels(boards):
+        where = f"{uid}: {panel['title']!r}"
+        assert panel["type"] in REACT_PANELS, where
+        assert panel["title"].strip(), where
+        assert len(panel["description"].split()) >= 10, f"{where}: the description says too little"
+        unit = panel["fieldConfig"]["defaults"]["unit"]
+        assert unit in UNITS, f"{where}: unit {unit!r}"
+        for override in panel["fieldConfig"]["overrides"]:
+            for prop in override["properties"]:
+                if prop["id"] == "unit":
+                    assert prop["value"] in UNITS, where
+
+
+def test_money_energy_and_power_panels_use_their_units(boards):
+    by_title = {(uid, p["title"]): p["fieldConfig"]["defaults"]["unit"] for uid, p in all_panels(boards)}
+    assert by_title["llmcost-overview", "Self-hosted $/1M tokens"] == "currencyUSD"
+    assert by_title["llmcost-overview", "Projected monthly cost"] == "currencyUSD"
+    assert by_title["llmcost-overview", "Utilization now"] == "percentunit"
+    assert by_title["llmcost-utilization-energy", "Power per GPU vs limit"] == "watt"
+    assert by_title["llmcost-utilization-energy", "GPU energy"] == "joule"
+    assert by_title["llmcost-utilization-energy", "Energy per token"] == "joule"
+
+
+def test_every_panel_and_query_uses_the_datasource_variable(boards):
+    for uid, panel in all_panels(boards):
+        assert panel["datasource"] == DATASOURCE, (uid, panel["title"])
+        assert panel["targets"], (uid, panel["title"])
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, (uid, panel["title"])
+            assert target["expr"].strip() and target["refId"], (uid, panel["title"])
+        assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"]), (uid, panel["title"])
+
+
+def test_every_selector_filters_by_node_and_by_model_and_api_where_they_exist():
+    selector = re.compile(r"(llmcost_\w+)(\{[^}]*\})?")
+    for uid, title, expr in panel_queries():
+        for metric, matchers in selector.findall(expr):
+            assert 'instance=~"$node"' in matchers, f"{uid}: {title!r}: {metric} is not filtered by $node"
+            if metric.startswith("llmcost_api_"):
+                assert 'api=~"$api"' in matchers, f"{uid}: {title!r}: {metric} is not filtered by $api"
+        if "llmcost_tokens_total" in expr or "llmcost_engine_" in expr or "llmcost_utilization" in expr:
+            assert 'model=~"$model"' in expr, f"{uid}: {title!r} ignores $model"
+
+
+def test_uses_only_raw_exporter_metrics():
+    # Recording rules are optional: each query must work against a Prometheus that only scrapes.
+    for uid, title, expr in panel_queries():
+        for name in re.findall(r"\b([a-z_]+:[a-z_:]+)\b", expr):
+            pytest.fail(f"{uid}: {title!r} uses the recorded series {name}")
+
+
+def test_table_columns_are_renamed_and_typed(boards):
+    for uid, panel in all_panels(boards):
+        if panel["type"] != "table":
+            continue
+        names = panel["transformations"][1]["options"]["renameByName"]
+        assert sorted(names) == sorted(f"Value #{t['refId']}" for t in panel["targets"]), panel["title"]
+        typed = {o["matcher"]["options"] for o in panel["fieldConfig"]["overrides"]}
+        assert typed == set(names.values()), panel["title"]
+        assert all(t["format"] == "table" and t["instant"] for t in panel["targets"]), panel["title"]
+
+
+def test_panel_queries_lists_every_target(boards):
+    queries = panel_queries()
+    assert len(queries) == sum(len(p["targets"]) for _, p in all_panels(boards))
+    assert {uid for uid, _, _ in queries} == UIDS
+    assert ("llmcost-overview", "Projected monthly cost", 'sum(llmcost_hourly_cost{instance=~"$node"}) * 730') in queries
+
+
+def test_substitute():
+    expr = 'sum(rate(x{instance=~"$node", model=~"${model}", api=~"${api:regex}"}[$__rate_interval])) [$__range] $__interval'
+    assert substitute(expr, {"node": ".*", "$model": "m", "api": "a", "__range": "2h"}) == \
+        'sum(rate(x{instance=~".*", model=~"m", api=~"a"}[1m])) [2h] 1m'
+    assert substitute('m{model=~"$model"}', {"model": ["meta-llama/Llama-3.1-8B", "qwen"]}) == \
+        'm{model=~"(meta\\\\-llama/Llama\\\\-3\\\\.1\\\\-8B|qwen)"}'
+    assert substitute("[[node]] $__rate_interval", {"node": "n", "__rate_interval": "5s"}) == "n 5s"
+    with pytest.raises(KeyError):
+        substitute('x{a=~"$unknown"}', {})
+    for _, _, expr in panel_queries():
+        assert "$" not in substitute(expr, ALL)
+
+
+def test_every_query_parses_on_prometheus_2_42(tmp_path):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not on PATH: the test command installs Debian's prometheus package (2.42)")
+    rules = [{"record": f"dashboard:query_{i}", "expr": substitute(expr, ALL)}
+             for i, (_, _, expr) in enumerate(panel_queries())]
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_committed_json_is_valid_utf8_json():
+    for path in generate.JSON_DIR.glob("*.json"):
+        board = json.loads(path.read_text(encoding="utf-8"))
+        assert board["uid"] == path.stem
