@@ -235,9 +235,10 @@ def render_table(figures: dict) -> str:
                                 ("monthly_saving", "saving per month by self-hosting", "{:,.2f}"),
                                 ("breakeven_utilization", "break-even utilization", "{:.1%}"),
                                 ("payback_months", "payback (months)", "{:,.1f}")):
-            value = row.get(key)
-            text = "never" if value is None and key == "payback_months" and "monthly_saving" in row else (
-                None if value is None else fmt.format(value))
+            if key not in row:
+                continue
+            value = row[key]
+            text = "never" if value is None else fmt.format(value)  # only payback is None: never pays back
             if text:
                 lines.append(f"  {label:<40} {text}")
         if (row.get("breakeven_utilization") or 0) > 1:

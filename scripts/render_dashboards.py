@@ -61,7 +61,7 @@ def draw_panel(ax, panel: dict, api: PrometheusAPI, start: float, end: float, st
         ax.axis("on")
         ax.barh([r[0] for r in rows][:12], [r[1] for r in rows][:12])
         return
-    text = "\n".join(f"{name}: {value:,.4g}" for name, value in rows[:10])
+    text = "\n".join((f"{name}: " if name else "") + f"{value:,.4g}" for name, value in rows[:10])
     size = 14 if len(rows) == 1 and panel.get("type") in ("stat", "gauge") else 6
     ax.text(0.02, 0.95, text, ha="left", va="top", fontsize=size, family="monospace", transform=ax.transAxes)
 
