@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from exporter import __version__
+from exporter import __version__, estimate, report
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ConfigError, load_file
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -46,8 +46,6 @@ def _parser() -> argparse.ArgumentParser:
                       help="pin every engine's load (0-1) instead of the quiet/busy/burst pattern (for tests)")
     common(demo)
 
-    from exporter import estimate, report
-
     estimate_cmd = commands.add_parser("estimate", formatter_class=fmt, help="what-if cost calculator over a scenario file")
     estimate.add_arguments(estimate_cmd)
     report_cmd = commands.add_parser("report", formatter_class=fmt,
@@ -80,12 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if args.command == "estimate":
-        from exporter import estimate
-
         return estimate.run(args)
     if args.command == "report":
-        from exporter import report
-
         return report.run(args)
     _setup_logging(args.log_level)
     if args.command == "demo":
