@@ -100,12 +100,13 @@ class Accountant:
         with self._lock:
             energy_by_gpu = {r.uuid: r.energy_joules for r in readings}
             requests = self._requests_total()
-            if self._last_time is None or now <= self._last_time:
-                self._last_time = self._last_time or now
-                self._last_gpu_energy, self._last_requests = energy_by_gpu, requests
+            if self._last_time is None:  # the first tick opens the ledgers
+                self._last_time, self._last_gpu_energy, self._last_requests = now, energy_by_gpu, requests
                 for ledger in (*self._spend.values(), *self._energy.values()):
                     ledger.add(now, 0.0, 0.0)
                 return
+            if now <= self._last_time:
+                return  # no time has passed: what happened meanwhile accrues on the next tick
             dt = now - self._last_time
             gpu_joules = {r.index: max(energy_by_gpu[r.uuid] - self._last_gpu_energy.get(r.uuid, energy_by_gpu[r.uuid]), 0.0)
                           for r in readings}
