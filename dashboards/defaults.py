@@ -179,43 +179,41 @@ def _checked(title: str, unit: str, description: str) -> None:
 
 
 @attr.s
-class Gauge(core.Panel):
-    """React gauge panel (grafanalib's GaugePanel writes the pre-React layout)."""
+class _ReactValuePanel(core.Panel):
+    """Shared fields of the React gauge and bar gauge (grafanalib's own write the pre-React layout)."""
 
     unit = attr.ib(default="")
     min = attr.ib(default=None)
     max = attr.ib(default=None)
     decimals = attr.ib(default=None)
+    panel_type = ""
+    display_options: dict = {}
 
     def to_json_data(self):
         return self.panel_json({
             "fieldConfig": {"defaults": {"color": {"mode": "thresholds"}, "decimals": self.decimals, "mappings": [],
                                          "max": self.max, "min": self.min, "unit": self.unit},
                             "overrides": []},
-            "options": {"orientation": "auto", "showThresholdLabels": False, "showThresholdMarkers": True,
+            "options": {**self.display_options,
                         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
-            "type": "gauge",
+            "type": self.panel_type,
         })
 
 
 @attr.s
-class BarGauge(core.Panel):
-    """React bar gauge panel (grafanalib's BarGauge writes the pre-React layout)."""
+class Gauge(_ReactValuePanel):
+    """React gauge panel."""
 
-    unit = attr.ib(default="")
-    min = attr.ib(default=None)
-    max = attr.ib(default=None)
-    decimals = attr.ib(default=None)
+    panel_type = "gauge"
+    display_options = {"orientation": "auto", "showThresholdLabels": False, "showThresholdMarkers": True}
 
-    def to_json_data(self):
-        return self.panel_json({
-            "fieldConfig": {"defaults": {"color": {"mode": "thresholds"}, "decimals": self.decimals, "mappings": [],
-                                         "max": self.max, "min": self.min, "unit": self.unit},
-                            "overrides": []},
-            "options": {"displayMode": "gradient", "orientation": "horizontal", "showUnfilled": True,
-                        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
-            "type": "bargauge",
-        })
+
+@attr.s
+class BarGauge(_ReactValuePanel):
+    """React bar gauge panel."""
+
+    panel_type = "bargauge"
+    display_options = {"displayMode": "gradient", "orientation": "horizontal", "showUnfilled": True}
 
 
 def _common(title, description):
