@@ -1,0 +1,575 @@
+#!/usr/bin/env python3
+"""Generate the Prometheus rule file of llm-cost-exporter from rules/config.yaml.
+
+    python rules/generate.py                        # -> rules/llm-cost-exporter.rules.yml
+    python rules/generate.py --set cost_alert_for=10m --set windows=[5m,1h] --output my.rules.yml
+    python rules/generate.py --config site.yaml     # site.yaml's keys override rules/config.yaml
+
+Output: one recording group per window (`llm-cost-exporter.recording.5m`, ...) and one alert group
+(`llm-cost-exporter.alerts`), in plain Prometheus rule-file format; the Helm chart wraps the same
+groups in a PrometheusRule. The output depends only on the configuration (deterministic), so the
+tests regenerate it and compare it with the committed file. Needs only PyYAML.
+
+Rule names follow `level:metric:operations` (docs: rules/README.md). Levels and the labels they keep:
+
+    engine_model_api  job, instance, engine, model, api      an engine is a process on one node
+    engine_model      job, instance, engine, model
+    engine_api        job, instance, engine, api
+    engine            job, instance, engine
+    instance_api      job, instance, api                     a node (one exporter)
+    instance          job, instance
+    model_api         <cluster_labels>, model, api           cluster-wide: all nodes
+    model             <cluster_labels>, model
+    api               <cluster_labels>, api
+    cluster           <cluster_labels>
+
+Money-valued rules also keep `currency`. Rates are per second (currency/s, tokens/s, J/s = W).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CONFIG = HERE / "config.yaml"
+DEFAULT_OUTPUT = HERE / "llm-cost-exporter.rules.yml"
+GROUP_PREFIX = "llm-cost-exporter"
+
+# Every config key and its kind; the kinds are checked in validate().
+KEYS = {
+    "selector": "matchers",
+    "cluster_labels": "labels",
+    "windows": "windows",
+    "runbook_url": "text",
+    "alert_labels": "label_map",
+    "disabled_alerts": "alert_names",
+    "cost_alert_window": "window",
+    "cost_alert_for": "duration",
+    "cost_alert_ratio": "positive",
+    "cost_alert_min_tokens_per_second": "number",
+    "cost_alert_apis": "regex",
+    "cost_alert_severity": "text",
+    "breakeven_alert_window": "window",
+    "breakeven_alert_for": "duration",
+    "breakeven_alert_min_tokens_per_second": "number",
+    "breakeven_alert_apis": "regex",
+    "breakeven_alert_severity": "text",
+    "idle_alert_window": "duration",
+    "idle_alert_for": "duration",
+    "idle_alert_severity": "text",
+    "exporter_down_for": "duration",
+    "exporter_down_severity": "text",
+    "exporter_absent_for": "duration",
+    "exporter_absent_severity": "text",
+    "engine_failing_for": "duration",
+    "engine_failing_severity": "text",
+    "nvml_errors_window": "duration",
+    "nvml_errors_for": "duration",
+    "nvml_errors_ignored_reasons": "names",
+    "nvml_errors_severity": "text",
+    "gpu_lost_for": "duration",
+    "gpu_lost_severity": "text",
+}
+
+DURATION = re.compile(r"^(?=\d)(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
+LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+RESERVED = {"job", "instance", "engine", "model", "api", "currency"}
+
+
+class ConfigError(Exception):
+    """One bad key: the message names the key, the value and what is allowed."""
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def load_config(path: Path | None = None, overrides: list[str] = ()) -> dict:
+    """rules/config.yaml, then the keys of `path` over it, then `key=value` overrides (YAML values)."""
+    config = _read(DEFAULT_CONFIG)
+    if path is not None and Path(path).resolve() != DEFAULT_CONFIG:
+        config.update(_read(Path(path)))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key = key.strip()
+        if key not in KEYS:
+            raise ConfigError(f"--set {key}: unknown key; known keys: {', '.join(KEYS)}")
+        try:
+            config[key] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: {text!r} is not a YAML value ({err.problem})") from None
+    validate(config)
+    return config
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values")
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(KEYS)}")
+    return data
+
+
+def validate(config: dict) -> None:
+    missing = [k for k in KEYS if k not in config]
+    if missing:
+        raise ConfigError(f"missing key {missing[0]!r}")
+    for key, kind in KEYS.items():
+        value = config[key]
+        problem = _check(kind, value, config)
+        if problem:
+            raise ConfigError(f"{key}: {value!r} {problem}")
+
+
+def _check(kind: str, value, config: dict) -> str | None:
+    if kind in ("duration", "window"):
+        if not isinstance(value, str) or not DURATION.match(value):
+            return "is not a Prometheus duration (e.g. 30s, 5m, 1h30m, 1d)"
+        if kind == "window" and value not in config.get("windows", []):
+            return f"is not one of windows {config.get('windows')}: add it there or pick one of them"
+    elif kind == "windows":
+        if not isinstance(value, list) or not value:
+            return "must be a non-empty list of durations"
+        for w in value:
+            if not isinstance(w, str) or not DURATION.match(w) or _seconds(w) == 0:
+                return f"holds {w!r}, which is not a non-zero Prometheus duration"
+        if len(set(value)) != len(value):
+            return "lists a window twice"
+    elif kind in ("number", "positive"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+            return "must be a number >= 0"
+        if kind == "positive" and value == 0:
+            return "must be a number > 0"
+    elif kind == "text":
+        if not isinstance(value, str) or not value.strip():
+            return "must be a non-empty string"
+    elif kind == "regex":
+        if not isinstance(value, str):
+            return "must be a regular expression (a string; empty for all)"
+        try:
+            re.compile(value)
+        except re.error as err:
+            return f"is not a regular expression ({err})"
+    elif kind == "matchers":
+        if value is None:
+            return None
+        if not isinstance(value, str) or "{" in value or "}" in value:
+            return 'must be PromQL label matchers without braces, e.g. job=~".*llm-cost.*"'
+    elif kind in ("labels", "names", "alert_names"):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            return "must be a list of names"
+        if kind == "labels":
+            bad = [v for v in value if not LABEL.match(v) or v in RESERVED]
+            if bad:
+                return f"holds {bad[0]!r}: not a label name, or one the rules already aggregate by"
+        if kind == "alert_names":
+            unknown = [v for v in value if v not in ALERT_NAMES]
+            if unknown:
+                return f"holds {unknown[0]!r}, not an alert; alerts: {', '.join(ALERT_NAMES)}"
+    elif kind == "label_map":
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and LABEL.match(k) and isinstance(v, str) for k, v in value.items()):
+            return "must be a mapping of label names to string values"
+        if set(value) & {"severity", "alertname"}:
+            return "must not set severity or alertname (severity has its own keys)"
+    return None
+
+
+def _seconds(duration: str) -> float:
+    units = {"y": 31536000, "w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|y|w|d|h|m|s)", duration))
+
+
+# --- PromQL helpers -----------------------------------------------------------------------------
+
+
+class Q:
+    """PromQL fragments for one configuration."""
+
+    def __init__(self, config: dict):
+        self.selector = (config["selector"] or "").strip().strip(",")
+        self.cluster = list(config["cluster_labels"])
+
+    def sel(self, metric: str, *matchers: str) -> str:
+        parts = [m for m in (self.selector, *matchers) if m]
+        return f"{metric}{{{','.join(parts)}}}" if parts else metric
+
+    def labels(self, level: str) -> list[str]:
+        node = ["job", "instance"]
+        return {
+            "engine_model_api": node + ["engine", "model", "api"],
+            "engine_model": node + ["engine", "model"],
+            "engine_api": node + ["engine", "api"],
+            "engine": node + ["engine"],
+            "instance_api": node + ["api"],
+            "instance": node,
+            "model_api": self.cluster + ["model", "api"],
+            "model": self.cluster + ["model"],
+            "api": self.cluster + ["api"],
+            "cluster": self.cluster,
+        }[level]
+
+
+def by(labels: list[str]) -> str:
+    return f" by ({', '.join(labels)})" if labels else ""
+
+
+def on(labels: list[str]) -> str:
+    return f"on ({', '.join(labels)})"
+
+
+def agg(op: str, labels: list[str], inner: str) -> str:
+    """`sum by (a, b) (inner)`, with a multi-line inner indented."""
+    if "\n" in inner:
+        return f"{op}{by(labels)} (\n{indent(inner)}\n)"
+    return f"{op}{by(labels)} ({inner})"
+
+
+def indent(text: str, by_: str = "  ") -> str:
+    return "\n".join(by_ + line for line in text.splitlines())
+
+
+def money(labels: list[str]) -> list[str]:
+    return labels + ["currency"]
+
+
+def without_currency(inner: str) -> str:
+    """A ratio of two money figures is a plain number: drop the `currency` label."""
+    return f"sum without (currency) (\n{indent(inner)}\n)"
+
+
+# --- recording rules ----------------------------------------------------------------------------
+
+
+def recording_rules(q: Q, w: str) -> list[dict]:
+    """The rules of one window, in dependency order (a group evaluates its rules in order)."""
+    r, rr = f"rate{w}", f"ratio_rate{w}"
+    E, EM, EA, EMA = (q.labels(x) for x in ("engine", "engine_model", "engine_api", "engine_model_api"))
+    I, IA = q.labels("instance"), q.labels("instance_api")
+    M, MA, A, C = (q.labels(x) for x in ("model", "model_api", "api", "cluster"))
+
+    tok = {lvl: f"{lvl}:llmcost_tokens:{r}" for lvl in ("engine_model", "engine", "instance", "model", "cluster")}
+    share = f"engine_model:llmcost_engine_share:{rr}"
+    spend = {"engine": f"engine:llmcost_engine_spend:{r}", "engine_model": f"engine_model:llmcost_engine_spend:{r}",
+             "model": f"model:llmcost_engine_spend:{r}", "instance": f"instance:llmcost_spend:{r}",
+             "cluster": f"cluster:llmcost_spend:{r}"}
+    idle = f"engine:llmcost_idle_spend:{r}"
+    eq = {lvl: f"{lvl}:llmcost_api_equivalent_spend:{r}" for lvl in ("engine_model_api", "engine_api", "model_api", "api")}
+    cap = {lvl: f"{lvl}:llmcost_capacity_tokens_per_second:max_over_time{w}" for lvl in ("engine", "instance", "model", "cluster")}
+    full = {lvl: f"{lvl}:llmcost_cost_per_million_tokens_at_full_utilization:{rr}"
+            for lvl in ("engine", "engine_model", "instance", "model", "cluster")}
+    price = {lvl: f"{lvl}:llmcost_api_price_per_million_tokens:{rr}" for lvl in ("engine_model_api", "engine_api", "model_api")}
+    energy = f"engine:llmcost_engine_energy_joules:{r}"
+    ept = {lvl: f"{lvl}:llmcost_energy_per_token_joules:{rr}" for lvl in ("engine", "instance", "model", "cluster")}
+
+    def rate(metric: str, labels: list[str]) -> str:
+        return f"sum{by(labels)} (rate({q.sel(metric)}[{w}]))"
+
+    def per_model(engine_rule: str, copy: str = "") -> str:
+        """Every model of an engine gets the engine's figure (as the exporter's own gauges do)."""
+        group = f"group_left ({copy})" if copy else "group_left"
+        return f"0 * {tok['engine_model']}\n+ {on(E)} {group}\n{engine_rule}"
+
+    def per_million(numerator: str, denominator: str, match: list[str]) -> str:
+        """1e6 x numerator / denominator, absent where the denominator is 0 (no +Inf)."""
+        return f"1e6 * {numerator}\n/ {on(match)} group_left ()\n({denominator} > 0)"
+
+    def allocated(copy: str = "") -> str:
+        """share x an engine figure: the part of it that goes to each model."""
+        return f"{share}\n* {on(E)} group_left{f' ({copy})' if copy else ''}\n"
+
+    rules = [
+        # Tokens/s, input + output.
+        (tok["engine_model"], rate("llmcost_tokens_total", EM)),
+        (tok["engine"], agg("sum", E, tok["engine_model"])),
+        (tok["instance"], agg("sum", I, tok["engine"])),
+        (tok["model"], agg("sum", M, tok["engine_model"])),
+        (tok["cluster"], agg("sum", C, tok["instance"])),
+        # A model's share of its engine: its tokens / the engine's, or 1/models while the engine
+        # served none, so an idle replica's spend still lands on the models it serves.
+        (share, f"{tok['engine_model']}\n/ {on(E)} group_left ()\n({tok['engine']} > 0)\nor\n"
+                f"(0 * {tok['engine_model']} + 1)\n/ {on(E)} group_left\ncount{by(E)} ({tok['engine_model']})"),
+        # Spend, currency/s, allocation basis.
+        (spend["engine"], rate("llmcost_engine_spend_total", money(E))),
+        (spend["engine_model"], allocated("currency") + spend["engine"]),
+        (spend["model"], agg("sum", money(M), spend["engine_model"])),
+        (spend["instance"], rate("llmcost_spend_total", money(I))),
+        (spend["cluster"], agg("sum", money(C), spend["instance"])),
+        # Idle spend: spend while the engine produced no tokens (or did not answer).
+        (idle, rate("llmcost_idle_spend_total", money(E))),
+        (f"engine:llmcost_idle_spend:{rr}", f"{idle}\n/\n({spend['engine']} > 0)"),
+        (f"instance:llmcost_idle_spend:{r}", agg("sum", money(I), idle)),
+        (f"cluster:llmcost_idle_spend:{r}", agg("sum", money(C), f"instance:llmcost_idle_spend:{r}")),
+        # What the API would have billed for the same tokens, currency/s.
+        (eq["engine_model_api"], rate("llmcost_api_equivalent_spend_total", money(EMA))),
+        (eq["engine_api"], agg("sum", money(EA), eq["engine_model_api"])),
+        (eq["model_api"], agg("sum", money(MA), eq["engine_model_api"])),
+        (eq["api"], agg("sum", money(A), eq["engine_model_api"])),
+        # Savings = API-equivalent - self-hosted spend, currency/s; negative: the API is cheaper.
+        (f"engine_model_api:llmcost_savings:{r}",
+         f"{eq['engine_model_api']}\n- {on(money(EM))} group_left\n{spend['engine_model']}"),
+        (f"engine_api:llmcost_savings:{r}", f"{eq['engine_api']}\n- {on(money(E))} group_left\n{spend['engine']}"),
+        (f"instance_api:llmcost_savings:{r}", agg("sum", money(IA), f"engine_api:llmcost_savings:{r}")),
+        (f"model_api:llmcost_savings:{r}", agg("sum", money(MA), f"engine_model_api:llmcost_savings:{r}")),
+        (f"api:llmcost_savings:{r}", agg("sum", money(A), f"engine_api:llmcost_savings:{r}")),
+        # Cost per 1M tokens, actual: spend / tokens x 1e6; absent while no tokens flow.
+        (f"engine:llmcost_cost_per_million_tokens:{rr}", per_million(spend["engine"], tok["engine"], E)),
+        (f"engine_model:llmcost_cost_per_million_tokens:{rr}",
+         per_model(f"engine:llmcost_cost_per_million_tokens:{rr}", "currency")),
+        (f"instance:llmcost_cost_per_million_tokens:{rr}", per_million(spend["instance"], tok["instance"], I)),
+        (f"model:llmcost_cost_per_million_tokens:{rr}", per_million(spend["model"], tok["model"], M)),
+        (f"cluster:llmcost_cost_per_million_tokens:{rr}", per_million(spend["cluster"], tok["cluster"], C)),
+        # Capacity, tokens/s: the highest reported in the window (an observed peak can only grow).
+        (cap["engine"], f"max{by(E)} (max_over_time({q.sel('llmcost_capacity_tokens_per_second')}[{w}]))"),
+        (cap["instance"], agg("sum", I, cap["engine"])),
+        (cap["model"], agg("sum", M, allocated() + cap["engine"])),
+        (cap["cluster"], agg("sum", C, cap["instance"])),
+        # Cost per 1M tokens at 100% utilization: spend / capacity x 1e6.
+        (full["engine"], per_million(spend["engine"], cap["engine"], E)),
+        (full["engine_model"], per_model(full["engine"], "currency")),
+        (full["instance"], per_million(spend["instance"], cap["instance"], I)),
+        (full["model"], per_million(spend["model"], cap["model"], M)),
+        (full["cluster"], per_million(spend["cluster"], cap["cluster"], C)),
+        # Utilization: tokens/s / capacity (a model's share of its engine's capacity).
+        (f"engine:llmcost_utilization:{rr}", f"{tok['engine']}\n/\n({cap['engine']} > 0)"),
+        (f"engine_model:llmcost_utilization:{rr}", f"{tok['engine_model']}\n/ {on(E)} group_left ()\n({cap['engine']} > 0)"),
+        (f"instance:llmcost_utilization:{rr}", f"{tok['instance']}\n/\n({cap['instance']} > 0)"),
+        (f"model:llmcost_utilization:{rr}", f"{tok['model']}\n/\n({cap['model']} > 0)"),
+        (f"cluster:llmcost_utilization:{rr}", f"{tok['cluster']}\n/\n({cap['cluster']} > 0)"),
+        # The API's price per 1M tokens of this traffic (its mix of input, cached input, output).
+        (price["engine_model_api"], per_million(eq["engine_model_api"], tok["engine_model"], EM)),
+        (price["engine_api"], per_million(eq["engine_api"], tok["engine"], E)),
+        # Cluster-wide, only the tokens of the engines compared with that API count.
+        (price["model_api"], f"1e6 * {eq['model_api']}\n/\n(\n" + indent(agg(
+            "sum", money(MA), f"{tok['engine_model']}\n* {on(EM)} group_right ()\n(0 * {eq['engine_model_api']} + 1)")
+            + "\n> 0") + "\n)"),
+        # Break-even utilization: cost per 1M at 100% / the API's price; above 1: never cheaper.
+        (f"engine_model_api:llmcost_breakeven_utilization:{rr}", without_currency(
+            f"{full['engine_model']}\n/ {on(money(EM))} group_right ()\n({price['engine_model_api']} > 0)")),
+        (f"engine_api:llmcost_breakeven_utilization:{rr}", without_currency(
+            f"{full['engine']}\n/ {on(money(E))} group_right ()\n({price['engine_api']} > 0)")),
+        (f"model_api:llmcost_breakeven_utilization:{rr}", without_currency(
+            f"{full['model']}\n/ {on(money(M))} group_right ()\n({price['model_api']} > 0)")),
+        # Energy: J/s (W) per engine, and J per token.
+        (energy, rate("llmcost_engine_energy_joules_total", E)),
+        (ept["engine"], f"{energy}\n/\n({tok['engine']} > 0)"),
+        (f"engine_model:llmcost_energy_per_token_joules:{rr}", per_model(ept["engine"])),
+        (ept["instance"], f"{agg('sum', I, energy)}\n/\n({tok['instance']} > 0)"),
+        (ept["model"], f"{agg('sum', M, allocated() + energy)}\n/\n({tok['model']} > 0)"),
+        (ept["cluster"], f"{agg('sum', C, energy)}\n/\n({tok['cluster']} > 0)"),
+    ]
+    return [{"record": name, "expr": expr} for name, expr in rules]
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+ALERT_NAMES = [
+    "LLMCostSelfHostingDearerThanAPI",
+    "LLMCostUtilizationBelowBreakEven",
+    "LLMCostGPUsIdle",
+    "LLMCostExporterDown",
+    "LLMCostExporterAbsent",
+    "LLMCostEngineScrapeFailing",
+    "LLMCostNVMLErrors",
+    "LLMCostGPULost",
+]
+
+
+ENGINE_SOURCE = 'source="engine"'
+
+
+def _num(x: float) -> str:
+    return repr(float(x)).removesuffix(".0") if float(x).is_integer() else repr(float(x))
+
+
+def _api_matcher(regex: str) -> str:
+    return f'{{api=~"{regex}"}}' if regex else ""
+
+
+def alerts(q: Q, c: dict) -> list[dict]:
+    E, EM = q.labels("engine"), q.labels("engine_model")
+    node = 'on {{ $labels.instance }} (job {{ $labels.job }})'
+    out = []
+
+    w, ratio = c["cost_alert_window"], c["cost_alert_ratio"]
+    api_price = f"engine_model_api:llmcost_api_price_per_million_tokens:ratio_rate{w}"
+    threshold = api_price + _api_matcher(c["cost_alert_apis"])
+    if ratio != 1:
+        threshold = f"{_num(ratio)} * {threshold}"
+    price_query = ('{{ with printf `' + api_price + '{job=%q,instance=%q,engine=%q,model=%q,api=%q}` $labels.job '
+                   '$labels.instance $labels.engine $labels.model $labels.api | query }}'
+                   '{{ . | first | value | printf "%.4g" }}{{ end }}')
+    rate_query = ('{{ with printf `engine_model:llmcost_tokens:rate' + w + '{job=%q,instance=%q,engine=%q,model=%q}` '
+                  '$labels.job $labels.instance $labels.engine $labels.model | query }}'
+                  '{{ . | first | value | humanize }}{{ end }}')
+    out.append(_alert(
+        c, "LLMCostSelfHostingDearerThanAPI", c["cost_alert_for"], c["cost_alert_severity"],
+        f"(\n  engine_model:llmcost_cost_per_million_tokens:ratio_rate{w}\n  > {on(money(EM))} group_right\n"
+        f"  {threshold}\n)\nand {on(EM)}\n(engine_model:llmcost_tokens:rate{w} > {_num(c['cost_alert_min_tokens_per_second'])})",
+        "Self-hosting {{ $labels.model }} costs more per 1M tokens than {{ $labels.api }}",
+        "{{ $labels.model }} on engine {{ $labels.engine }} " + node + " cost {{ $value | printf \"%.4g\" }} "
+        "{{ $labels.currency }} per 1M tokens over the last " + w + " (allocation basis: idle time included), "
+        "while {{ $labels.api }} would have charged " + price_query + " {{ $labels.currency }} per 1M for the same "
+        "traffic (" + rate_query + " tokens/s)"
+        + (f"; the alert fires above {_num(ratio)} x the API price" if ratio != 1 else "") + "."))
+
+    w = c["breakeven_alert_window"]
+    be = f"engine_api:llmcost_breakeven_utilization:ratio_rate{w}"
+    be_query = ('{{ with printf `' + be + '{job=%q,instance=%q,engine=%q,api=%q}` $labels.job $labels.instance '
+                '$labels.engine $labels.api | query }}{{ $b := . | first | value }}{{ $b | humanizePercentage }}'
+                '{{ if gt $b 1.0 }}, above 100%: this hardware cannot beat {{ $labels.api }} at any load{{ end }}{{ end }}')
+    out.append(_alert(
+        c, "LLMCostUtilizationBelowBreakEven", c["breakeven_alert_for"], c["breakeven_alert_severity"],
+        f"(\n  engine:llmcost_utilization:ratio_rate{w}\n  < {on(E)} group_right\n  {be}{_api_matcher(c['breakeven_alert_apis'])}\n)\n"
+        f"and {on(E)}\n(engine:llmcost_tokens:rate{w} > {_num(c['breakeven_alert_min_tokens_per_second'])})",
+        "Engine {{ $labels.engine }} runs below the utilization at which it beats {{ $labels.api }}",
+        "Engine {{ $labels.engine }} " + node + " ran at {{ $value | humanizePercentage }} of its capacity over the "
+        "last " + w + "; to cost no more per token than {{ $labels.api }} it needs " + be_query + "."))
+
+    w = c["idle_alert_window"]
+    out.append(_alert(
+        c, "LLMCostGPUsIdle", c["idle_alert_for"], c["idle_alert_severity"],
+        f"{agg('sum', money(E), 'rate(' + q.sel('llmcost_engine_spend_total') + f'[{w}])')} * 3600 > 0\n"
+        f"unless {on(E)}\n{agg('sum', E, 'rate(' + q.sel('llmcost_tokens_total') + f'[{w}])')} > 0",
+        "GPUs of engine {{ $labels.engine }} are paid for but serve no tokens",
+        "Engine {{ $labels.engine }} " + node + " has served no tokens for more than " + c["idle_alert_for"]
+        + " while its GPUs cost {{ $value | printf \"%.2f\" }} {{ $labels.currency }} per hour "
+        "(allocation basis)."))
+
+    out.append(_alert(
+        c, "LLMCostExporterDown", c["exporter_down_for"], c["exporter_down_severity"],
+        f"{q.sel('up')} == 0",
+        "llm-cost-exporter on {{ $labels.instance }} is down",
+        "Prometheus has failed to scrape llm-cost-exporter at {{ $labels.instance }} (job {{ $labels.job }}) for "
+        "more than " + c["exporter_down_for"] + ": that node's cost, token and GPU figures are missing and its "
+        "cost alerts cannot fire."))
+
+    out.append(_alert(
+        c, "LLMCostExporterAbsent", c["exporter_absent_for"], c["exporter_absent_severity"],
+        f"absent({q.sel('up')} == 1)",
+        "No llm-cost-exporter target is up",
+        "For more than " + c["exporter_absent_for"] + " Prometheus has had no llm-cost-exporter target up ("
+        + (f"up{{{q.selector}}}" if q.selector else "up") + "): none is discovered, or all are down. "
+        "No cost figures are recorded and no cost alert can fire."))
+
+    errors_query = ('{{ with printf `sort_desc(increase(llmcost_source_errors_total{job=%q,instance=%q,source="engine",'
+                    'name=%q}[' + c["engine_failing_for"] + ']))` $labels.job $labels.instance $labels.name | query }}'
+                    '; most frequent error: {{ . | first | label "reason" }}{{ end }}')
+    out.append(_alert(
+        c, "LLMCostEngineScrapeFailing", c["engine_failing_for"], c["engine_failing_severity"],
+        f"{q.sel('llmcost_source_up', ENGINE_SOURCE)} == 0",
+        "llm-cost-exporter cannot read engine {{ $labels.name }}",
+        "The exporter " + node + " has not been able to read the /metrics of engine {{ $labels.name }} for more "
+        "than " + c["engine_failing_for"] + errors_query + ". Its tokens are not counted while its spend goes on."))
+
+    ignored = "|".join(c["nvml_errors_ignored_reasons"])
+    matchers = ['source="nvml"'] + ([f'reason!~"{ignored}"'] if ignored else [])
+    w = c["nvml_errors_window"]
+    out.append(_alert(
+        c, "LLMCostNVMLErrors", c["nvml_errors_for"], c["nvml_errors_severity"],
+        f"sum by (job, instance, reason) (increase({q.sel('llmcost_source_errors_total', *matchers)}[{w}])) > 0",
+        "NVML keeps failing on {{ $labels.instance }} ({{ $labels.reason }})",
+        "NVML reported {{ $value | humanize }} {{ $labels.reason }} errors in the last " + w + " " + node
+        + ", in every " + w + " for more than " + c["nvml_errors_for"] + ". GPU power, energy and the energy "
+        "cost computed from them are incomplete."))
+
+    out.append(_alert(
+        c, "LLMCostGPULost", c["gpu_lost_for"], c["gpu_lost_severity"],
+        f"{q.sel('llmcost_gpu_up')} == 0",
+        "GPU {{ $labels.gpu }} on {{ $labels.instance }} does not answer NVML",
+        "GPU {{ $labels.gpu }} ({{ $labels.uuid }}) " + node + " has not answered NVML for more than "
+        + c["gpu_lost_for"] + " (lost, or NVML down on the node). It is still paid for; its power and "
+        "energy are not measured."))
+
+    return [a for a in out if a["alert"] not in c["disabled_alerts"]]
+
+
+def _alert(c: dict, name: str, for_: str, severity: str, expr: str, summary: str, description: str) -> dict:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity, **dict(sorted(c["alert_labels"].items()))},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{c['runbook_url']}#{name.lower()}",
+        },
+    }
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def build(config: dict) -> dict:
+    q = Q(config)
+    groups = []
+    for w in config["windows"]:
+        groups.append({"name": f"{GROUP_PREFIX}.recording.{w}", "rules": recording_rules(q, w)})
+    groups.append({"name": f"{GROUP_PREFIX}.alerts", "rules": alerts(q, config)})
+    return {"groups": groups}
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def render(config: dict, overrides: list[str] = (), config_path: Path | None = None) -> str:
+    header = [
+        "# Prometheus rules of llm-cost-exporter: recording rules per window and the alerts.",
+        "# Generated by rules/generate.py from rules/config.yaml; do not edit by hand: change the config",
+        "# (or pass --set key=value) and regenerate. Reference: rules/README.md, docs/runbook.md.",
+    ]
+    if config_path is not None and Path(config_path).resolve() != DEFAULT_CONFIG:
+        header.append(f"# Config overlay: {Path(config_path).name}")
+    if overrides:
+        header.append(f"# Overrides: {' '.join(overrides)}")
+    body = yaml.dump(build(config), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=10_000)
+    return "\n".join(header) + "\n" + body
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Generate llm-cost-exporter's Prometheus rule file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"YAML file whose keys override {DEFAULT_CONFIG.relative_to(HERE.parent)}")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key (VALUE read as YAML); repeat for more keys")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the rule file")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"generate.py: error: {err}", file=sys.stderr)
+        return 2
+    text = render(config, args.overrides, args.config)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The Prometheus rules in rules/: promtool checks them and runs their unit tests (Prometheus 2.42),
+the committed rule file is what rules/generate.py makes of rules/config.yaml, every alert is complete
+and has its runbook section, and --set overrides reach the output, down to a fast variant that a real
+Prometheus scraping the demo every second can fire within seconds."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rules"
+RULE_FILE = RULES / "llm-cost-exporter.rules.yml"
+GENERATE = RULES / "generate.py"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+TEST_FILES = sorted((RULES / "tests").glob("*.yml"))
+
+# The overrides for an integration test against a Prometheus that scrapes every second (documented
+# in docs/runbook.md, "Tuning thresholds").
+FAST = [
+    "windows=[1m]", "cost_alert_window=1m", "breakeven_alert_window=1m",
+    "cost_alert_for=5s", "breakeven_alert_for=5s", "idle_alert_window=30s", "idle_alert_for=5s",
+    "exporter_down_for=5s", "exporter_absent_for=5s", "engine_failing_for=5s",
+    "nvml_errors_window=30s", "nvml_errors_for=5s", "gpu_lost_for=5s",
+]
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool not on PATH: the test command (scripts/test) installs Debian's prometheus "
+                    "package (2.42); or run `apt-get install -y prometheus`")
+    return path
+
+
+def generate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(GENERATE), *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def generated(tmp_path: Path, *overrides: str) -> tuple[Path, dict]:
+    out = tmp_path / "rules.yml"
+    args = [a for o in overrides for a in ("--set", o)]
+    result = generate(*args, "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    return out, yaml.safe_load(out.read_text())
+
+
+def rules_of(doc: dict, kind: str) -> list[dict]:
+    return [r for g in doc["groups"] for r in g["rules"] if kind in r]
+
+
+def committed() -> dict:
+    return yaml.safe_load(RULE_FILE.read_text())
+
+
+# --- promtool ------------------------------------------------------------------------------------
+
+
+def test_promtool_check_rules_is_clean():
+    result = subprocess.run([promtool(), "check", "rules", str(RULE_FILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    count = len(rules_of(committed(), "record")) + len(rules_of(committed(), "alert"))
+    assert f"SUCCESS: {count} rules found" in result.stdout
+
+
+def test_promtool_unit_tests_pass():
+    """`promtool test rules rules/tests/*.yml`, one file per process, side by side (the slowest is ~10 s)."""
+    assert TEST_FILES, "no rule tests in rules/tests/"
+    binary = promtool()
+
+    def run(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([binary, "test", "rules", path.name], capture_output=True, text=True, cwd=path.parent)
+
+    with ThreadPoolExecutor(len(TEST_FILES)) as pool:
+        results = list(pool.map(run, TEST_FILES))
+    failed = [f"{p.name}:\n{r.stdout}{r.stderr}" for p, r in zip(TEST_FILES, results) if r.returncode != 0]
+    assert not failed, "\n".join(failed)
+
+
+# --- generated file --------------------------------------------------------------------------------
+
+
+def test_committed_rule_file_is_regenerated(tmp_path):
+    out = tmp_path / "rules.yml"
+    result = generate("--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == RULE_FILE.read_bytes(), (
+        "rules/llm-cost-exporter.rules.yml differs from what rules/generate.py makes of rules/config.yaml: "
+        "run `python rules/generate.py` and commit the result")
+
+
+def test_output_is_deterministic(tmp_path):
+    first, _ = generated(tmp_path / "a", "cost_alert_for=10s")
+    second, _ = generated(tmp_path / "b", "cost_alert_for=10s")
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_one_recording_group_per_window_and_one_alert_group():
+    names = [g["name"] for g in committed()["groups"]]
+    assert names == ["llm-cost-exporter.recording.5m", "llm-cost-exporter.recording.1h",
+                     "llm-cost-exporter.recording.1d", "llm-cost-exporter.alerts"]
+    for group in committed()["groups"][:3]:
+        window = group["name"].rsplit(".", 1)[1]
+        for rule in group["rules"]:
+            assert re.fullmatch(r"[a-z_]+:llmcost_[a-z_]+:[a-z_]+" + window, rule["record"]), rule["record"]
+
+
+# --- alerts ------------------------------------------------------------------------------------------
+
+
+def test_every_alert_has_severity_summary_description_and_runbook():
+    runbook_headings = set(re.findall(r"^## (\S+)\s*$", RUNBOOK.read_text(), flags=re.M))
+    alerts = rules_of(committed(), "alert")
+    assert {a["alert"] for a in alerts} == {
+        "LLMCostSelfHostingDearerThanAPI", "LLMCostUtilizationBelowBreakEven", "LLMCostGPUsIdle",
+        "LLMCostExporterDown", "LLMCostExporterAbsent", "LLMCostEngineScrapeFailing", "LLMCostNVMLErrors",
+        "LLMCostGPULost"}
+    for a in alerts:
+        name = a["alert"]
+        assert a["labels"]["severity"] in ("critical", "warning", "info"), name
+        notes = a["annotations"]
+        assert notes["summary"].strip() and notes["description"].strip(), name
+        assert "{{" in notes["description"], f"{name}: the description carries no value"
+        assert notes["runbook_url"] == ("https://github.com/llm-cost-exporter/llm-cost-exporter/blob/main/"
+                                        f"docs/runbook.md#{name.lower()}"), name
+        assert name in runbook_headings, f"docs/runbook.md has no '## {name}' section"
+        assert a.get("for"), f"{name} has no for:"
+
+
+def test_every_alert_has_positive_and_negative_unit_tests():
+    cases: dict[str, set[str]] = {}
+    for path in TEST_FILES:
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                kind = "positive" if case.get("exp_alerts") else "negative"
+                cases.setdefault(case["alertname"], set()).add(kind)
+    for a in rules_of(committed(), "alert"):
+        assert cases.get(a["alert"]) == {"positive", "negative"}, f"{a['alert']}: {cases.get(a['alert'])}"
+
+
+def test_every_recording_rule_has_an_expression_test():
+    tested = {case["expr"].strip() for path in TEST_FILES
+              for test in yaml.safe_load(path.read_text())["tests"] for case in test.get("promql_expr_test", [])}
+    records = [r["record"] for r in rules_of(committed(), "record")]
+    five_minutes = [r for r in records if r.endswith("5m")]
+    assert set(five_minutes) <= tested, sorted(set(five_minutes) - tested)
+    for window in ("1h", "1d"):
+        assert any(r in tested for r in records if r.endswith(window)), f"no test of the {window} group"
+
+
+def test_rules_readme_lists_every_recording_rule():
+    readme = (RULES / "README.md").read_text()
+    missing = [r["record"] for r in committed()["groups"][0]["rules"] if f"`{r['record']}`" not in readme]
+    assert not missing, f"rules/README.md does not list {missing}"
+
+
+# --- overrides ------------------------------------------------------------------------------------
+
+
+def test_set_overrides_change_the_output(tmp_path):
+    _, doc = generated(tmp_path, "cost_alert_for=10s", "cost_alert_ratio=1.2", "cost_alert_min_tokens_per_second=5",
+                       "alert_labels={team: ml-platform}", "disabled_alerts=[LLMCostGPULost]")
+    alerts = {a["alert"]: a for a in rules_of(doc, "alert")}
+    dearer = alerts["LLMCostSelfHostingDearerThanAPI"]
+    assert dearer["for"] == "10s"
+    assert "1.2 * engine_model_api:llmcost_api_price_per_million_tokens:ratio_rate1h" in dearer["expr"]
+    assert "engine_model:llmcost_tokens:rate1h > 5)" in dearer["expr"]
+    assert all(a["labels"]["team"] == "ml-platform" for a in alerts.values())
+    assert "LLMCostGPULost" not in alerts
+    assert committed()["groups"][-1]["rules"][0]["for"] == "30m"
+
+
+def test_cluster_labels_and_selector_reach_every_level(tmp_path):
+    path, doc = generated(tmp_path, "cluster_labels=[cluster]", 'selector=job="llmcost"')
+    exprs = {r["record"]: r["expr"] for r in rules_of(doc, "record")}
+    assert exprs["model:llmcost_tokens:rate5m"] == "sum by (cluster, model) (engine_model:llmcost_tokens:rate5m)"
+    assert 'rate(llmcost_tokens_total{job="llmcost"}[5m])' in exprs["engine_model:llmcost_tokens:rate5m"]
+    result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("cost_alert_for=5x", "cost_alert_for: '5x' is not a Prometheus duration"),
+    ("cost_alert_window=2h", "cost_alert_window: '2h' is not one of windows"),
+    ("no_such_key=1", "--set no_such_key: unknown key"),
+    ("cost_alert_ratio=0", "cost_alert_ratio: 0 must be a number > 0"),
+    ("cluster_labels=[instance]", "cluster_labels: ['instance'] holds 'instance'"),
+    ("disabled_alerts=[NoSuchAlert]", "disabled_alerts: ['NoSuchAlert'] holds 'NoSuchAlert', not an alert"),
+    ("windows=[]", "windows: [] must be a non-empty list of durations"),
+])
+def test_bad_configuration_is_one_line_naming_the_key(override, message, tmp_path):
+    result = generate("--set", override, "--output", str(tmp_path / "x.yml"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "x.yml").exists()
+
+
+def test_config_file_overlay(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("gpu_lost_for: 1m\ngpu_lost_severity: warning\n")
+    out = tmp_path / "rules.yml"
+    result = generate("--config", str(site), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    lost = next(a for a in rules_of(yaml.safe_load(out.read_text()), "alert") if a["alert"] == "LLMCostGPULost")
+    assert (lost["for"], lost["labels"]["severity"]) == ("1m", "warning")
+
+
+# --- fast variant for an integration test --------------------------------------------------------------
+
+
+def test_fast_variant_has_short_windows_and_fors(tmp_path):
+    path, doc = generated(tmp_path, *FAST)
+    result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [g["name"] for g in doc["groups"]] == ["llm-cost-exporter.recording.1m", "llm-cost-exporter.alerts"]
+    assert {a["for"] for a in rules_of(doc, "alert")} == {"5s"}
+    ranges = set(re.findall(r"\[(\w+)\]", path.read_text()))
+    assert ranges <= {"1m", "30s", "5s"}, ranges
+
+
+def test_fast_variant_fires_within_seconds_at_a_one_second_scrape(tmp_path):
+    """Self-hosting dearer than the API from the first second: the alert is pending at 4 s, firing at 10 s."""
+    path, _ = generated(tmp_path, *FAST)
+    labels = 'job="llmcost",instance="127.0.0.1:9848",engine="vllm"'
+    case = {
+        "rule_files": [str(path)],
+        "evaluation_interval": "1s",
+        "tests": [{
+            "interval": "1s",
+            "input_series": [
+                # 512 tokens/s at 2^-9 USD/s: 3.815 USD per 1M; mini would bill 2^-13 USD/s: 0.2384 per 1M
+                {"series": f'llmcost_tokens_total{{{labels},model="llama",direction="input"}}', "values": "0+384x70"},
+                {"series": f'llmcost_tokens_total{{{labels},model="llama",direction="output"}}', "values": "0+128x70"},
+                {"series": f'llmcost_engine_spend_total{{{labels},currency="USD"}}', "values": "0+0.001953125x70"},
+                {"series": f'llmcost_api_equivalent_spend_total{{{labels},model="llama",api="mini",currency="USD"}}',
+                 "values": "0+0.0001220703125x70"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "4s", "alertname": "LLMCostSelfHostingDearerThanAPI", "exp_alerts": []},
+                {"eval_time": "10s", "alertname": "LLMCostSelfHostingDearerThanAPI", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "job": "llmcost", "instance": "127.0.0.1:9848",
+                                   "engine": "vllm", "model": "llama", "api": "mini", "currency": "USD"},
+                    "exp_annotations": {
+                        "summary": "Self-hosting llama costs more per 1M tokens than mini",
+                        # 10 s of data in a 1m window: rates are a sixth of the full-window ones, ratios are not
+                        "description": "llama on engine vllm on 127.0.0.1:9848 (job llmcost) cost 3.815 USD per 1M "
+                                       "tokens over the last 1m (allocation basis: idle time included), while mini "
+                                       "would have charged 0.2384 USD per 1M for the same traffic (85.33 tokens/s).",
+                        "runbook_url": "https://github.com/llm-cost-exporter/llm-cost-exporter/blob/main/docs/"
+                                       "runbook.md#llmcostselfhostingdearerthanapi"},
+                }]},
+            ],
+        }],
+    }
+    test_file = tmp_path / "fast_test.yml"
+    test_file.write_text(yaml.safe_dump(case, sort_keys=False))
+    result = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
