@@ -99,6 +99,13 @@ class Prometheus:
         assert body["status"] == "success", body
         return body["data"]["result"]
 
+    def api(self, path: str) -> dict:
+        """GET /api/v1/<path> (rules, alerts, targets, ...): the `data` of the answer."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}", timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]
+
     def wait_for(self, expr: str, count: int = 1, timeout: float = 20.0) -> list[dict]:
         """Poll until `expr` returns at least `count` series (e.g. until the first scrapes landed)."""
         deadline = time.monotonic() + timeout

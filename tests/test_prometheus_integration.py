@@ -1,9 +1,13 @@
-"""The proof on a real Prometheus: it scrapes the demo exporter and answers every dashboard
-panel's query, with the template variables substituted as Grafana would.
+"""The proof on a real Prometheus: it scrapes the demo exporter, evaluates the project's rules, and
+answers every dashboard panel's query with the template variables substituted as Grafana would.
 
 The demo runs in real time (`--demo.speed=1`, so rate() over counters means what it says) at a
-constant 50% load. The recording rules and alerts (rules/, not written yet) will be evaluated by
-this same Prometheus.
+constant 50% load. At that load both demo engines cost more per token than gpt-4o-mini and less than
+gpt-4o, which gives the cost alert its positive and its negative case in one run.
+
+Prometheus loads two rule files: the committed one (its 5m/1h/1d windows are too long to fill here,
+but Prometheus 2.42 must evaluate every rule of it without an error) and a fast variant made by
+rules/generate.py with 30 s windows and 5 s `for:` durations (test_rules.FAST).
 """
 
 import pathlib
@@ -14,6 +18,7 @@ import time
 import pytest
 
 from prometheus import Prometheus, free_port
+from test_rules import FAST, RULE_FILE, generated
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -21,18 +26,37 @@ sys.path.insert(0, str(ROOT))
 from dashboards.generate import panel_queries, substitute  # noqa: E402
 
 VARIABLES = {"node": ".*", "model": ".*", "api": ".*", "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+WINDOW_S = 30  # the fast variant's recording window
+ENGINES = {"llama-8b", "qwen-32b"}
+
+# Recording rule of the fast variant -> the exporter gauge it must agree with (same labels).
+AGREEING = {
+    "engine_model:llmcost_cost_per_million_tokens:ratio_rate30s": "llmcost_cost_per_million_tokens",
+    "engine_model:llmcost_cost_per_million_tokens_at_full_utilization:ratio_rate30s":
+        "llmcost_cost_per_million_tokens_at_full_utilization",
+    "engine_model:llmcost_utilization:ratio_rate30s": "llmcost_utilization_ratio",
+    "engine_model:llmcost_energy_per_token_joules:ratio_rate30s": "llmcost_energy_per_token_joules",
+    "engine_model_api:llmcost_api_price_per_million_tokens:ratio_rate30s":
+        "llmcost_api_blended_price_per_million_tokens",
+    "engine_model_api:llmcost_breakeven_utilization:ratio_rate30s": "llmcost_breakeven_utilization_ratio",
+    # node and cluster levels: spend per hour against the hourly price, tokens/s against the live gauge
+    "3600 * instance:llmcost_spend:rate30s": "sum by (job, instance, currency) (llmcost_hourly_cost)",
+    "cluster:llmcost_tokens:rate30s": "sum(llmcost_tokens_per_second)",
+}
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(tmp_path_factory):
+    fast_rules, _ = generated(tmp_path_factory.mktemp("rules"), *FAST)
     port = free_port()
     demo = subprocess.Popen([sys.executable, "-m", "exporter", "demo", f"--web.listen-address=127.0.0.1:{port}",
                              "--demo.speed=1", "--demo.constant-load=0.5", "--demo.summary-interval=60"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with Prometheus([f"127.0.0.1:{port}"]) as prom:
+        with Prometheus([f"127.0.0.1:{port}"], rule_files=[RULE_FILE, fast_rules]) as prom:
             prom.wait_for("llmcost_cost_per_million_tokens", count=2, timeout=30)
-            time.sleep(15)  # enough samples for the rate() and increase() windows
+            time.sleep(WINDOW_S + 8)  # fill the 30 s windows, then let the alerts pass their 5 s `for:`
+            prom.fast_rules = str(fast_rules)
             yield prom
     finally:
         demo.terminate()
@@ -48,3 +72,60 @@ def test_every_dashboard_query_parses_and_returns_data(stack):
         if not result:
             empty.append(f"{uid} / {title}: {expr}")
     assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def test_prometheus_evaluates_every_rule_without_error(stack):
+    groups = stack.api("rules")["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert len({g["file"] for g in groups}) == 2 and len(rules) > 200
+    broken = [f"{r['name']}: {r.get('lastError')}" for r in rules if r["health"] != "ok"]
+    assert not broken, "\n".join(broken)
+
+
+@pytest.mark.parametrize("recorded, gauge", AGREEING.items(), ids=lambda s: s.split(":")[1] if ":" in s else None)
+def test_recording_rules_agree_with_the_exporters_gauges(stack, recorded, gauge):
+    def samples(expr):
+        return {tuple(sorted((k, v) for k, v in s["metric"].items() if k != "__name__")): float(s["value"][1])
+                for s in stack.query(expr)}
+
+    rule, own = samples(recorded).items(), samples(gauge)
+    assert rule, f"{recorded} has no samples"
+    for labels, value in rule:
+        # the gauge's labels are a subset or superset: match on the labels both sides carry
+        matches = [v for k, v in own.items() if set(k) <= set(labels) or set(labels) <= set(k)]
+        assert len(matches) == 1, f"{recorded}{dict(labels)}: {len(matches)} matching {gauge} series"
+        assert value == pytest.approx(matches[0], rel=0.01), f"{recorded}{dict(labels)}"
+
+
+def fast_alerts(stack) -> list[dict]:
+    """The active alerts of the fast variant (the committed file's same-named ones stay pending)."""
+    return [alert for group in stack.api("rules?type=alert")["groups"] if group["file"] == stack.fast_rules
+            for rule in group["rules"] for alert in rule["alerts"]]
+
+
+def alerts(stack, name: str) -> dict[tuple[str, str], str]:
+    """(engine, api) -> state of the fast variant's alert `name`."""
+    return {(a["labels"]["engine"], a["labels"]["api"]): a["state"]
+            for a in fast_alerts(stack) if a["labels"]["alertname"] == name}
+
+
+def test_cost_alert_fires_for_the_cheaper_api_only(stack):
+    # 50% load: llama-8b costs ~$1.1 and qwen-32b ~$3.75 per 1M; gpt-4o-mini charges ~$0.25, gpt-4o ~$4.1+
+    prices = {(s["metric"]["engine"], s["metric"]["api"]): float(s["value"][1])
+              for s in stack.query("engine_model_api:llmcost_api_price_per_million_tokens:ratio_rate30s")}
+    costs = {s["metric"]["engine"]: float(s["value"][1])
+             for s in stack.query("engine_model:llmcost_cost_per_million_tokens:ratio_rate30s")}
+    for engine in ENGINES:  # the scenario really is one-sided
+        assert prices[(engine, "gpt-4o-mini")] < costs[engine] < prices[(engine, "gpt-4o")]
+    assert alerts(stack, "LLMCostSelfHostingDearerThanAPI") == {
+        (engine, "gpt-4o-mini"): "firing" for engine in ENGINES}
+
+
+def test_breakeven_alert_fires_for_the_cheaper_api_only(stack):
+    assert alerts(stack, "LLMCostUtilizationBelowBreakEven") == {
+        (engine, "gpt-4o-mini"): "firing" for engine in ENGINES}
+
+
+def test_a_healthy_node_fires_no_operational_alert(stack):
+    fired = {a["labels"]["alertname"] for a in fast_alerts(stack)}
+    assert fired == {"LLMCostSelfHostingDearerThanAPI", "LLMCostUtilizationBelowBreakEven"}
