@@ -1,0 +1,127 @@
+{{/* Chart name, overridable; the app.kubernetes.io/name label. */}}
+{{- define "llm-cost-exporter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Resource name prefix: <release>-<chart>, or the release name when it already contains the chart
+name; truncated to 63 characters (the DNS label limit). */}}
+{{- define "llm-cost-exporter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "llm-cost-exporter.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every resource. */}}
+{{- define "llm-cost-exporter.labels" -}}
+helm.sh/chart: {{ include "llm-cost-exporter.chart" . }}
+{{ include "llm-cost-exporter.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: exporter
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the exporter's pods (daemonset mode). */}}
+{{- define "llm-cost-exporter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llm-cost-exporter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of the pods that carry the exporter: the chart's own in daemonset mode, the vLLM pods'
+(sidecar.podSelector) in sidecar mode. */}}
+{{- define "llm-cost-exporter.podSelector" -}}
+{{- if eq .Values.mode "sidecar" }}
+{{- toYaml .Values.sidecar.podSelector }}
+{{- else }}
+{{- include "llm-cost-exporter.selectorLabels" . }}
+{{- end }}
+{{- end }}
+
+{{- define "llm-cost-exporter.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "llm-cost-exporter.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "llm-cost-exporter.image" -}}
+{{- $repository := .Values.image.repository }}
+{{- if .Values.image.registry }}{{ $repository = printf "%s/%s" .Values.image.registry $repository }}{{ end }}
+{{- $image := printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- if .Values.image.digest }}{{ $image = printf "%s@%s" $image .Values.image.digest }}{{ end }}
+{{- $image }}
+{{- end }}
+
+{{/* "true" when a Kubernetes feature of the exporter is on: it then needs the API (token, RBAC). */}}
+{{- define "llm-cost-exporter.needsKubeApi" -}}
+{{- if or .Values.kubernetes.nodeLabelsPricing .Values.kubernetes.discovery.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "llm-cost-exporter.webConfigSecretName" -}}
+{{- default (printf "%s-web-config" (include "llm-cost-exporter.fullname" .) | trunc 63 | trimSuffix "-") .Values.webConfig.existingSecret }}
+{{- end }}
+
+{{/* http, or https when the web configuration turns TLS on. */}}
+{{- define "llm-cost-exporter.scheme" -}}
+{{- if and .Values.webConfig.enabled .Values.webConfig.tls }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* The exporter's config.yml: the `config` values plus the `kubernetes:` section that the chart owns. */}}
+{{- define "llm-cost-exporter.configFile" -}}
+{{- $config := deepCopy .Values.config }}
+{{- if hasKey $config "kubernetes" }}
+{{- fail "config.kubernetes: set the chart's `kubernetes` values instead (kubernetes.nodeLabelsPricing, kubernetes.discovery), so that the RBAC follows them" }}
+{{- end }}
+{{- if include "llm-cost-exporter.needsKubeApi" . }}
+{{- $discovery := dict "enabled" .Values.kubernetes.discovery.enabled "label_selector" .Values.kubernetes.discovery.labelSelector }}
+{{- with .Values.kubernetes.discovery.namespace }}{{ $_ := set $discovery "namespace" . }}{{ end }}
+{{- $_ := set $config "kubernetes" (dict "enabled" true "node_labels_pricing" .Values.kubernetes.nodeLabelsPricing "discovery" $discovery) }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* Scrape endpoint settings shared by the ServiceMonitor and the PodMonitor. */}}
+{{- define "llm-cost-exporter.endpoint" -}}
+port: {{ .root.Values.portName }}
+path: /metrics
+scheme: {{ include "llm-cost-exporter.scheme" .root }}
+{{- with .monitor.interval }}
+interval: {{ . }}
+{{- end }}
+{{- with .monitor.scrapeTimeout }}
+scrapeTimeout: {{ . }}
+{{- end }}
+{{- if .monitor.honorLabels }}
+honorLabels: true
+{{- end }}
+{{- with .monitor.tlsConfig }}
+tlsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .monitor.basicAuth }}
+basicAuth:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .monitor.relabelings }}
+relabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .monitor.metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
