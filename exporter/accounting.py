@@ -5,6 +5,10 @@ Components: cloud `instance` (+ `requests` fees); owned `amortization`, `fixed`,
 (measured GPU energy + overhead watts, times PUE, times the electricity price). The node's spend
 is then allocated to engines by the GPUs each holds: a GPU's own energy goes to the engines on
 it, everything else is split evenly per GPU. Formulas: docs/cost-model.md.
+
+Engines and prices may change while running (discovered pods come and go, the config file is
+reloaded): set_engines() and set_pricing() apply from the next tick on, and nothing already
+accrued changes. An engine no longer active keeps its (frozen) totals until forget().
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ class Accountant:
                  requests_total, clock, lock: threading.RLock, window_s: float, engine_idle=lambda name: False):
         self._pricing = pricing
         self._gpu = gpu_source
-        self._engine_gpus = engine_gpus
+        self._window_s = window_s
+        self._engine_gpus = dict(engine_gpus)  # the active engines: they share the node's spend
         self._requests_total = requests_total  # callable: finished requests over all engines
         self._engine_idle = engine_idle  # callable: engine name -> no tokens flowing now
         self._clock = clock
@@ -91,6 +96,39 @@ class Accountant:
     @staticmethod
     def component_names(mode: str) -> tuple[str, ...]:
         return ("instance", "requests") if mode == "cloud" else ("amortization", "fixed", "energy")
+
+    # -- changes while running ------------------------------------------------------------
+
+    @property
+    def pricing(self) -> Pricing:
+        return self._pricing
+
+    def set_pricing(self, pricing: Pricing) -> None:
+        """Prices from the next tick on. Tick first to close the running interval at the old ones."""
+        with self._lock:
+            self._pricing = pricing
+            for component in self.component_names(pricing.mode):
+                self._components.setdefault(component, 0.0)
+
+    def set_engines(self, engine_gpus: dict[str, list[int] | None]) -> None:
+        """The active engines and their GPUs. New ones start at 0; engines left out stop
+        accruing and keep their totals until forget()."""
+        with self._lock:
+            self._engine_gpus = dict(engine_gpus)
+            for engine in engine_gpus:
+                if engine not in self._spend:
+                    self._spend[engine], self._energy[engine] = _Ledger(self._window_s), _Ledger(self._window_s)
+                    self._idle_spend[engine] = 0.0
+                    if self._last_time is not None:  # open the ledgers at the last tick, as the first tick does
+                        self._spend[engine].add(self._last_time, 0.0, 0.0)
+                        self._energy[engine].add(self._last_time, 0.0, 0.0)
+
+    def forget(self, engine: str) -> None:
+        """Drop an inactive engine's totals (its series disappear)."""
+        with self._lock:
+            if engine not in self._engine_gpus:
+                for ledgers in (self._spend, self._energy, self._idle_spend):
+                    ledgers.pop(engine, None)
 
     # -- ticking --------------------------------------------------------------------------
 
@@ -122,7 +160,7 @@ class Accountant:
         shared: dict[str, float] = {}  # split evenly per GPU
         per_gpu_energy_cost: dict[int, float] = {}
         if p.mode == "cloud":
-            shared["instance"] = p.cloud.hourly * hours
+            shared["instance"] = (p.cloud.hourly or 0.0) * hours  # None: not known yet (node labels unread)
             shared["requests"] = p.cloud.per_million_requests * new_requests / costmodel.PER_MILLION
         else:
             shared["amortization"] = costmodel.amortization_hourly(p.owned.capex, p.owned.amortization_months, p.hours_per_month) * hours
@@ -143,23 +181,23 @@ class Accountant:
         self.opex_window.add(now, self._opex)
         self._overhead_joules += overhead_joules
         total = sum(shared.values()) + sum(per_gpu_energy_cost.values())
-        self._hourly = total / hours
+        self._hourly = None if p.mode == "cloud" and p.cloud.hourly is None else total / hours
         self._allocate(now, dt, sum(shared.values()), per_gpu_energy_cost, gpu_count)
         self._allocate_energy(now, dt, gpu_joules, overhead_joules, gpu_count)
 
     def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count) -> None:
-        allocated = {e: 0.0 for e in self._spend}
+        allocated = {e: 0.0 for e in self._spend}  # inactive engines get 0: their ledgers stay current
         holders = engine_gpu_shares(self._engine_gpus, gpu_count)
-        if gpu_count == 0 and allocated:  # no GPU information: split evenly between engines
-            for engine in allocated:
-                allocated[engine] = shared_total / len(allocated)
+        if gpu_count == 0 and self._engine_gpus:  # no GPU information: split evenly between engines
+            for engine in self._engine_gpus:
+                allocated[engine] = shared_total / len(self._engine_gpus)
         for index, engines in holders.items():
             gpu_cost = shared_total / gpu_count + per_gpu_energy_cost.get(index, 0.0)
             for engine in engines:
                 allocated[engine] += gpu_cost / len(engines)
         for engine, amount in allocated.items():
             self._spend[engine].add(now, amount, dt)
-            if self._engine_idle(engine):
+            if amount and self._engine_idle(engine):
                 self._idle_spend[engine] += amount
 
     def _allocate_energy(self, now, dt, gpu_joules: dict[int, float], overhead_joules: float, gpu_count: int) -> None:

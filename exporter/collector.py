@@ -11,6 +11,12 @@ scrape costs the same whether an engine is healthy or hanging. Sample output:
     llmcost_spend_total{component="instance",currency="USD"} 0.5432
     llmcost_gpu_power_watts{gpu="0",uuid="GPU-..."} 187.0
     llmcost_source_up{name="vllm",source="engine"} 1.0
+    llmcost_node_info{capacity_type="spot",cloud="aws",gpu_product="NVIDIA-A10G",instance_type="g5.12xlarge",node="ip-10-0-12-34.ec2.internal",region="us-east-1"} 1.0
+    llmcost_config_last_reload_successful 1.0
+
+Series of engines discovered as pods also carry `namespace` and `pod` (engine = namespace/pod):
+
+    llmcost_tokens_total{direction="output",engine="llm/llama-8b-7d9f8c6b5-x2kqz",model="...",namespace="llm",pod="llama-8b-7d9f8c6b5-x2kqz"} 5.1e+05
 """
 
 from __future__ import annotations
@@ -36,10 +42,16 @@ class CostCollector:
         return list(self._families(Snapshot.empty()))
 
     def collect(self):
-        return self._families(self._take_snapshot())
+        snap = self._take_snapshot()
+        pods = snap.info.engine_pods if snap.info else {}
+        for family in self._families(snap):
+            if pods:
+                family.samples = [_with_pod_labels(sample, pods) for sample in family.samples]
+            yield family
 
     def _families(self, snap: Snapshot):
         yield from self._exporter_families(snap)
+        yield from self._kubernetes_and_reload_families(snap)
         yield from self._gpu_families(snap)
         yield from self._model_families(snap)
         yield from self._cost_families(snap)
@@ -52,7 +64,8 @@ class CostCollector:
         info = GaugeMetricFamily(P + "pricing_info", "Cost mode (cloud or owned), currency and where the instance "
                                  "price came from (configured or catalog:provider/type/region); constant 1.",
                                  labels=["mode", "currency", "price_source"])
-        info.add_metric([self._pricing_labels[k] for k in ("mode", "currency", "price_source")], 1)
+        pricing = snap.info.pricing if snap.info else self._pricing_labels
+        info.add_metric([pricing[k] for k in ("mode", "currency", "price_source")], 1)
         yield info
         window = GaugeMetricFamily(P + "window_seconds", "Length of the window the live gauges (tokens/s, cost per 1M) look back over.")
         window.add_metric([], snap.window_s)
@@ -72,6 +85,23 @@ class CostCollector:
             for reason, count in sorted(h.errors.items()):
                 errors.add_metric(key + [reason], count)
         yield from (up, last, duration, errors)
+
+    def _kubernetes_and_reload_families(self, snap: Snapshot):
+        names = ["node", "instance_type", "region", "capacity_type", "gpu_product", "cloud"]
+        node = GaugeMetricFamily(P + "node_info", "The node's labels as read from the Kubernetes API: instance type, "
+                                 "region, capacity type (on-demand, spot, reserved), GPU product, cloud; constant 1. "
+                                 "Read on the Kubernetes refresh cadence.", labels=names)
+        reload_ok = GaugeMetricFamily(P + "config_last_reload_successful",
+                                      "1 if the last attempt to reload the configuration file succeeded, else 0.")
+        reload_time = GaugeMetricFamily(P + "config_last_reload_success_timestamp_seconds",
+                                        "Unix time of the last successful configuration load (start included).")
+        if snap.info is not None:
+            if snap.info.node is not None:
+                node.add_metric([snap.info.node[k] for k in names], 1)
+            reload_ok.add_metric([], 1 if snap.info.reload_successful else 0)
+            if snap.info.reload_success_time is not None:
+                reload_time.add_metric([], snap.info.reload_success_time)
+        yield from (node, reload_ok, reload_time)
 
     def _gpu_families(self, snap: Snapshot):
         ids = ["gpu", "uuid"]
@@ -166,7 +196,7 @@ class CostCollector:
         ids = ["engine", "model"]
         prices = GaugeMetricFamily(P + "api_price_per_million_tokens", "API list price per 1M tokens from the catalog, "
                                    "by direction (input, cached_input, output).", labels=["api", "direction", "currency"])
-        for api in self._api_prices:
+        for api in (snap.info.api_prices if snap.info else self._api_prices):
             for direction, price in (("input", api.input_per_million), ("output", api.output_per_million),
                                      ("cached_input", api.cached_input_per_million)):
                 if price is not None:
@@ -233,3 +263,13 @@ class CostCollector:
             if s.co2e_grams is not None:
                 co2e.add_metric([], s.co2e_grams)
         yield from (payback, energy, idle, co2e)
+
+
+def _with_pod_labels(sample, pods: dict[str, tuple[str, str]]):
+    """A discovered engine's sample gets `namespace` and `pod` (functions of `engine`: no new series)."""
+    labels = sample.labels
+    engine = labels.get("engine") or (labels.get("name") if labels.get("source") == "engine" else None)
+    if engine not in pods:
+        return sample
+    namespace, pod = pods[engine]
+    return sample._replace(labels={**labels, "namespace": namespace, "pod": pod})

@@ -121,6 +121,7 @@ class ApiEntry:
 class InstanceEntry:
     instance_type: str
     hourly: float = _number()
+    spot_hourly: float | None = _number(None)  # used for nodes whose Kubernetes labels say spot
     provider: str = "custom"
     region: str = "default"
     gpus: int = _number(1, minimum=1)
@@ -139,6 +140,28 @@ class Compare:
 
 
 @dataclass(frozen=True)
+class KubernetesDiscovery:
+    enabled: bool = False
+    label_selector: str = "llmcost.io/scrape=true"  # which pods on this node are engines
+    namespace: str | None = None  # None = all namespaces
+    refresh_interval: float = _duration("30s")  # how often the pods on this node are listed
+    interval: float = _duration("5s")  # scrape cadence of each discovered engine
+    timeout: float = _duration("3s")  # whole response of one engine scrape, < interval
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    enabled: bool = False
+    node_name: str | None = None  # None = the NODE_NAME environment variable (downward API spec.nodeName)
+    node_labels_pricing: bool = True  # price the node from its instance-type/region/capacity-type labels
+    refresh_interval: float = _duration("5m")  # how often the node's labels are read
+    timeout: float = _duration("5s")  # per request to the API server
+    api_url: str | None = None  # None = in-cluster (service account); e.g. http://127.0.0.1:8001 (kubectl proxy)
+    kubeconfig: str | None = None  # a kubeconfig file instead of the in-cluster service account
+    discovery: KubernetesDiscovery = field(default_factory=KubernetesDiscovery)
+
+
+@dataclass(frozen=True)
 class Config:
     pricing: Pricing = field(default_factory=Pricing)
     gpu: GpuConfig = field(default_factory=GpuConfig)
@@ -146,9 +169,14 @@ class Config:
     window: float = _duration("5m")  # the live windowed gauges (tokens/s, $/1M) look back this far
     compare: Compare = field(default_factory=Compare)
     catalog: CatalogOverrides = field(default_factory=CatalogOverrides)
-    # Resolved at load from the catalogs, not settable in the file:
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    reload_interval: float = _duration("5s")  # how often the config file is checked for changes; 0s = never
+    removed_engine_retention: float = _duration("10m")  # series of an engine that is gone stay this long
+    # Resolved at load, not settable in the file:
     api_prices: dict = field(default_factory=dict, metadata={"internal": True})  # name -> ApiPrice
+    # configured | catalog:<provider>/<type>/<region> | node_labels (resolved at run time from the node)
     hourly_source: str = field(default="configured", metadata={"internal": True})
+    source_path: str | None = field(default=None, metadata={"internal": True})  # the file it was read from
 
 
 # Per-node settings people set from the environment (e.g. a DaemonSet's env), applied on top of
@@ -160,31 +188,66 @@ ENV_OVERRIDES = {
     "LLMCOST_ELECTRICITY_PER_KWH": ("pricing", "energy", "electricity_per_kwh"),
     "LLMCOST_GPU_BACKEND": ("gpu", "backend"),
     "LLMCOST_ENGINE_URL": ("engines", 0, "url"),
+    "LLMCOST_KUBERNETES_ENABLED": ("kubernetes", "enabled"),
 }
+NODE_NAME_VARIABLE = "NODE_NAME"  # the default of kubernetes.node_name (file and LLMCOST_* win over it)
 
 
 def load_file(path: str | None, environ: typing.Mapping[str, str] | None = None) -> Config:
     """Read, override from the environment, and validate. Raises ConfigError."""
-    raw: dict = {}
-    if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                raw = yaml.safe_load(handle) or {}
-        except OSError as err:
-            raise ConfigError("config.file", f"cannot read {path!r}: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError("config.file", f"not valid YAML: {err}".replace("\n", " ")) from None
-        if not isinstance(raw, dict):
-            raise ConfigError("config.file", "the top level must be a mapping")
-    return from_dict(raw, environ)
+    if not path:
+        return from_dict({}, environ)
+    return load_bytes(read_file(path), path, environ)
+
+
+def read_file(path: str) -> bytes:
+    """The file's bytes; ConfigError (key config.file) if it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as err:
+        raise ConfigError("config.file", f"cannot read {path!r}: {err.strerror}") from None
+
+
+def load_bytes(data: bytes, path: str | None, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Parse and validate a file's content (the reloader reads once, then hashes and parses the same bytes)."""
+    try:
+        raw = yaml.safe_load(data.decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError("config.file", "not valid UTF-8") from None
+    except yaml.YAMLError as err:
+        raise ConfigError("config.file", f"not valid YAML: {err}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("config.file", "the top level must be a mapping")
+    return dataclasses.replace(from_dict(raw, environ), source_path=path)
 
 
 def from_dict(raw: dict, environ: typing.Mapping[str, str] | None = None) -> Config:
-    raw = _apply_env(raw, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    raw = _apply_env(raw, environ)
     config = _build(Config, raw, "")
+    if config.kubernetes.node_name is None and environ.get(NODE_NAME_VARIABLE):
+        kube = dataclasses.replace(config.kubernetes, node_name=environ[NODE_NAME_VARIABLE])
+        config = dataclasses.replace(config, kubernetes=kube)
     config = _resolve_prices(config)
     _check(config)
     return config
+
+
+def node_labels_pricing(config: Config) -> bool:
+    """Is the instance price taken from the node's labels at run time?"""
+    return config.hourly_source == "node_labels"
+
+
+def find_instance_price(config: Config, instance_type: str, region: str | None):
+    """The catalog entry for `instance_type` (catalog.instances first, then the bundled catalog):
+    the one for `region`, else the type's first entry in the first catalog that lists the type."""
+    from exporter import catalog
+
+    overrides = [catalog.InstancePrice(e.provider, e.instance_type, e.region, e.gpus, e.gpu, e.hourly, "config", "",
+                                       e.spot_hourly) for e in config.catalog.instances]
+    return catalog.find_instance(overrides, instance_type, region) or \
+        catalog.find_instance(catalog.load_instances(), instance_type, region)
 
 
 def _resolve_prices(config: Config) -> Config:
@@ -193,17 +256,17 @@ def _resolve_prices(config: Config) -> Config:
 
     cloud = config.pricing.cloud
     hourly_source = "configured"
+    kube = config.kubernetes
     if cloud.hourly is None and cloud.instance_type:
-        overrides = [catalog.InstancePrice(e.provider, e.instance_type, e.region, e.gpus, e.gpu, e.hourly, "config", "")
-                     for e in config.catalog.instances if cloud.region is None or e.region == cloud.region]
-        found = catalog.find_instance(overrides, cloud.instance_type, cloud.region) or \
-            catalog.find_instance(catalog.load_instances(), cloud.instance_type, cloud.region)
+        found = find_instance_price(config, cloud.instance_type, cloud.region)
         if found is None:
             raise ConfigError("pricing.cloud.instance_type",
                               f"got {_show(cloud.instance_type)}, not in the price catalog: set pricing.cloud.hourly "
                               "or add it under catalog.instances")
         cloud = dataclasses.replace(cloud, hourly=found.hourly * cloud.price_multiplier)
         hourly_source = f"catalog:{found.provider}/{found.instance_type}/{found.region}"
+    elif cloud.hourly is None and config.pricing.mode == "cloud" and kube.enabled and kube.node_labels_pricing:
+        hourly_source = "node_labels"  # the price is looked up when the node's labels have been read
     apis = dict(catalog.load_apis())
     for name, entry in config.catalog.apis.items():
         apis[name] = catalog.ApiPrice(name, entry.provider, entry.input_per_million, entry.output_per_million,
@@ -319,9 +382,10 @@ def _check_range(value, key, meta):
 def _check(config: Config) -> None:
     """Rules that span several keys."""
     pricing = config.pricing
-    if pricing.mode == "cloud" and pricing.cloud.hourly is None:
+    if pricing.mode == "cloud" and pricing.cloud.hourly is None and not node_labels_pricing(config):
         raise ConfigError("pricing.cloud.hourly", "required when pricing.mode is cloud and no "
-                          "pricing.cloud.instance_type is set (or set LLMCOST_INSTANCE_HOURLY)")
+                          "pricing.cloud.instance_type is set and kubernetes node-label pricing is off "
+                          "(or set LLMCOST_INSTANCE_HOURLY)")
     if pricing.mode == "owned" and pricing.energy.electricity_per_kwh is None:
         raise ConfigError("pricing.energy.electricity_per_kwh", "required when pricing.mode is owned")
     sim = config.gpu.simulated
@@ -339,6 +403,34 @@ def _check(config: Config) -> None:
         for j, gpu in enumerate(engine.gpus or []):
             if gpu < 0:
                 raise ConfigError(f"engines[{i}].gpus[{j}]", f"got {gpu}, allowed: a GPU index >= 0")
+        if config.kubernetes.discovery.enabled and "/" in engine.name:
+            raise ConfigError(f"engines[{i}].name", f"got {_show(engine.name)}, allowed: a name without '/' "
+                              "(namespace/pod names are the discovered engines')")
+    _check_kubernetes(config.kubernetes)
+
+
+def _check_kubernetes(kube: KubernetesConfig) -> None:
+    discovery = kube.discovery
+    if discovery.enabled and not kube.enabled:
+        raise ConfigError("kubernetes.discovery.enabled", "got True, allowed: true only with kubernetes.enabled: true")
+    if not kube.enabled:
+        return
+    if not kube.node_name:
+        raise ConfigError("kubernetes.node_name", "required when kubernetes.enabled is true: set it, or the "
+                          f"{NODE_NAME_VARIABLE} environment variable (downward API fieldRef spec.nodeName)")
+    if kube.api_url is not None and not kube.api_url.startswith(("http://", "https://")):
+        raise ConfigError("kubernetes.api_url", f"got {_show(kube.api_url)}, allowed: an http:// or https:// URL")
+    if kube.api_url is not None and kube.kubeconfig is not None:
+        raise ConfigError("kubernetes.kubeconfig", "got a file and kubernetes.api_url, allowed: one of the two")
+    if kube.timeout >= kube.refresh_interval:
+        raise ConfigError("kubernetes.timeout", f"got {kube.timeout:g}s, allowed: less than refresh_interval "
+                          f"({kube.refresh_interval:g}s)")
+    if discovery.enabled and kube.timeout >= discovery.refresh_interval:
+        raise ConfigError("kubernetes.timeout", f"got {kube.timeout:g}s, allowed: less than "
+                          f"discovery.refresh_interval ({discovery.refresh_interval:g}s)")
+    if discovery.timeout >= discovery.interval:
+        raise ConfigError("kubernetes.discovery.timeout", f"got {discovery.timeout:g}s, allowed: less than "
+                          f"interval ({discovery.interval:g}s)")
 
 
 def _is_optional(hint) -> bool:

@@ -6,6 +6,7 @@ The derived economics (docs/cost-model.md) are computed here, from the windows a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from exporter import costmodel
@@ -35,6 +36,17 @@ class ModelFigures:
 
 
 @dataclass(frozen=True)
+class ExporterInfo:
+    """What the exporter itself knows besides samples: pricing, node, discovered pods, reloads."""
+    pricing: dict[str, str]  # llmcost_pricing_info labels: mode, currency, price_source
+    node: dict[str, str] | None  # llmcost_node_info labels; None without Kubernetes or before the first read
+    engine_pods: dict[str, tuple[str, str]]  # discovered engine -> (namespace, pod)
+    reload_successful: bool
+    reload_success_time: float | None
+    api_prices: list  # catalog.ApiPrice of every API some engine is compared with
+
+
+@dataclass(frozen=True)
 class Snapshot:
     time: float
     window_s: float
@@ -44,20 +56,25 @@ class Snapshot:
     health: list[HealthSnapshot]
     engine_resets: dict[str, int]
     payback_months: dict[str, float | None] = field(default_factory=dict)  # owned mode, per API
+    info: ExporterInfo | None = None
 
     @staticmethod
     def empty() -> "Snapshot":
         return Snapshot(0.0, 0.0, [], [], None, [], {})
 
 
-def take(clock, config, gpu_source, engines, accountant) -> Snapshot:
-    """Call with the state lock held."""
+def take(clock, config, gpu_source, engines, accountant, retired=frozenset(), extra_health=(), info=None) -> Snapshot:
+    """Call with the state lock held. `retired`: engines that are gone but keep their (frozen)
+    totals for a while: no gauges, no health; `extra_health`: other sources (Kubernetes)."""
     models = []
     for engine in engines:
         engine_models = engine.snapshot()
+        if engine.name in retired:
+            engine_models = [dataclasses.replace(m, gauges={}) for m in engine_models]
         for m in engine_models:
             models.append(_figures(m, engine_models, accountant))
-    health = ([gpu_source.health.snapshot()] if gpu_source else []) + [e.health.snapshot() for e in engines]
+    health = ([gpu_source.health.snapshot()] if gpu_source else []) + \
+        [e.health.snapshot() for e in engines if e.name not in retired] + [h.snapshot() for h in extra_health]
     now = clock.now()
     return Snapshot(
         time=now,
@@ -68,6 +85,7 @@ def take(clock, config, gpu_source, engines, accountant) -> Snapshot:
         health=health,
         engine_resets={e.name: e.resets for e in engines},
         payback_months=_payback(now, config, engines, accountant) if config.pricing.mode == "owned" else {},
+        info=info,
     )
 
 

@@ -1,6 +1,7 @@
 """Price catalogs: cloud GPU instance prices and API model prices, shipped as dated YAML files.
 
-`instances.yaml` holds on-demand list prices (USD per hour) keyed by instance type and region;
+`instances.yaml` holds on-demand list prices (USD per hour) keyed by instance type and region, and
+for some entries a dated spot price (`spot_hourly`);
 `apis.yaml` holds API prices (USD per 1M tokens) keyed by the API's model name. Every bundled
 entry names its source and the date it was checked. Both files are validated as a whole at load:
 one bad entry raises CatalogError naming the file, the entry and the field. Users override or add
@@ -31,6 +32,7 @@ class InstancePrice:
     hourly: float  # on-demand list price, USD per hour
     source: str
     checked: str  # ISO date the price was last checked against the source
+    spot_hourly: float | None = None  # a dated spot (preemptible) price, where the catalog has one
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 # -- loading -----------------------------------------------------------------------------------
 
-_INSTANCE_FIELDS = {"provider", "instance_type", "region", "gpus", "gpu", "hourly", "source", "checked", "note"}
+_INSTANCE_FIELDS = {"provider", "instance_type", "region", "gpus", "gpu", "hourly", "spot_hourly", "source", "checked",
+                    "note"}
 _API_FIELDS = {"provider", "input_per_million", "output_per_million", "cached_input_per_million",
                "source", "checked", "note"}
 
@@ -95,7 +98,8 @@ def load_instances(path: str | Path | None = None) -> list[InstancePrice]:
         price = InstancePrice(
             provider=check.text("provider"), instance_type=check.text("instance_type"),
             region=check.text("region", default="default"), gpus=check.count("gpus"), gpu=check.text("gpu"),
-            hourly=check.number("hourly"), source=check.text("source"), checked=check.date("checked"))
+            hourly=check.number("hourly"), source=check.text("source"), checked=check.date("checked"),
+            spot_hourly=check.number("spot_hourly", default=None))
         check.text("note", default="")
         key = (price.instance_type, price.region)
         if key in seen:

@@ -62,6 +62,19 @@ class EngineSource:
     def resets(self) -> int:
         return self._totals.resets
 
+    def reconfigure(self, config: EngineConfig, apis=(), restart: str | None = None) -> None:
+        """Apply a changed configuration (config reload, re-discovered pod), keeping every total.
+        restart: None for the same process; "baseline" when another process may now answer (its
+        next scrape is a new baseline); "from_zero" for one that started counting at 0 since."""
+        with self._lock:
+            self.config = config
+            self._schema = SCHEMAS[config.kind]
+            self.apis = list(apis)
+            self.api_windows = {api.name: self.api_windows.get(api.name) or SlidingWindow(self._window_s)
+                                for api in self.apis}
+            if restart is not None:
+                self._totals.restart(from_zero=restart == "from_zero")
+
     def sample(self) -> None:
         started = time.monotonic()
         try:

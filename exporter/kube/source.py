@@ -1,0 +1,80 @@
+"""The Kubernetes source: reads this node's labels and lists the engine pods on it, on slow
+cadences, and keeps the last values it read whenever the API server is unreachable, forbids,
+errs or is slow. Health: llmcost_source_up{source="kubernetes", name="node"|"pods"}, errors by
+reason, one log line per change of state (exporter.health).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from exporter.config import KubernetesConfig
+from exporter.health import SourceHealth
+from exporter.kube.client import KubeClient, KubeError
+from exporter.kube.discovery import PodTarget, pod_targets
+from exporter.kube.node import NodeInfo, node_info
+
+log = logging.getLogger("exporter.kube")
+
+
+class KubernetesSource:
+    def __init__(self, config: KubernetesConfig, clock, client=None):
+        self.config = config
+        self._clock = clock
+        self._client = client or KubeClient(config)
+        self.node_health = SourceHealth("kubernetes", "node")
+        self.pods_health = SourceHealth("kubernetes", "pods") if config.discovery.enabled else None
+        self.node: NodeInfo | None = None  # the last successful read
+        self._skipped: set[tuple[str, str]] = set()  # pods skipped for bad annotations, logged once
+
+    @property
+    def healths(self) -> list[SourceHealth]:
+        return [h for h in (self.node_health, self.pods_health) if h is not None]
+
+    def refresh_node(self) -> bool:
+        """Read the Node; True if what we know of it changed. A failure keeps the last values."""
+        started = time.monotonic()
+        try:
+            info = node_info(self._client.read_node(self.config.node_name))
+        except Exception as err:  # noqa: BLE001 - a refresh must never take the exporter down
+            self._fail(self.node_health, err, started)
+            return False
+        self.node_health.success(self._clock.now(), time.monotonic() - started)
+        if info == self.node:
+            return False
+        self.node = info
+        log.info("node labels read node=%s instance_type=%s region=%s capacity_type=%s gpu_product=%s cloud=%s",
+                 info.name, info.instance_type or "-", info.region or "-", info.capacity_type,
+                 info.gpu_product or "-", info.cloud)
+        return True
+
+    def refresh_pods(self) -> list[PodTarget] | None:
+        """The engine pods on this node now; None when the list could not be read (keep what you had)."""
+        started = time.monotonic()
+        discovery = self.config.discovery
+        try:
+            targets, skipped = pod_targets(self._client.list_pods(self.config.node_name, discovery.label_selector,
+                                                                  discovery.namespace))
+        except Exception as err:  # noqa: BLE001
+            self._fail(self.pods_health, err, started)
+            return None
+        self.pods_health.success(self._clock.now(), time.monotonic() - started)
+        for pod, why in skipped:
+            self.pods_health.count("bad_annotation")
+            if (pod, why) not in self._skipped:
+                log.warning("pod skipped pod=%s reason=%s", pod, why)
+        self._skipped = set(skipped)
+        return targets
+
+    @staticmethod
+    def _fail(health: SourceHealth, err: Exception, started: float) -> None:
+        if isinstance(err, KubeError):
+            reason = err.reason
+        elif isinstance(err, ValueError):
+            reason = "parse"
+        else:
+            reason = "error"
+            log.debug("unexpected error from the Kubernetes API", exc_info=err)
+        health.failure(reason, f"{type(err).__name__}: {err}" if reason == "error" else str(err),
+                       time.monotonic() - started)
