@@ -89,7 +89,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if include "llm-cost-exporter.needsKubeApi" . }}
 {{- $discovery := dict "enabled" .Values.kubernetes.discovery.enabled "label_selector" .Values.kubernetes.discovery.labelSelector }}
 {{- with .Values.kubernetes.discovery.namespace }}{{ $_ := set $discovery "namespace" . }}{{ end }}
-{{- $_ := set $config "kubernetes" (dict "enabled" true "node_labels_pricing" .Values.kubernetes.nodeLabelsPricing "discovery" $discovery) }}
+{{- $owned := dict "enabled" true "node_labels_pricing" .Values.kubernetes.nodeLabelsPricing "discovery" $discovery }}
+{{- $_ := set $config "kubernetes" (mergeOverwrite (deepCopy .Values.kubernetes.extraConfig) $owned) }}
 {{- end }}
 {{- toYaml $config }}
 {{- end }}
