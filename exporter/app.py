@@ -69,7 +69,7 @@ class Exporter:
             from exporter.kube.source import KubernetesSource  # the kubernetes client itself loads on first use
 
             self.kube = KubernetesSource(config.kubernetes, self.clock, kube_client)
-        pricing, self.price_source, _ = self._effective_pricing()
+        pricing, self.price_source, self._price_note = self._effective_pricing()
         self.accountant = Accountant(pricing, self.gpu, {}, self._requests_total, self.clock, self.lock,
                                      config.window, engine_idle=self._engine_idle)
         self._sync_static_engines()
@@ -308,11 +308,13 @@ class Exporter:
     def _apply_pricing(self) -> None:
         with self.lock:  # computed under the lock: a reload and a node refresh may race
             pricing, source, why = self._effective_pricing()
-            if (pricing, source) == (self.accountant.pricing, self.price_source):
+            if (pricing, source, why) == (self.accountant.pricing, self.price_source, self._price_note):
                 return
-            self.accountant.tick()  # the interval so far accrues at the old prices
-            self.accountant.set_pricing(pricing)
-            self.price_source = source
+            if (pricing, source) != (self.accountant.pricing, self.price_source):
+                self.accountant.tick()  # the interval so far accrues at the old prices
+                self.accountant.set_pricing(pricing)
+                self.price_source = source
+            self._price_note = why
         hourly = pricing.cloud.hourly
         if source == "unknown":
             log.warning("instance price unknown: %s; the instance spend component does not accrue until it is known", why)
