@@ -413,12 +413,36 @@ def test_daemonset_defaults_target_gpu_nodes(objects):
     assert container["args"][:3] == ["run", "--config.file=/etc/llm-cost-exporter/config.yml", "--web.listen-address=:9848"]
     assert container["ports"] == [{"name": "llmcost-metrics", "containerPort": 9848, "protocol": "TCP"}]
     assert "priorityClassName" not in spec and "runtimeClassName" not in spec
-    assert "annotations" not in ds["spec"]["template"]["metadata"]
+    assert set(ds["spec"]["template"]["metadata"]["annotations"]) == {"checksum/restart-config"}
     owned = one(objects["owned-hardware"], "DaemonSet")["spec"]["template"]["spec"]
     assert owned["priorityClassName"] == "system-node-critical" and owned["runtimeClassName"] == "nvidia"
     assert owned["nodeSelector"] == {"node-role.example.com/inference": "true"} and "affinity" not in owned
     rolled = one(objects["all-monitors"], "DaemonSet")["spec"]["template"]["metadata"]["annotations"]
     assert re.fullmatch(r"[0-9a-f]{64}", rolled["checksum/config"])
+
+
+def test_pods_roll_only_for_keys_the_exporter_cannot_reload(helms):
+    """The exporter reloads config.yml itself, except exporter/app.py RESTART_KEYS: the pods carry
+    a checksum of those keys, so a price change keeps them and a currency change rolls them."""
+    from exporter.app import RESTART_KEYS
+
+    assert RESTART_KEYS == ("pricing.mode", "pricing.currency", "gpu.backend", "gpu.simulated", "window", "kubernetes")
+    variants = {
+        "defaults": (), "price": ("config.pricing.cloud.hourly=3.1",), "engines": ("config.engines[0].url=http://x:8000/metrics",),
+        "mode": ("config.pricing.mode=owned",), "currency": ("config.pricing.currency=EUR",), "backend": ("config.gpu.backend=none",),
+        "simulated": ("config.gpu.simulated.count=2",), "window": ("config.window=10m",), "discovery": ("kubernetes.discovery.enabled=true",),
+    }
+
+    def checksum(args):
+        result = template(helms["helm4"], "t", "default", *[a for arg in args for a in ("--set", arg)])
+        assert result.returncode == 0, result.stderr
+        return one(parse(result.stdout), "DaemonSet")["spec"]["template"]["metadata"]["annotations"]["checksum/restart-config"]
+
+    with ThreadPoolExecutor(4) as pool:
+        sums = dict(zip(variants, pool.map(checksum, variants.values())))
+    assert sums["price"] == sums["engines"] == sums["defaults"]
+    restart = [sums[k] for k in ("mode", "currency", "backend", "simulated", "window", "discovery")]
+    assert sums["defaults"] not in restart and len(set(restart)) == len(restart)
 
 
 def test_sidecar_mode_renders_no_workload(objects):

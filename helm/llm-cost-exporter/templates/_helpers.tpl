@@ -126,3 +126,13 @@ metricRelabelings:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* A checksum of the configuration keys that the exporter cannot reload (exporter/app.py
+RESTART_KEYS): on the pods, so that they roll when one of them changes and only then. */}}
+{{- define "llm-cost-exporter.restartChecksum" -}}
+{{- $config := include "llm-cost-exporter.configFile" . | fromYaml }}
+{{- $pricing := $config.pricing | default dict }}
+{{- $gpu := $config.gpu | default dict }}
+{{- $keys := dict "pricing.mode" $pricing.mode "pricing.currency" $pricing.currency "gpu.backend" $gpu.backend "gpu.simulated" $gpu.simulated "window" $config.window "kubernetes" $config.kubernetes }}
+{{- toJson $keys | sha256sum }}
+{{- end }}
