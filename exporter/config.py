@@ -383,8 +383,8 @@ def _check(config: Config) -> None:
     """Rules that span several keys."""
     pricing = config.pricing
     if pricing.mode == "cloud" and pricing.cloud.hourly is None and not node_labels_pricing(config):
-        raise ConfigError("pricing.cloud.hourly", "required when pricing.mode is cloud and no "
-                          "pricing.cloud.instance_type is set and kubernetes node-label pricing is off "
+        raise ConfigError("pricing.cloud.hourly", "required when pricing.mode is cloud, unless "
+                          "pricing.cloud.instance_type or the node's labels (kubernetes.enabled) give the price "
                           "(or set LLMCOST_INSTANCE_HOURLY)")
     if pricing.mode == "owned" and pricing.energy.electricity_per_kwh is None:
         raise ConfigError("pricing.energy.electricity_per_kwh", "required when pricing.mode is owned")

@@ -85,3 +85,46 @@ def test_cli_help_shows_defaults_and_version():
     assert "--web.listen-address" in help_text and "(default: :9848)" in help_text
     assert "--config.file" in help_text and "--log.level" in help_text
     assert _cli("--version").stdout.strip().startswith("llm-cost-exporter 0.")
+
+
+# -- kubernetes and reload keys ---------------------------------------------------------------------
+
+def test_example_config_documents_the_kubernetes_and_reload_defaults():
+    config = load_file(str(ROOT / "docs" / "config.example.yml"), environ={})
+    kube = config.kubernetes
+    assert (kube.enabled, kube.node_name, kube.node_labels_pricing, kube.refresh_interval, kube.timeout) == \
+        (False, None, True, 300.0, 5.0)
+    assert (kube.discovery.enabled, kube.discovery.label_selector, kube.discovery.namespace,
+            kube.discovery.refresh_interval, kube.discovery.interval, kube.discovery.timeout) == \
+        (False, "llmcost.io/scrape=true", None, 30.0, 5.0, 3.0)
+    assert (config.reload_interval, config.removed_engine_retention) == (5.0, 600.0)
+    assert config.catalog.instances[1].spot_hourly is not None
+
+
+def test_node_name_defaults_to_the_node_name_variable_and_the_file_wins():
+    raw = {"kubernetes": {"enabled": True}}
+    assert from_dict(raw, environ={"NODE_NAME": "gpu-7"}).kubernetes.node_name == "gpu-7"
+    raw = {"kubernetes": {"enabled": True, "node_name": "from-file"}}
+    assert from_dict(raw, environ={"NODE_NAME": "gpu-7"}).kubernetes.node_name == "from-file"
+    config = from_dict({}, environ={"LLMCOST_KUBERNETES_ENABLED": "true", "NODE_NAME": "123"})
+    assert config.kubernetes.enabled and config.kubernetes.node_name == "123"  # a name, even if it looks like a number
+
+
+def test_node_label_pricing_makes_the_hourly_price_optional_until_switched_off():
+    config = from_dict({"kubernetes": {"enabled": True, "node_name": "n"}}, environ={})
+    assert config.hourly_source == "node_labels" and config.pricing.cloud.hourly is None
+    with pytest.raises(ConfigError, match=r"^pricing.cloud.hourly: required when pricing.mode is cloud"):
+        from_dict({"kubernetes": {"enabled": True, "node_name": "n", "node_labels_pricing": False}}, environ={})
+    configured = from_dict({"pricing": {"cloud": {"hourly": 2.0}}, "kubernetes": {"enabled": True, "node_name": "n"}},
+                           environ={})
+    assert configured.hourly_source == "configured"
+    owned = from_dict({"pricing": {"mode": "owned", "energy": {"electricity_per_kwh": 0.1}},
+                       "kubernetes": {"enabled": True, "node_name": "n"}}, environ={})
+    assert owned.hourly_source == "configured"
+
+
+def test_load_file_remembers_its_path(tmp_path):
+    path = tmp_path / "c.yml"
+    path.write_text("pricing: {cloud: {hourly: 1.0}}\n")
+    assert load_file(str(path), environ={}).source_path == str(path)
+    assert load_file(None, environ={"LLMCOST_INSTANCE_HOURLY": "1"}).source_path is None
