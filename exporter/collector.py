@@ -62,7 +62,8 @@ class CostCollector:
         build.add_metric([__version__], 1)
         yield build
         info = GaugeMetricFamily(P + "pricing_info", "Cost mode (cloud or owned), currency and where the instance "
-                                 "price came from (configured or catalog:provider/type/region); constant 1.",
+                                 "price came from (configured, catalog:provider/type/region, "
+                                 "node_labels:provider/type/region/spot|on-demand, or unknown); constant 1.",
                                  labels=["mode", "currency", "price_source"])
         pricing = snap.info.pricing if snap.info else self._pricing_labels
         info.add_metric([pricing[k] for k in ("mode", "currency", "price_source")], 1)
