@@ -43,6 +43,25 @@ class ResetAwareTotals:
         self._last_raw = dict(raw) if restarted else {**self._last_raw, **raw}
         return deltas
 
+    def forget(self, predicate) -> None:
+        """Drop every key for which predicate(key) is true (a retired model's series)."""
+        for table in (self._last_raw, self.totals):
+            for key in [k for k in table if predicate(k)]:
+                del table[key]
+
+    def state(self) -> dict:
+        """A JSON-ready copy, for exporter.state (keys are tuples of strings)."""
+        return {"baselined": self.baselined, "resets": self.resets,
+                "totals": [[*k, v] for k, v in self.totals.items()],
+                "last_raw": [[*k, v] for k, v in self._last_raw.items()]}
+
+    def restore(self, state: dict) -> None:
+        """The inverse of state(): the next update() compares with the raw values saved."""
+        self.baselined = bool(state["baselined"])
+        self.resets = int(state["resets"])
+        self.totals = {tuple(row[:-1]): float(row[-1]) for row in state["totals"]}
+        self._last_raw = {tuple(row[:-1]): float(row[-1]) for row in state["last_raw"]}
+
     def restart(self, from_zero: bool) -> None:
         """Another process now stands behind these totals (a new URL, a re-created pod); the
         totals stay. from_zero: it started counting at 0 after we last looked, so all of its next

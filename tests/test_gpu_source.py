@@ -78,12 +78,19 @@ def test_lost_gpu_is_down_and_the_others_continue(clock, nvml):
     assert health.up and health.errors["gpu_lost"] == 5
 
 
-def test_unsupported_function_on_one_gpu_degrades_only_that_gpu(clock, nvml):
+def test_unsupported_reading_on_one_gpu_is_absent_and_the_gpu_stays_up(clock, nvml):
+    """MIG-enabled GPUs answer NOT_SUPPORTED for utilization; power and energy still work."""
     nvml.fail("nvmlDeviceGetUtilizationRates", pynvml.NVML_ERROR_NOT_SUPPORTED, gpu=0)
     gpu_source = source(clock, nvml)
-    first, second = gpu_source.sample()
-    assert not first.up and second.up
-    assert gpu_source.health.snapshot().errors == {"not_supported": 1}
+    gpu_source.sample()
+    start = nvml.true_energy_joules(0)
+    sample_for(gpu_source, clock, 60)
+    first, second = gpu_source.readings()
+    assert first.up and second.up
+    assert first.utilization_ratio is None and second.utilization_ratio is not None
+    assert first.memory_total_bytes == 24 * 1024**3
+    assert first.energy_joules == pytest.approx(nvml.true_energy_joules(0) - start, rel=1e-4)
+    assert gpu_source.health.snapshot().errors == {"not_supported": 1}  # asked once, not every second
 
 
 def test_library_missing_reports_down_then_reinitialises_with_backoff(clock, nvml):

@@ -4,7 +4,7 @@ Served with prometheus_client, as vLLM does, so the bytes are what a real server
 names, `model_name` and `engine` labels (data-parallel ranks split the counts), `_created`
 samples, the `vllm:iteration_tokens_total` histogram that must not be mistaken for a counter.
 Faults for tests: restart (counters reset), HTTP 500, garbage, a huge body, a hang, a slow drip,
-OpenMetrics, the V0 metric names, a renamed model.
+not HTTP at all, OpenMetrics, the V0 metric names, a renamed model.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-FAULTS = ("none", "http_500", "garbage", "huge", "hang", "drip")
+FAULTS = ("none", "http_500", "garbage", "huge", "hang", "drip", "not_http")
 
 
 class SimulatedVllm:
@@ -47,7 +47,8 @@ class SimulatedVllm:
         return f"http://{host}:{port}/metrics"
 
     def start(self) -> "SimulatedVllm":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sim-vllm", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="sim-vllm", daemon=True)
         self._thread.start()
         return self
 
@@ -148,6 +149,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, "text/plain; version=0.0.4", b"<html>\x00\x01 vllm:prompt_tokens_total{{{ 12 oops\n")
         if fault == "hang":
             time.sleep(30)
+            return
+        if fault == "not_http":  # something else listens on the port (an SSH banner, say)
+            self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n")
             return
         content_type, body = sim.exposition(self.headers.get("Accept", ""))
         if fault == "huge":

@@ -1,8 +1,15 @@
 """Turn one engine /metrics body into per-model readings, using an EngineSchema.
 
-The parser is chosen by Content-Type (OpenMetrics for vLLM's Rust frontend and for any server
-that honours our Accept header, the classic text format otherwise), and the whole body is parsed
-before anything is used: a garbled scrape changes nothing.
+The parser is chosen by Content-Type (OpenMetrics for vLLM's Rust frontend, the classic text
+format otherwise), and the whole body is parsed before anything is used: a garbled scrape changes
+nothing.
+
+Names are matched with ':' and '_' as one: OpenMetrics "underscores" escaping turns
+`vllm:prompt_tokens_total` into `vllm_prompt_tokens_total`. prometheus_client 0.22+ escapes the
+sample lines but not `# TYPE` (prometheus/client_python#1177), which its own OpenMetrics parser
+then rejects; such a body, if complete (it ends with `# EOF`), is read again with the text parser,
+where its samples are untyped, which counters accept. An OpenMetrics body without `# EOF` is
+truncated and always rejected: a cut-off counter would read as a reset.
 """
 
 from __future__ import annotations
@@ -37,15 +44,15 @@ def is_openmetrics(content_type: str) -> bool:
 
 def parse_exposition(content_type: str, text: str, schema: EngineSchema) -> dict[str, ModelReading]:
     wanted = _wanted_samples(schema)
-    found: dict[str, list[tuple[str, dict, float]]] = {}
-    parser = parse_openmetrics if is_openmetrics(content_type) else parse_text
     try:
-        for family in parser(text):
-            for sample in family.samples:
-                if sample.name in wanted:
-                    found.setdefault(sample.name, []).append((family.type, sample.labels, sample.value))
+        found = _collect(parse_openmetrics if is_openmetrics(content_type) else parse_text, text, wanted)
     except Exception as err:  # the parsers raise ValueError, IndexError, ... on bad input
-        raise ParseError(f"unparseable exposition: {type(err).__name__}: {err}"[:300]) from None
+        if not (is_openmetrics(content_type) and _complete_openmetrics(text)):
+            raise ParseError(f"unparseable exposition: {type(err).__name__}: {err}"[:300]) from None
+        try:
+            found = _collect(parse_text, text, wanted)
+        except Exception:
+            raise ParseError(f"unparseable exposition: {type(err).__name__}: {err}"[:300]) from None
 
     models: dict[str, ModelReading] = {}
 
@@ -75,11 +82,26 @@ def parse_exposition(content_type: str, text: str, schema: EngineSchema) -> dict
     return models
 
 
-def _wanted_samples(schema: EngineSchema) -> set[str]:
+def _collect(parser, text: str, wanted: dict[str, str]) -> dict[str, list[tuple[str, dict, float]]]:
+    found: dict[str, list[tuple[str, dict, float]]] = {}
+    for family in parser(text):
+        for sample in family.samples:
+            name = wanted.get(sample.name)
+            if name is not None:
+                found.setdefault(name, []).append((family.type, sample.labels, sample.value))
+    return found
+
+
+def _complete_openmetrics(text: str) -> bool:
+    return text.rstrip("\n").rsplit("\n", 1)[-1].strip() == "# EOF"
+
+
+def _wanted_samples(schema: EngineSchema) -> dict[str, str]:
+    """Sample name as served (schema name, or with ':' escaped to '_') -> schema name."""
     names = {c.sample for cs in (*schema.counters.values(), *schema.gauges.values()) for c in cs}
     if schema.requests:
         names.add(schema.requests.sample)
-    return names
+    return {**{n.replace(":", "_"): n for n in names}, **{n: n for n in names}}
 
 
 def _first_present(found, candidates: tuple[Candidate, ...], types) -> list[tuple[dict, float]]:

@@ -2,6 +2,12 @@
 
 The network read happens outside the shared state lock; only the parsed result is applied under
 it, all at once, so a scrape either counts completely or not at all.
+
+Cardinality is capped per engine, so an engine that explodes its label values cannot grow our
+memory or our exposition without bound: at most `max_models` models are tracked over the
+exporter's life (a model absent for RETIRE_AFTER_S may make room for a new one), at most
+MAX_REASONS finished_reason values per model (the rest fold into "other"), and model names longer
+than MAX_LABEL_LENGTH are dropped. Each cap counts an error reason and logs once.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 
 from exporter import costmodel
 from exporter.config import EngineConfig
-from exporter.engines.fetch import FetchError, fetch
+from exporter.engines.fetch import FetchError, fetch, redact
 from exporter.engines.parse import ModelReading, ParseError, parse_exposition
 from exporter.engines.schemas import SCHEMAS
 from exporter.health import SourceHealth
@@ -22,6 +28,10 @@ from exporter.series import ResetAwareTotals, SlidingWindow
 log = logging.getLogger("exporter.engines")
 
 TOKEN_DIRECTIONS = ("input", "output")
+MAX_REASONS = 16  # finished_reason values kept per model; more fold into OTHER_REASON
+OTHER_REASON = "other"
+MAX_LABEL_LENGTH = 256  # longer model names or reasons are not label values we pass on
+RETIRE_AFTER_S = 3600.0  # a model absent from the engine this long may be evicted to admit a new one
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,8 @@ class EngineSource:
         self._totals = ResetAwareTotals()
         self._gauges: dict[str, dict[str, float]] = {}
         self._windows: dict[str, SlidingWindow] = {}
-        self._capped_logged = False
+        self._capped_logged: set[str] = set()  # cap reasons already logged (once each per engine)
+        self._last_seen: dict[str, float] = {}  # model -> clock time of the last scrape that had it
         self._api_spend: dict[tuple[str, str], float] = {}  # (model, api) -> API-equivalent since start
         self.api_windows = {api.name: SlidingWindow(window_s) for api in self.apis}  # engine-level, cumulative
         self._engine_window = SlidingWindow(window_s)
@@ -76,23 +87,37 @@ class EngineSource:
                 self._totals.restart(from_zero=restart == "from_zero")
 
     def sample(self) -> None:
+        """One GET of the engine's /metrics, applied at once. Never raises."""
         started = time.monotonic()
         try:
             content_type, body = fetch(self.config.url, self.config.timeout, self.config.max_body_bytes)
+        except FetchError as err:
+            self._failed(err.reason, str(err), started)
+            return
+        except Exception as err:  # a bug must not kill the job or flood the log: counted, logged on change
+            self._failed("internal", f"{type(err).__name__}: {err}"[:300], started)
+            return
+        self.ingest(content_type, body, started)
+
+    def ingest(self, content_type: str, body: str, started: float | None = None) -> None:
+        """Parse one exposition and apply it (sample() after the fetch; the fuzz tests directly)."""
+        started = time.monotonic() if started is None else started
+        try:
             models = parse_exposition(content_type, body, self._schema)
-        except (FetchError, ParseError) as err:
-            with self._lock:
-                self._gauges = {}  # running/waiting are unknown now; totals stay
-                self.tokens_flowing = False
-            self.health.failure(err.reason, str(err), time.monotonic() - started)
+        except ParseError as err:
+            self._failed(err.reason, str(err), started)
+            return
+        except Exception as err:  # the parser is third-party code fed by the network
+            self._failed("parse", f"{type(err).__name__}: {err}"[:300], started)
             return
         now = self._clock.now()
         with self._lock:
-            models = self._cap_models(models)
+            models = self._cap_series(models, now)
             resets_before = self._totals.resets
             deltas = self._totals.update(_flatten(models))
             self._gauges = {name: dict(r.gauges) for name, r in models.items()}
             for name in models:
+                self._last_seen[name] = now
                 window = self._windows.setdefault(name, SlidingWindow(self._window_s))
                 window.add(now, self._model_tokens(name))
             self.tokens_flowing = any(delta > 0 for (_, kind, quantity), delta in deltas.items()
@@ -102,6 +127,12 @@ class EngineSource:
         if self._totals.resets != resets_before:
             log.warning("engine counters went backwards (restart?) engine=%s; counting from the new values", self.name)
         self.health.success(now, time.monotonic() - started)
+
+    def _failed(self, reason: str, detail: str, started: float) -> None:
+        with self._lock:
+            self._gauges = {}  # running/waiting are unknown now; totals stay
+            self.tokens_flowing = False
+        self.health.failure(reason, detail, time.monotonic() - started)
 
     def _price_with_apis(self, now: float, deltas: dict[tuple, float]) -> None:
         by_model: dict[str, dict[str, float]] = {}
@@ -161,19 +192,80 @@ class EngineSource:
         totals = self._totals.totals
         return sum(totals.get((model, "counter", f"{d}_tokens"), 0.0) for d in TOKEN_DIRECTIONS)
 
-    def _cap_models(self, models: dict[str, ModelReading]) -> dict[str, ModelReading]:
-        """Bound cardinality: models already known first, then new ones up to max_models."""
+    def _cap_series(self, models: dict[str, ModelReading], now: float) -> dict[str, ModelReading]:
+        """Bound cardinality (call with the state lock held). Known models are always kept; new
+        ones are admitted while fewer than max_models are tracked, after evicting models that have
+        been absent for RETIRE_AFTER_S; the rest are dropped and counted."""
+        long_names = [m for m in models if len(m) > MAX_LABEL_LENGTH]
+        if long_names:
+            models = {m: r for m, r in models.items() if len(m) <= MAX_LABEL_LENGTH}
+            self._cap_hit("label_too_long", f"dropped {len(long_names)} model name(s) over {MAX_LABEL_LENGTH} characters")
         limit = self.config.max_models
-        if len(models) <= limit:
-            return models
         known = self._model_names()
-        ordered = sorted(models, key=lambda m: (m not in known, m))
-        kept = {m: models[m] for m in ordered[:limit]}
-        self.health.count("too_many_models")
-        if not self._capped_logged:
-            log.warning("engine=%s exposes %d models, over max_models=%d; dropping the rest", self.name, len(models), limit)
-            self._capped_logged = True
-        return kept
+        new = sorted(m for m in models if m not in known)
+        if len(known) + len(new) > limit:
+            self._evict_retired(known, models, now, len(known) + len(new) - limit)
+            room = max(limit - len(self._model_names()), 0)
+            kept = {m: r for m, r in models.items() if m in known}
+            kept.update((m, models[m]) for m in new[:room])
+            if len(kept) < len(models):
+                self._cap_hit("too_many_models", f"exposes {len(models)} models ({len(known | set(new))} counting those "
+                              f"tracked before), over max_models={limit}; dropping {len(models) - len(kept)}")
+            models = kept
+        for reading in models.values():
+            if len(reading.requests) > MAX_REASONS or any(len(r) > MAX_LABEL_LENGTH for r in reading.requests):
+                reading.requests = self._fold_reasons(reading.requests)
+        return models
+
+    def _fold_reasons(self, requests: dict[str, float]) -> dict[str, float]:
+        """At most MAX_REASONS finished reasons: the largest counts keep their label, the rest are
+        summed into OTHER_REASON, so the total number of requests stays exact."""
+        valid = {r: v for r, v in requests.items() if len(r) <= MAX_LABEL_LENGTH and r != OTHER_REASON}
+        keep = set(sorted(valid, key=lambda r: (-valid[r], r))[:MAX_REASONS - 1])
+        folded = {r: v for r, v in requests.items() if r in keep}
+        folded[OTHER_REASON] = sum(v for r, v in requests.items() if r not in keep)
+        self._cap_hit("too_many_series", f"{len(requests)} finished_reason values for one model, over {MAX_REASONS}; "
+                      f"the rest are summed as {OTHER_REASON!r}")
+        return folded
+
+    def _evict_retired(self, known: set[str], present: dict, now: float, wanted: int) -> None:
+        retired = sorted((self._last_seen.get(m, now), m) for m in known if m not in present)
+        for seen, model in retired[:wanted]:
+            if now - seen < RETIRE_AFTER_S:
+                break
+            self._totals.forget(lambda key, model=model: key[0] == model)
+            self._windows.pop(model, None)
+            self._last_seen.pop(model, None)
+            for key in [k for k in self._api_spend if k[0] == model]:
+                del self._api_spend[key]
+            log.info("engine=%s model=%s absent for %.0fs: its series end to make room for a new model",
+                     self.name, model, now - seen)
+
+    def _cap_hit(self, reason: str, detail: str) -> None:
+        self.health.count(reason)
+        if reason not in self._capped_logged:
+            log.warning("engine=%s %s (reason=%s; logged once)", self.name, detail, reason)
+            self._capped_logged.add(reason)
+
+    # -- persisted state (exporter.state) ---------------------------------------------------
+
+    def export_state(self) -> dict:
+        """Everything cumulative, JSON-ready (call with the state lock held)."""
+        return {"url": redact(self.config.url), "totals": self._totals.state(),
+                "api_spend": [[m, a, v] for (m, a), v in self._api_spend.items()],
+                "last_seen": self._last_seen, "observed_peak": self._observed_peak}
+
+    def restore_state(self, state: dict, now: float) -> bool:
+        """Continue from a saved state: totals go on from where they were and the next scrape
+        counts what the engine served meanwhile (or, if it restarted, since its restart). A state
+        saved for another URL is not ours. Call before the first sample."""
+        if state.get("url") != redact(self.config.url):
+            return False
+        self._totals.restore(state["totals"])
+        self._api_spend = {(m, a): float(v) for m, a, v in state["api_spend"]}
+        self._last_seen = {str(m): min(float(t), now) for m, t in state["last_seen"].items()}
+        self._observed_peak = float(state["observed_peak"])
+        return True
 
 
 def _flatten(models: dict[str, ModelReading]) -> dict[tuple, float]:

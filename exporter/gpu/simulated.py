@@ -47,7 +47,7 @@ class _SimGpu:
 
 class SimulatedNVML:
     """Drop-in for the `pynvml` module. Fault injection: `fail`, `lose_gpu`, `library_missing`,
-    `reset_energy_counter`, `add_gpu`."""
+    `reset_energy_counter`, `add_gpu`, `remove_gpu`."""
 
     def __init__(self, clock, count=4, product="NVIDIA A10G", idle_watts=60.0, max_watts=300.0,
                  memory_bytes=24 * 1024**3, energy_counter=True, load_fn=None):
@@ -84,7 +84,19 @@ class SimulatedNVML:
             gpu.energy_mj = 0.0
 
     def add_gpu(self, load_fn=None) -> None:
-        self.gpus.append(self._new_gpu(len(self.gpus), load_fn))
+        """A GPU appears (hot-plug, a reset GPU back on the bus): the device count grows."""
+        gpu = self._new_gpu(len(self.gpus), load_fn)
+        gpu.uuid = f"GPU-{len(self.gpus):08x}-5151-4c4d-8000-{id(gpu) & 0xFFFFFFFFFFFF:012x}"  # a new board
+        self.gpus.append(gpu)
+
+    def remove_gpu(self, index: int) -> None:
+        """A GPU vanishes (unbound, fallen off the bus and the driver reloaded): the count
+        shrinks, the GPUs after it move down one index, as NVML enumerates them, and handles to
+        it answer GPU_IS_LOST."""
+        gpu = self.gpus.pop(index)
+        gpu.lost = True
+        for i, other in enumerate(self.gpus):
+            other.index = i
 
     def set_load(self, index: int, load_fn) -> None:
         gpu = self.gpus[index]

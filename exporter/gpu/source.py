@@ -8,12 +8,19 @@ Energy is the hardware counter (nvmlDeviceGetTotalEnergyConsumption, mJ since dr
 Volta and newer). Where it is not supported the exporter integrates sampled power (trapezoids).
 Either way the exported energy is our own monotonic total: a counter that goes backwards (driver
 reload) contributes the integrated power for that interval, never a negative or phantom jump.
+
+A reading a GPU does not support (NVML_ERROR_NOT_SUPPORTED: utilization on a MIG-enabled GPU,
+power on some boards) is remembered and not asked again: that reading is absent, the GPU stays
+up, one error is counted and one line logged. Every RESCAN_EVERY samples the device count is
+checked; a GPU that appeared or vanished triggers a re-initialisation that keeps every known
+GPU's energy total by UUID (a vanished GPU stays, down, with its total).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, replace
 
@@ -39,6 +46,7 @@ _REASONS = {
 _FATAL = {NVML_ERROR_UNINITIALIZED, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIBRARY_NOT_FOUND}
 
 MAX_BACKOFF_S = 60.0
+RESCAN_EVERY = 30  # samples between device-count checks (30 s at the default 1 s cadence)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class _GpuTracker:
         self.last_power: float | None = None
         self.last_time: float | None = None
         self.counter_supported = True
+        self.unsupported: set[str] = set()  # readings this GPU answered NOT_SUPPORTED to
 
 
 class GpuSource:
@@ -86,31 +95,55 @@ class GpuSource:
         self._gpus: list[_GpuTracker] = []
         self._backoff = 1.0
         self._next_init = 0.0  # monotonic seconds
+        self._samples = 0
+        self._restored: dict[str, dict] = {}  # uuid -> saved state, applied when the GPU is found
+        self._lock = threading.Lock()  # sample() against export_state() from the state writer
 
     # -- public ---------------------------------------------------------------------------
 
     def readings(self) -> list[GpuReading]:
-        return [g.reading for g in self._gpus]
+        """Vanished GPUs first: the accountant keys GPU energy by index, and a live GPU that took
+        a vanished one's index must win. A reading that is not supported hides power too,
+        because the collector renders power, utilization and memory as one block."""
+        gpus = sorted(self._gpus, key=lambda g: g.handle is not None)
+        return [_collector_safe(g.reading) for g in gpus]
 
     def sample(self) -> list[GpuReading]:
-        """Read every GPU once. Never raises for NVML trouble; reports it in health."""
+        """Read every GPU once. Never raises; reports NVML trouble in health."""
+        with self._lock:
+            try:
+                self._sample()
+            except Exception as err:  # a bug, not NVML: keep the job alive, count it, log on change
+                self.health.failure("internal", f"{type(err).__name__}: {err}"[:300])
+        return self.readings()
+
+    def _sample(self) -> None:
         started = time.monotonic()
         if self._nvml is None and not self._initialise(started):
             self._mark_all_down()
-            return self.readings()
+            return
+        self._samples += 1
+        changed = self._samples % RESCAN_EVERY == 0 and self._devices_changed()
+        if changed:
+            self._shutdown()
+            if not self._initialise(started, changed):
+                self._mark_all_down()
+                return
         now = self._clock.now()
         fatal = None
         for gpu in self._gpus:
+            if gpu.handle is None:
+                continue  # vanished at the last re-initialisation: down, keeping its total
             try:
                 self._sample_gpu(gpu, now)
             except Exception as err:  # pynvml.NVMLError or anything a broken binding raises
                 reason = nvml_reason(err)
+                if reason in ("uninitialized", "driver_not_loaded", "library_not_found"):
+                    fatal = (reason, err)  # the whole library: one line from health, below
+                    break
                 if gpu.reading.up:  # log the transition, not every failed sample
                     log.warning("gpu down gpu=%d uuid=%s reason=%s detail=%s", gpu.index, gpu.reading.uuid, reason, err)
                 gpu.reading = replace(gpu.reading, up=False)
-                if reason in ("uninitialized", "driver_not_loaded", "library_not_found"):
-                    fatal = (reason, err)
-                    break
                 self.health.count(reason)
         duration = time.monotonic() - started
         if fatal:
@@ -122,14 +155,13 @@ class GpuSource:
             self.health.failure("gpu_lost", "no GPU answered", duration)
         else:
             self.health.success(now, duration)
-        return self.readings()
 
     def total_energy_joules(self) -> float:
         return sum(g.reading.energy_joules for g in self._gpus)
 
     # -- internals ------------------------------------------------------------------------
 
-    def _initialise(self, mono_now: float) -> bool:
+    def _initialise(self, mono_now: float, why: str = "") -> bool:
         if mono_now < self._next_init:
             return False
         try:
@@ -145,8 +177,12 @@ class GpuSource:
                 limit = _optional(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0)
                 tracker = _GpuTracker(index, handle, uuid, name, limit)
                 previous = known.pop(uuid, None)
-                if previous:  # keep the energy total of a GPU we already knew
+                if previous:  # keep the energy total and what we learnt about a GPU we already knew
                     tracker.reading = replace(tracker.reading, energy_joules=previous.reading.energy_joules)
+                    tracker.counter_supported = previous.counter_supported
+                    tracker.unsupported = previous.unsupported
+                elif uuid in self._restored:
+                    _apply_state(tracker, self._restored.pop(uuid))
                 gpus.append(tracker)
             # GPUs that vanished keep their totals (down) so counters never go backwards.
             for gone in known.values():
@@ -158,8 +194,17 @@ class GpuSource:
         except Exception as err:
             return self._init_failed(nvml_reason(err), str(err), mono_now)
         self._nvml, self._gpus, self._backoff = nvml, gpus, 1.0
-        log.info("nvml initialised gpus=%d", count)
+        log.info("nvml initialised gpus=%d%s", count, f" ({why})" if why else "")
         return True
+
+    def _devices_changed(self) -> str:
+        """'' if the device count is what we track, else why we re-initialise."""
+        try:
+            count = self._nvml.nvmlDeviceGetCount()
+        except Exception:  # the per-GPU reads will say what is wrong
+            return ""
+        attached = sum(1 for g in self._gpus if g.handle is not None)
+        return f"device count changed from {attached} to {count}" if count != attached else ""
 
     def _init_failed(self, reason: str, detail: str, mono_now: float) -> bool:
         self._schedule_retry(mono_now)
@@ -182,24 +227,37 @@ class GpuSource:
             gpu.reading = replace(gpu.reading, up=False)
 
     def _sample_gpu(self, gpu: _GpuTracker, now: float) -> None:
-        if gpu.handle is None:
-            raise _Lost()
         nvml, h = self._nvml, gpu.handle
-        power = nvml.nvmlDeviceGetPowerUsage(h) / 1000.0
-        util = nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0
-        memory = nvml.nvmlDeviceGetMemoryInfo(h)
+        power = self._reading(gpu, "power", lambda: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)
+        util = self._reading(gpu, "utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0)
+        memory = self._reading(gpu, "memory", lambda: nvml.nvmlDeviceGetMemoryInfo(h))
         energy = gpu.reading.energy_joules + self._energy_delta(gpu, now, power)
         gpu.last_power, gpu.last_time = power, now
         if not gpu.reading.up and gpu.reading.power_watts is not None:
             log.info("gpu up again gpu=%d uuid=%s", gpu.index, gpu.reading.uuid)
         gpu.reading = replace(
             gpu.reading, up=True, power_watts=power, utilization_ratio=util,
-            memory_used_bytes=float(memory.used), memory_total_bytes=float(memory.total),
+            memory_used_bytes=None if memory is None else float(memory.used),
+            memory_total_bytes=None if memory is None else float(memory.total),
             energy_joules=energy, energy_method="counter" if gpu.counter_supported else "integrated")
+
+    def _reading(self, gpu: _GpuTracker, what: str, read):
+        """One NVML reading; None (and never asked again) where this GPU does not support it."""
+        if what in gpu.unsupported:
+            return None
+        try:
+            return read()
+        except Exception as err:
+            if nvml_reason(err) != "not_supported":
+                raise
+        gpu.unsupported.add(what)
+        self.health.count("not_supported")
+        log.info("gpu=%d uuid=%s does not support reading %s; it stays up without it", gpu.index, gpu.reading.uuid, what)
+        return None
 
     def _energy_delta(self, gpu: _GpuTracker, now: float, power: float) -> float:
         integrated = 0.0
-        if gpu.last_time is not None and gpu.last_power is not None and now > gpu.last_time:
+        if gpu.last_time is not None and gpu.last_power is not None and power is not None and now > gpu.last_time:
             integrated = (gpu.last_power + power) / 2.0 * (now - gpu.last_time)
         if not gpu.counter_supported:
             return integrated
@@ -221,11 +279,40 @@ class GpuSource:
         return (counter_mj - previous) / 1000.0
 
 
-class _Lost(Exception):
-    value = NVML_ERROR_GPU_IS_LOST
+    # -- persisted state (exporter.state) ---------------------------------------------------
 
-    def __str__(self):
-        return "GPU no longer present after re-initialisation"
+    def export_state(self) -> list[dict]:
+        with self._lock:
+            out = [{"uuid": g.reading.uuid, "energy_joules": g.reading.energy_joules,
+                    "last_counter_mj": g.last_counter_mj, "last_power": g.last_power, "last_time": g.last_time}
+                   for g in self._gpus]
+            known = {g["uuid"] for g in out}
+            return out + [s for u, s in self._restored.items() if u not in known]
+
+    def restore_state(self, gpus: list[dict], accrue_gap: bool) -> None:
+        """Energy totals go on per UUID. With accrue_gap the first sample also counts the energy
+        the hardware counter measured while the exporter was down (or integrates power over the
+        gap if the counter reset); without, that sample is a fresh baseline. Call before sampling."""
+        with self._lock:
+            for saved in gpus:
+                state = {"uuid": str(saved["uuid"]), "energy_joules": float(saved["energy_joules"])}
+                if accrue_gap:
+                    state.update(last_counter_mj=saved.get("last_counter_mj"), last_power=saved.get("last_power"),
+                                 last_time=saved.get("last_time"))
+                self._restored[state["uuid"]] = state
+
+
+def _apply_state(tracker: _GpuTracker, state: dict) -> None:
+    tracker.reading = replace(tracker.reading, energy_joules=state["energy_joules"])
+    tracker.last_counter_mj = state.get("last_counter_mj")
+    tracker.last_power = state.get("last_power")
+    tracker.last_time = state.get("last_time")
+
+
+def _collector_safe(reading: GpuReading) -> GpuReading:
+    if reading.power_watts is not None and (reading.utilization_ratio is None or reading.memory_used_bytes is None):
+        return replace(reading, power_watts=None)
+    return reading
 
 
 def _text(value) -> str:
