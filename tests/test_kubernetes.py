@@ -501,3 +501,36 @@ def test_start_reads_the_node_before_the_first_tick_and_schedules_the_refreshes(
         assert jobs["kubernetes:node"] == 300 and jobs["kubernetes:pods"] == 30
     finally:
         exporter.stop()
+
+
+def test_the_run_command_prices_its_node_and_scrapes_its_pods(cluster, clock, tmp_path):
+    """`llm-cost-exporter run` as a DaemonSet runs it: NODE_NAME from the environment, the file's
+    kubernetes section, the real client; its node and pods served by the local API server."""
+    api, _, _ = cluster
+    path, port = tmp_path / "config.yml", free_port()
+    path.write_text(f"gpu: {{backend: none}}\nkubernetes:\n  api_url: '{api.url}'\n"
+                    "  discovery: {enabled: true, interval: 1s, timeout: 500ms}\n")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("LLMCOST_")}
+    env.update(NODE_NAME=NODE, LLMCOST_KUBERNETES_ENABLED="true")
+    process = subprocess.Popen([sys.executable, "-m", "exporter", "run", f"--config.file={path}",
+                                f"--web.listen-address=127.0.0.1:{port}"], env=env, stderr=subprocess.PIPE, text=True)
+    text = ""
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            clock.advance(5)  # the simulated vLLM servers run on the test's clock: they serve tokens as it moves
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            except OSError:
+                continue
+            if re.search(r'llmcost_tokens_total\{direction="input",engine="llm/llama[^}]*pod="llama[^}]*\} [1-9]', text):
+                break
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert 'price_source="node_labels:aws/g5.12xlarge/us-east-1/spot"' in text, stderr
+    assert 'llmcost_node_info{capacity_type="spot",cloud="aws"' in text
+    assert re.search(r'llmcost_tokens_total\{direction="input",engine="llm/llama[^}]*pod="llama[^}]*\} [1-9]', text), text
+    assert 'llmcost_hourly_cost{currency="USD"} 2.1824' in text
+    assert "engine discovered engine=llm/llama-8b-7d9f8c6b5-x2kqz" in stderr
