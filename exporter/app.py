@@ -406,6 +406,9 @@ class Exporter:
         """Start the apscheduler jobs; the first round runs at once."""
         if self.kube is not None:
             self.refresh_kubernetes()  # the node's price before the first tick (bounded by kubernetes.timeout)
+            if self.price_source == "unknown" and self._price_note.endswith("not been read yet"):
+                log.warning("instance price unknown: %s; the instance spend component does not accrue until it is "
+                            "known", self._price_note)
         self.sample_gpus_and_account()  # open the spend ledger before any engine's first scrape
         workers = len(self.engines) + 4 + (32 if self.config.kubernetes.discovery.enabled else 0)
         self._scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(workers)}, daemon=True)
