@@ -21,6 +21,7 @@ import hashlib
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -40,6 +41,7 @@ log = logging.getLogger("exporter")
 
 # Keys a reload cannot change in a running exporter: totals are kept per currency and cost
 # component, windows are sized at start, and the GPU and Kubernetes sources are built at start.
+SETTLE_SECONDS = 0.1  # a changed file must read the same this much later before it is loaded
 RESTART_KEYS = ("pricing.mode", "pricing.currency", "gpu.backend", "gpu.simulated", "window", "kubernetes")
 
 
@@ -354,6 +356,8 @@ class Exporter:
                 data, state, error = None, f"error:{err}", err
             if state == self._last_seen and not force:
                 return self.reload_successful, "unchanged"
+            if not force and data is not None and not self._settled(data):
+                return self.reload_successful, "changing"  # an editor still writing it: look at the next poll
             self._last_seen = state
             if data is None:
                 return self._reload_failed(error)
@@ -366,6 +370,15 @@ class Exporter:
                 return self._reload_failed(err)
             self._running_digest = state
             return self._reload_succeeded("configuration reloaded", applied=True)
+
+    def _settled(self, data: bytes) -> bool:
+        """Is the file still the same a moment later? A file rewritten in place can be read half
+        written (a ConfigMap update, a rename, cannot)."""
+        time.sleep(SETTLE_SECONDS)
+        try:
+            return read_file(self.config_path) == data
+        except ConfigError:
+            return False
 
     def _reload_failed(self, err: ConfigError) -> tuple[bool, str]:
         self.reload_successful = False

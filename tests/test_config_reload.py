@@ -258,3 +258,16 @@ def test_the_run_command_reloads_its_file_and_reports_a_bad_one(tmp_path):
     failures = [line for line in stderr.splitlines() if "config reload failed" in line]
     assert len(failures) == 1 and "key=windoww" in failures[0], stderr
     assert sum("configuration reloaded" in line for line in stderr.splitlines()) == 1, stderr
+
+
+def test_a_file_still_being_written_is_loaded_once_it_settles(setup, clock):
+    import threading
+
+    path, server, make = setup
+    exporter = make()
+    full = path.read_text().replace("hourly: 3.6", "hourly: 6.0")
+    path.write_text(full[:25])  # an editor half way through rewriting it in place
+    threading.Timer(0.02, path.write_text, args=(full,)).start()
+    assert exporter._check_config_file(force=False) == (True, "changing")  # nothing loaded, nothing reported
+    exporter.check_config_file()
+    assert exporter.accountant.pricing.cloud.hourly == 6.0 and exporter.reload_successful
