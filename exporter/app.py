@@ -66,6 +66,7 @@ class Exporter:
         self._pods_listed_at: float | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._previous_sighup = None
+        self.restore_engine = None  # exporter.state sets it: an engine added later gets its saved totals
         self.kube = None
         if config.kubernetes.enabled:
             from exporter.kube.source import KubernetesSource  # the kubernetes client itself loads on first use
@@ -148,6 +149,8 @@ class Exporter:
 
     def _add_engine(self, engine_config: EngineConfig, pod=None, restart: str | None = None) -> None:
         source = EngineSource(engine_config, self.clock, self.lock, self.config.window, self._apis_for(engine_config))
+        if self.restore_engine is not None:
+            self.restore_engine(source)
         if restart:
             source.reconfigure(engine_config, source.apis, restart)
         self._engines[engine_config.name] = _Engine(source, engine_config.gpus, pod)
