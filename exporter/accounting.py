@@ -91,6 +91,7 @@ class Accountant:
         self._last_time: float | None = None
         self._last_gpu_energy: dict[str, float] = {}
         self._last_requests = 0.0
+        self._restored_engines: dict[str, tuple[float, float, float]] = {}  # exporter.state, until the engine appears
         self._hourly: float | None = None
 
     @staticmethod
@@ -119,6 +120,9 @@ class Accountant:
                 if engine not in self._spend:
                     self._spend[engine], self._energy[engine] = _Ledger(self._window_s), _Ledger(self._window_s)
                     self._idle_spend[engine] = 0.0
+                    saved = self._restored_engines.pop(engine, None)  # totals from before a restart
+                    if saved is not None:
+                        self._spend[engine].total, self._energy[engine].total, self._idle_spend[engine] = saved
                     if self._last_time is not None:  # open the ledgers at the last tick, as the first tick does
                         self._spend[engine].add(self._last_time, 0.0, 0.0)
                         self._energy[engine].add(self._last_time, 0.0, 0.0)
@@ -129,6 +133,47 @@ class Accountant:
             if engine not in self._engine_gpus:
                 for ledgers in (self._spend, self._energy, self._idle_spend):
                     ledgers.pop(engine, None)
+
+    # -- persisted state (exporter.state) ---------------------------------------------------
+
+    def export_state(self) -> dict:
+        """Every cumulative figure and what the next tick measures from, JSON-ready."""
+        with self._lock:
+            return {"mode": self._pricing.mode, "currency": self._pricing.currency,
+                    "components": dict(self._components),
+                    "engines": {**{e: list(v) for e, v in self._restored_engines.items()},
+                                **{e: [self._spend[e].total, self._energy[e].total, self._idle_spend.get(e, 0.0)]
+                                   for e in self._spend}},
+                    "energy_cost": self._energy_cost, "overhead_joules": self._overhead_joules,
+                    "co2e_grams": self._co2e_grams, "opex": self._opex, "last_time": self._last_time,
+                    "last_gpu_energy": dict(self._last_gpu_energy), "last_requests": self._last_requests}
+
+    def restore_state(self, state: dict, accrue_gap: bool) -> bool:
+        """Continue the totals of a previous run (before the first tick). With accrue_gap the
+        first tick accrues from the saved last tick: the time the exporter was down is billed
+        like any other interval. Refused (False) if the mode or the currency changed."""
+        if (state["mode"], state["currency"]) != (self._pricing.mode, self._pricing.currency):
+            return False
+        with self._lock:
+            for component, value in state["components"].items():
+                if component in self._components:
+                    self._components[component] = float(value)
+            self._restored_engines = {e: tuple(float(v) for v in values) for e, values in state["engines"].items()}
+            for engine in list(self._spend):  # engines already set: take their totals now
+                saved = self._restored_engines.pop(engine, None)
+                if saved is not None:
+                    self._spend[engine].total, self._energy[engine].total, self._idle_spend[engine] = saved
+            self._energy_cost = float(state["energy_cost"])
+            self._overhead_joules = float(state["overhead_joules"])
+            self._co2e_grams = float(state["co2e_grams"])
+            self._opex = float(state["opex"])
+            if accrue_gap and state["last_time"] is not None:
+                self._last_time = float(state["last_time"])
+                self._last_gpu_energy = {str(k): float(v) for k, v in state["last_gpu_energy"].items()}
+                self._last_requests = float(state["last_requests"])
+                for ledger in (*self._spend.values(), *self._energy.values()):
+                    ledger.add(self._last_time, 0.0, 0.0)  # the window starts at the saved tick
+        return True
 
     # -- ticking --------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -26,12 +27,23 @@ def _parser() -> argparse.ArgumentParser:
     def common(sub):
         sub.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN_ADDRESS,
                          help="address to listen on for the web interface and telemetry")
+        sub.add_argument("--web.config.file", dest="web_config_file", default=None,
+                         help="web config file for TLS and basic auth, in the Prometheus exporter-toolkit format "
+                              "(docs/security.md); re-read when it or its certificates change")
         sub.add_argument("--log.level", dest="log_level", choices=LOG_LEVELS, default="info", help="log level")
 
     run = commands.add_parser("run", formatter_class=fmt, help="run the exporter on a GPU node")
     run.add_argument("--config.file", dest="config_file", default=None,
                      help="YAML configuration file (docs/configuration.md); LLMCOST_* variables override it")
     run.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="path under which to expose metrics")
+    run.add_argument("--storage.path", dest="storage_path", default=None,
+                     help="directory for the persisted totals, so a restart continues them and accrues its downtime "
+                          "(docs/reliability.md); none: totals start at 0 on every start")
+    run.add_argument("--storage.interval", dest="storage_interval", type=_seconds, default="30s",
+                     help="how often the totals are written (and once at shutdown)")
+    run.add_argument("--storage.max-gap", dest="storage_max_gap", type=_seconds, default="1h",
+                     help="the longest downtime accrued as billed after a restart (a longer one may have been a "
+                          "stopped node)")
     common(run)
 
     demo = commands.add_parser("demo", formatter_class=fmt,
@@ -57,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
                                      help="convert LiteLLM's model_prices_and_context_window.json into an API catalog")
     litellm.add_argument("args", nargs=argparse.REMAINDER, help="FILE [--output PATH] [--provider NAME ...]")  # for --help
     return parser
+
+
+def _seconds(text: str) -> float:
+    from exporter.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 5m, 1h)") from None
 
 
 def _setup_logging(level: str) -> None:
@@ -85,8 +106,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from exporter.demo.run import run as run_demo
 
-        return run_demo(args.listen_address, args.speed, args.duration, args.summary_every, args.constant_load)
+        web_config = _web_config(args.web_config_file)
+        if web_config == 2:
+            return 2
+        code = run_demo(args.listen_address, args.speed, args.duration, args.summary_every, args.constant_load,
+                        web_config)
+        return _exit_promptly(code) if code == 0 else code
     return _run(args)
+
+
+def _web_config(path: str | None):
+    """The WebConfigWatcher for --web.config.file, None without one, 2 (printed) if invalid."""
+    if not path:
+        return None
+    from exporter.webconfig import WebConfigError, WebConfigWatcher
+
+    try:
+        watcher = WebConfigWatcher(path)
+    except WebConfigError as err:
+        print(f"llm-cost-exporter: web config error: {err}", file=sys.stderr)
+        return 2
+    if watcher.current.auth and watcher.current.tls is None:
+        log.warning("basic auth without TLS: passwords cross the network in clear text; set tls_server_config")
+    return watcher
+
+
+def _exit_promptly(code: int) -> int:
+    """After a clean shutdown, make sure the process ends within a second: an engine read still
+    in flight in a worker thread (up to its timeout) would otherwise hold interpreter exit,
+    because concurrent.futures joins its workers there."""
+    timer = threading.Timer(1.0, os._exit, args=(code,))
+    timer.daemon = True
+    timer.start()
+    return code
 
 
 def _run(args) -> int:
@@ -95,24 +147,38 @@ def _run(args) -> int:
     except ConfigError as err:
         print(f"llm-cost-exporter: config error: {err}", file=sys.stderr)
         return 2
+    web_config = _web_config(args.web_config_file)
+    if web_config == 2:
+        return 2
     from exporter.app import Exporter
     from exporter.web import WebServer
 
     exporter = Exporter(config)
     try:
-        web = WebServer(exporter, args.listen_address, args.telemetry_path)
+        web = WebServer(exporter, args.listen_address, args.telemetry_path, web_config)
     except (OSError, ValueError) as err:
         print(f"llm-cost-exporter: cannot listen on {args.listen_address}: {err}", file=sys.stderr)
         return 1
+    state = None
+    if args.storage_path:
+        from exporter.state import StateStore
+
+        state = StateStore(exporter, args.storage_path, args.storage_interval, args.storage_max_gap)
+        state.restore()
     exporter.start()
     web.start()
-    log.info("listening address=%s telemetry_path=%s engines=%d gpu_backend=%s mode=%s",
-             args.listen_address, args.telemetry_path, len(config.engines), config.gpu.backend, config.pricing.mode)
+    if state is not None:
+        state.start()
+    log.info("listening address=%s telemetry_path=%s tls=%s basic_auth=%s engines=%d gpu_backend=%s mode=%s",
+             args.listen_address, args.telemetry_path, web.tls, bool(web_config and web_config.current.auth),
+             len(config.engines), config.gpu.backend, config.pricing.mode)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     web.stop()
     exporter.stop()
+    if state is not None:
+        state.stop()
     log.info("stopped")
-    return 0
+    return _exit_promptly(0)

@@ -33,7 +33,8 @@ COMPARE_APIS = ("gpt-4o-mini", "gpt-4o")
 
 
 class Demo:
-    def __init__(self, listen_address: str, speed: float, window: str = "30m", constant_load: float | None = None):
+    def __init__(self, listen_address: str, speed: float, window: str = "30m", constant_load: float | None = None,
+                 web_config=None, gpu_interval: str = "1s", engine_interval: str = "1s", engine_timeout: str = "800ms"):
         self.clock = AcceleratedClock(speed)
         self.servers: list[SimulatedVllm] = []
         loads = {}
@@ -46,29 +47,31 @@ class Demo:
         self.nvml = SimulatedNVML(self.clock, count=4, product="NVIDIA A10G", idle_watts=58.0, max_watts=300.0)
         for gpu, load in loads.items():
             self.nvml.set_load(gpu, load)
-        engine_interval = "1s"
         config = from_dict({
             "pricing": {"mode": "cloud", "cloud": {"instance_type": INSTANCE_TYPE, "hourly": INSTANCE_HOURLY},
                         "energy": {"electricity_per_kwh": 0.12, "pue": 1.3}},
-            "gpu": {"backend": "simulated", "interval": "1s"},
+            "gpu": {"backend": "simulated", "interval": gpu_interval},
             "window": window,
             "compare": {"apis": list(COMPARE_APIS)},
-            "engines": [{"name": name, "url": server.url, "gpus": gpus, "interval": engine_interval, "timeout": "800ms",
+            "engines": [{"name": name, "url": server.url, "gpus": gpus, "interval": engine_interval, "timeout": engine_timeout,
                          "capacity_tokens_per_s": capacity}
                         for (name, _, capacity, gpus, _), server in zip(ENGINES, self.servers)],
         }, environ={})
         self.exporter = Exporter(config, clock=self.clock, nvml_backend=self.nvml)
-        self.web = WebServer(self.exporter, listen_address)
+        self.web = WebServer(self.exporter, listen_address, web_config=web_config)
 
     def start(self) -> None:
         self.exporter.start()
         self.web.start()
 
     def stop(self) -> None:
-        self.web.stop()
+        """Everything at once: each HTTP server takes up to its poll interval to stop."""
         self.exporter.stop()
-        for server in self.servers:
-            server.stop()
+        stoppers = [threading.Thread(target=s.stop) for s in (self.web, *self.servers)]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(5)
 
     def summary_line(self) -> str:
         snap = self.exporter.snapshot()
@@ -88,9 +91,9 @@ class Demo:
 
 
 def run(listen_address: str, speed: float, duration: float, summary_every: float,
-        constant_load: float | None = None) -> int:
+        constant_load: float | None = None, web_config=None) -> int:
     try:
-        demo = Demo(listen_address, speed, constant_load=constant_load)
+        demo = Demo(listen_address, speed, constant_load=constant_load, web_config=web_config)
     except OSError as err:
         print(f"llm-cost-exporter demo: cannot listen on {listen_address}: {err}", file=sys.stderr)
         return 1
@@ -98,7 +101,8 @@ def run(listen_address: str, speed: float, duration: float, summary_every: float
     port = demo.web.port
     print(f"llm-cost-exporter demo: 4 simulated A10G GPUs ({INSTANCE_TYPE} at ${INSTANCE_HOURLY}/h), "
           f"2 simulated vLLM servers, time x{speed:g}", flush=True)
-    print(f"  metrics:  http://localhost:{port}/metrics\n  summary:  http://localhost:{port}/\n"
+    scheme = "https" if demo.web.tls else "http"
+    print(f"  metrics:  {scheme}://localhost:{port}/metrics\n  summary:  {scheme}://localhost:{port}/\n"
           f"  engines:  {', '.join(s.url for s in demo.servers)}\nCtrl-C to stop.", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

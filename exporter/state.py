@@ -1,0 +1,221 @@
+"""Persisted totals (`--storage.path`): a restarted exporter goes on from what it had counted.
+
+Without it, every counter starts again at 0 on a restart. Prometheus' increase() copes with that
+reset, but two things are lost for good: the spend of the time the exporter was down (the node
+was billed all the same), and the tokens the engines served meanwhile (the first scrape after a
+start is a baseline). With it:
+
+- every cumulative figure (spend by component and by engine, energy, API-equivalent spend,
+  tokens, requests, idle spend, CO2e) is written to one JSON file every `--storage.interval` and
+  at shutdown, atomically (a temporary file, fsync, rename), and read back at start;
+- the first tick after the start accrues the gap since the last saved tick, if it is at most
+  `--storage.max-gap` (a longer gap may have been a stopped node, which is not billed), and GPU
+  energy for it comes from the hardware counter (or integrated power if it reset);
+- each engine's next scrape counts what it served during the gap (if it restarted meanwhile,
+  what it served since its restart), as if the exporter had never stopped.
+
+A missing file is a first start. A file that cannot be read, is not ours, or was written for
+another mode or currency is ignored with one log line: the exporter starts from 0, never fails.
+Write failures (a full or read-only disk) are counted and logged once until a write succeeds.
+Metrics (tell docs/metrics.md): llmcost_state_last_write_timestamp_seconds,
+llmcost_state_write_errors_total, llmcost_state_restored_gap_seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = logging.getLogger("exporter.state")
+
+FILE_NAME = "llm-cost-exporter-state.json"
+VERSION = 1
+MAX_STATE_BYTES = 16 * 1024 * 1024  # bounded by the series caps; anything larger is not ours
+
+
+class StateStore:
+    def __init__(self, exporter, directory: str, interval: float = 30.0, max_gap: float = 3600.0):
+        self.exporter = exporter
+        self.directory = directory
+        self.path = os.path.join(directory, FILE_NAME)
+        self.interval = interval
+        self.max_gap = max_gap
+        self.write_errors = 0
+        self.last_write: float | None = None
+        self.restored_gap: float | None = None  # seconds of downtime accrued at start; None: nothing restored
+        self._failing = False
+        self._pending_engines: dict[str, dict] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._write_lock = threading.Lock()
+        exporter.registry.register(_StateCollector(self))
+
+    # -- start ------------------------------------------------------------------------------
+
+    def restore(self) -> bool:
+        """Read the saved state into the exporter's sources. Call before exporter.start()."""
+        data = self._read()
+        if data is None:
+            return False
+        exporter = self.exporter
+        now = exporter.clock.now()
+        accountant = data["accountant"]
+        last_tick = accountant.get("last_time")
+        gap = None if last_tick is None else now - float(last_tick)
+        accrue = gap is not None and 0.0 <= gap <= self.max_gap
+        if not exporter.accountant.restore_state(accountant, accrue):
+            log.warning("saved state path=%s is for mode=%s currency=%s, not this configuration; starting from 0",
+                        self.path, accountant.get("mode"), accountant.get("currency"))
+            return False
+        if exporter.gpu is not None:
+            exporter.gpu.restore_state(data["gpus"], accrue)
+        self._pending_engines = dict(data["engines"])
+        for engine in list(exporter.engines):
+            self.restore_engine(engine)
+        exporter.restore_engine = self.restore_engine  # engines that appear later (discovered pods)
+        self.restored_gap = gap if accrue else 0.0
+        if accrue:
+            log.info("state restored path=%s; the %.1fs since the last saved tick accrue", self.path, gap)
+        else:
+            log.warning("state restored path=%s; totals continue, but the gap of %s is not accrued (over "
+                        "--storage.max-gap=%gs, or the clock went back)", self.path,
+                        "unknown" if gap is None else f"{gap:.0f}s", self.max_gap)
+        return True
+
+    def restore_engine(self, engine) -> None:
+        """Give an engine the totals saved under its name (once; before its first scrape)."""
+        saved = self._pending_engines.pop(engine.name, None)
+        if saved is None:
+            return
+        try:
+            with self.exporter.lock:
+                restored = engine.restore_state(saved, self.exporter.clock.now())
+        except (KeyError, TypeError, ValueError) as err:
+            log.warning("saved state of engine=%s unusable (%s); it starts from 0", engine.name, type(err).__name__)
+            return
+        if not restored:
+            log.info("saved state of engine=%s was for another URL; it starts from 0", engine.name)
+
+    def _read(self) -> dict | None:
+        try:
+            with open(self.path, "rb") as handle:
+                raw = handle.read(MAX_STATE_BYTES + 1)
+        except FileNotFoundError:
+            log.info("no saved state at %s: counting from 0", self.path)
+            return None
+        except OSError as err:
+            log.warning("saved state path=%s unreadable (%s); counting from 0", self.path, err.strerror)
+            return None
+        try:
+            if len(raw) > MAX_STATE_BYTES:
+                raise ValueError("too large")
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("version") != VERSION:
+                raise ValueError(f"not a version {VERSION} state file")
+            for key, kind in (("accountant", dict), ("gpus", list), ("engines", dict)):
+                if not isinstance(data.get(key), kind):
+                    raise ValueError(f"no {key}")
+            return data
+        except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            log.warning("saved state path=%s is not usable (%s); counting from 0", self.path, str(err)[:200])
+            return None
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        exporter = self.exporter
+        gpus = exporter.gpu.export_state() if exporter.gpu is not None else []
+        with exporter.lock:
+            accountant = exporter.accountant.export_state()
+            engines = {e.name: e.export_state() for e in exporter.engines}
+        for name, saved in self._pending_engines.items():  # not seen yet since the start: keep them
+            engines.setdefault(name, saved)
+        return {"version": VERSION, "saved_at": exporter.clock.now(), "accountant": accountant, "gpus": gpus,
+                "engines": engines}
+
+    def save(self) -> bool:
+        """Write the state atomically. Never raises."""
+        with self._write_lock:
+            try:
+                data = json.dumps(self.snapshot(), separators=(",", ":"), allow_nan=False).encode()
+                os.makedirs(self.directory, exist_ok=True)
+                tmp = f"{self.path}.tmp"
+                with open(tmp, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.path)
+                _fsync_dir(self.directory)
+            except (OSError, ValueError) as err:  # ValueError: a NaN somewhere; never write one
+                self.write_errors += 1
+                if not self._failing:
+                    log.error("cannot write state path=%s: %s; retrying every %gs", self.path,
+                              getattr(err, "strerror", None) or err, self.interval)
+                    self._failing = True
+                return False
+            if self._failing:
+                log.info("state written again path=%s", self.path)
+                self._failing = False
+            self.last_write = self.exporter.clock.now()
+            return True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="state", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.save()
+
+    def stop(self) -> bool:
+        """Stop the periodic writes and write one last time."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        return self.save()
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+class _StateCollector:
+    """llmcost_state_last_write_timestamp_seconds 1.7e+09
+    llmcost_state_write_errors_total 0.0
+    llmcost_state_restored_gap_seconds 2.4"""
+
+    def __init__(self, store: StateStore):
+        self.store = store
+
+    def describe(self):
+        return list(self._families())
+
+    def collect(self):
+        return self._families()
+
+    def _families(self):
+        s = self.store
+        last = GaugeMetricFamily("llmcost_state_last_write_timestamp_seconds",
+                                 "Unix time of the last successful write of the persisted totals (--storage.path).")
+        if s.last_write is not None:
+            last.add_metric([], s.last_write)
+        errors = CounterMetricFamily("llmcost_state_write_errors_total", "Failed writes of the persisted totals.")
+        errors.add_metric([], s.write_errors)
+        gap = GaugeMetricFamily("llmcost_state_restored_gap_seconds", "Downtime before this start that was accrued "
+                                "from the persisted totals (0: restored without accruing; absent: nothing restored).")
+        if s.restored_gap is not None:
+            gap.add_metric([], s.restored_gap)
+        yield from (last, errors, gap)
