@@ -1,18 +1,35 @@
-"""HTTP endpoints: the metrics path, a landing page at /, and /healthz."""
+"""HTTP endpoints: the metrics path, a landing page at /, and /healthz.
+
+Optional TLS and basic auth come from a web config file in the exporter-toolkit format
+(exporter/webconfig.py) and apply to every endpoint. What a client can make us hold is bounded:
+at most MAX_CONNECTIONS connections at once (more are closed at accept), the TLS handshake and
+the whole request head must arrive within READ_TIMEOUT_S (a client dripping one header byte at a
+time is cut off at the deadline, not after each byte), the request line and headers are capped
+by http.server (64 KiB a line, 100 headers), request bodies are never read, and each response is
+one request per connection (HTTP/1.0). Handshakes happen in the connection's own thread, so a
+silent client never blocks the accept loop.
+"""
 
 from __future__ import annotations
 
-import functools
+import io
 import logging
+import socket
+import socketserver
+import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.openmetrics import exposition as openmetrics
 
 from exporter import landing
 
 log = logging.getLogger("exporter.web")
+
+MAX_CONNECTIONS = 64
+READ_TIMEOUT_S = 10.0
+_HTTP_METHODS = (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELET", b"OPTIO", b"PATCH", b"CONNE", b"TRACE")
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -23,26 +40,49 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def _fast(encoder, content_type):
-    """prometheus_client's OpenMetrics encoder, under the default `underscores` name escaping, escapes
-    every sample name character by character in Python: a third of a scrape's time (bench/README.md).
-    For legacy-valid names, which all of ours are, `allow-utf-8` renders the same bytes with
-    str.replace, so the answer (and its Content-Type) stays what the scraper asked for."""
-    if isinstance(encoder, functools.partial) and encoder.func is openmetrics.generate_latest \
-            and encoder.keywords.get("escaping") == openmetrics.UNDERSCORES:
-        encoder = functools.partial(encoder.func, *encoder.args, **{**encoder.keywords, "escaping": openmetrics.ALLOWUTF8})
-    return encoder, content_type
+class _DeadlineReader(io.RawIOBase):
+    """The socket's reads, each given only what is left of one deadline for the whole head."""
+
+    def __init__(self, sock, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request not received before the deadline")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "llm-cost-exporter"
+    sys_version = ""  # no Python version in the Server header
     exporter = None
     telemetry_path = "/metrics"
+    timeout = READ_TIMEOUT_S
+
+    def setup(self):
+        super().setup()
+        deadline = self.server.connection_started() + self.server.read_timeout
+        plain, self.rfile = self.rfile, io.BufferedReader(_DeadlineReader(self.connection, deadline), 64 * 1024)
+        plain.close()
 
     def do_GET(self):  # noqa: N802 (http.server's name)
+        self.connection.settimeout(self.server.read_timeout)  # writes: the usual per-operation timeout
+        config = self.server.connection_config()
+        if config is not None:
+            if not self.server.rate_allows(config):
+                return self._send(429, "text/plain; charset=utf-8", b"Too Many Requests\n")
+            if config.auth and self.server.basic_auth.check(config.users, self.headers.get("Authorization")) is None:
+                log.debug("unauthorized request from %s for %s", self.client_address[0], self.path.split("?", 1)[0])
+                return self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n",
+                                  {"WWW-Authenticate": 'Basic realm="llm-cost-exporter", charset="UTF-8"'})
         path = self.path.split("?", 1)[0]
         if path == self.telemetry_path:
-            encoder, content_type = _fast(*choose_encoder(self.headers.get("Accept", "")))
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             self._send(200, content_type, encoder(self.exporter.registry))
         elif path == "/healthz":
             self._send(200, "text/plain; charset=utf-8", b"ok\n")
@@ -52,24 +92,130 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
+    def end_headers(self):
+        config = self.server.connection_config()
+        for name, value in (config.headers.items() if config is not None else ()):
+            self.send_header(name, value)
+        super().end_headers()
+
+    def _send(self, status: int, content_type: str, body: bytes, headers: dict | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, fmt, *args):  # access logs only at debug level
+    def log_message(self, fmt, *args):  # access logs only at debug level; never a header
         log.debug("%s " + fmt, self.client_address[0], *args)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, handler, web_config, max_connections: int, read_timeout: float):
+        self.web_config = web_config  # WebConfigWatcher or None
+        self.read_timeout = read_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._local = threading.local()
+        self._bucket_lock = threading.Lock()
+        self._bucket: tuple[float, float] | None = None  # (tokens, last refill, monotonic)
+        if web_config is not None and web_config.current.auth:
+            from exporter.webconfig import BasicAuth
+
+            self.basic_auth = BasicAuth()
+        else:
+            self.basic_auth = None
+        super().__init__(address, handler)
+
+    def server_bind(self):
+        # HTTPServer.server_bind resolves its own FQDN, which hangs where DNS does; we need no name.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    # -- per connection -------------------------------------------------------------------
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            log.debug("connection from %s refused: %d connections open", client_address[0], MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:  # no thread could be started: give the slot back
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        self._local.started = time.monotonic()
+        self._local.config = self.web_config.get() if self.web_config is not None else None
+        conn = request
+        try:
+            request.settimeout(self.read_timeout)
+            if self._local.config is not None and self._local.config.tls is not None:
+                conn = self._handshake(request, client_address, self._local.config)
+            if conn is not None:
+                self.finish_request(conn, client_address)
+        except Exception as err:  # a client's broken connection is its problem, not a log line
+            log.debug("connection from %s failed: %s", client_address[0], type(err).__name__)
+        finally:
+            self.shutdown_request(conn if conn is not None else request)
+            self._slots.release()
+
+    def _handshake(self, sock, client_address, config):
+        """The TLS socket, or None (the plain socket is then closed by the caller)."""
+        tls = None
+        try:
+            head = sock.recv(5, socket.MSG_PEEK)
+            if head.startswith(_HTTP_METHODS):  # what Go's server answers, to help whoever tries http://
+                sock.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                             b"Client sent an HTTP request to an HTTPS server.\n")
+                return None
+            tls = config.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            tls.settimeout(max(self._local.started + self.read_timeout - time.monotonic(), 0.01))
+            tls.do_handshake()
+            if config.client_allowed_sans:
+                sans = {value for _, value in (tls.getpeercert() or {}).get("subjectAltName", ())}
+                if not sans & config.client_allowed_sans:
+                    raise ssl.SSLError("client certificate has no allowed SAN")
+            return tls
+        except (OSError, ssl.SSLError, ValueError) as err:
+            log.debug("TLS handshake with %s failed: %s", client_address[0], getattr(err, "reason", None) or err)
+            if tls is not None:
+                tls.close()
+            return None
+
+    def connection_started(self) -> float:
+        return getattr(self._local, "started", time.monotonic())
+
+    def connection_config(self):
+        return getattr(self._local, "config", None)
+
+    def rate_allows(self, config) -> bool:
+        """exporter-toolkit's rate_limit: a token bucket of `burst`, refilled one per interval."""
+        if config.rate_limit is None:
+            return True
+        interval, burst = config.rate_limit
+        with self._bucket_lock:
+            now = time.monotonic()
+            tokens, last = self._bucket or (float(burst), now)
+            tokens = min(float(burst), tokens + (now - last) / interval)
+            allowed = tokens >= 1.0
+            self._bucket = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
+
+
 class WebServer:
-    def __init__(self, exporter, listen_address: str, telemetry_path: str = "/metrics"):
+    def __init__(self, exporter, listen_address: str, telemetry_path: str = "/metrics", web_config=None,
+                 max_connections: int = MAX_CONNECTIONS, read_timeout: float = READ_TIMEOUT_S):
         host, port = parse_listen_address(listen_address)
         handler = type("Handler", (_Handler,), {"exporter": exporter, "telemetry_path": telemetry_path})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="web", daemon=True)
+        server_class = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+        self.httpd = server_class((host, port), handler, web_config, max_connections, read_timeout)
+        self.tls = web_config is not None and web_config.current.tls is not None
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="web", daemon=True)
 
     @property
     def port(self) -> int:
