@@ -385,6 +385,8 @@ def test_monitors_and_probes_follow_the_web_config(objects):
     volumes = {v["name"]: v for v in one(objs, "DaemonSet")["spec"]["template"]["spec"]["volumes"]}
     assert volumes["web-config"]["secret"]["secretName"] == secret["metadata"]["name"]
     endpoint = one(objs, "ServiceMonitor")["spec"]["endpoints"][0]
+    # discovered engines' series carry their pod's namespace/pod: not renamed to exported_*
+    assert endpoint["honorLabels"] is True
     assert endpoint["scheme"] == "https"
     assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
     assert endpoint["basicAuth"]["password"] == {"name": "llm-cost-exporter-scrape", "key": "password"}
