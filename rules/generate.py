@@ -74,6 +74,10 @@ KEYS = {
     "nvml_errors_severity": "text",
     "gpu_lost_for": "duration",
     "gpu_lost_severity": "text",
+    "config_reload_failed_for": "duration",
+    "config_reload_failed_severity": "text",
+    "price_unknown_for": "duration",
+    "price_unknown_severity": "text",
 }
 
 DURATION = re.compile(r"^(?=\d)(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
@@ -385,6 +389,8 @@ ALERT_NAMES = [
     "LLMCostEngineScrapeFailing",
     "LLMCostNVMLErrors",
     "LLMCostGPULost",
+    "LLMCostConfigReloadFailed",
+    "LLMCostPriceUnknown",
 ]
 
 
@@ -493,6 +499,23 @@ def alerts(q: Q, c: dict) -> list[dict]:
         "GPU {{ $labels.gpu }} ({{ $labels.uuid }}) " + node + " has not answered NVML for more than "
         + c["gpu_lost_for"] + " (lost, or NVML down on the node). It is still paid for; its power and "
         "energy are not measured."))
+
+    out.append(_alert(
+        c, "LLMCostConfigReloadFailed", c["config_reload_failed_for"], c["config_reload_failed_severity"],
+        f"{q.sel('llmcost_config_last_reload_successful')} == 0",
+        "llm-cost-exporter on {{ $labels.instance }} runs on an outdated configuration",
+        "The exporter " + node + " has rejected its changed configuration file for more than "
+        + c["config_reload_failed_for"] + " (invalid, deleted, unreadable, or a key that needs a restart) and keeps "
+        "using the last good one: the prices and engines it applies are not the ones in the file. "
+        "Its log names the key."))
+
+    out.append(_alert(
+        c, "LLMCostPriceUnknown", c["price_unknown_for"], c["price_unknown_severity"],
+        q.sel("llmcost_pricing_info", 'price_source="unknown"') + " == 1",
+        "llm-cost-exporter on {{ $labels.instance }} has no price for its node",
+        "The exporter " + node + " has found no hourly price for more than " + c["price_unknown_for"]
+        + ": no configured price, and its node's instance type (from the configuration or the node's labels) "
+        "is not in the catalog. Instance spend is not counted, so its cost per token reads too low."))
 
     return [a for a in out if a["alert"] not in c["disabled_alerts"]]
 

@@ -29,6 +29,7 @@ FAST = [
     "cost_alert_for=5s", "breakeven_alert_for=5s", "idle_alert_window=30s", "idle_alert_for=5s",
     "exporter_down_for=5s", "exporter_absent_for=5s", "engine_failing_for=5s",
     "nvml_errors_window=30s", "nvml_errors_for=5s", "gpu_lost_for=5s",
+    "config_reload_failed_for=5s", "price_unknown_for=5s",
 ]
 
 
@@ -121,7 +122,7 @@ def test_every_alert_has_severity_summary_description_and_runbook():
     assert {a["alert"] for a in alerts} == {
         "LLMCostSelfHostingDearerThanAPI", "LLMCostUtilizationBelowBreakEven", "LLMCostGPUsIdle",
         "LLMCostExporterDown", "LLMCostExporterAbsent", "LLMCostEngineScrapeFailing", "LLMCostNVMLErrors",
-        "LLMCostGPULost"}
+        "LLMCostGPULost", "LLMCostConfigReloadFailed", "LLMCostPriceUnknown"}
     for a in alerts:
         name = a["alert"]
         assert a["labels"]["severity"] in ("critical", "warning", "info"), name
