@@ -1,0 +1,374 @@
+"""TLS, basic auth and the bounds of the HTTP server, with real TLS clients (ssl, http.client)
+and certificates made by openssl (tests/certs.py). The web config is exporter-toolkit's format;
+every invalid one has a fixture under tests/webconfigs/ whose first line is the error expected."""
+
+import base64
+import http.client
+import logging
+import os
+import pathlib
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import bcrypt
+import pytest
+
+from certs import make_certs
+from conftest import make_config
+from exporter.webconfig import WebConfigError, WebConfigWatcher, load
+from exporter.web import WebServer
+from test_demo_and_promtool import free_port
+
+HERE = pathlib.Path(__file__).parent
+BAD = sorted((HERE / "webconfigs").glob("*.yml"))
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def hashed():
+    return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+
+
+@pytest.fixture
+def serve(certs, exporter_for, tmp_path):
+    """serve(web_config_yaml, **WebServer kwargs) -> (WebServer, path of the web config)."""
+    servers = []
+
+    def make(text: str, **kwargs):
+        directory = tmp_path / f"web{len(servers)}"
+        shutil.copytree(os.path.dirname(certs["ca.crt"]), directory)  # relative names resolve beside the file
+        path = directory / "web.yml"
+        path.write_text(text)
+        exporter = exporter_for(make_config([]))
+        exporter.sample_all()
+        web = WebServer(exporter, "127.0.0.1:0", web_config=WebConfigWatcher(str(path)), **kwargs)
+        web.start()
+        servers.append(web)
+        return web, path
+
+    yield make
+    for web in servers:
+        web.stop()
+
+
+TLS = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+
+
+def client_context(certs, cert=None, **versions) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=certs["ca.crt"])
+    if cert:
+        context.load_cert_chain(certs[f"{cert}.crt"], certs[f"{cert}.key"])
+    for key, value in versions.items():
+        setattr(context, key, value)
+    return context
+
+
+def get(port, path="/metrics", context=None, auth=None, header=None):
+    """(status, headers, body) over HTTPS (context given) or HTTP."""
+    headers = {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    if header:
+        headers["Authorization"] = header
+    if context is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    else:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+REFUSED = (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected, OSError)
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/", "/healthz"])
+def test_tls_serves_every_endpoint_to_a_verifying_client(serve, certs, path):
+    web, _ = serve(TLS)
+    status, _, body = get(web.port, path, client_context(certs))
+    assert status == 200 and body
+
+
+def test_tls_is_required_plain_http_gets_a_400_and_no_metrics(serve, certs):
+    web, _ = serve(TLS)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://127.0.0.1:{web.port}/metrics", timeout=5)
+    assert err.value.code == 400 and b"llmcost_" not in err.value.read()
+
+
+def test_a_client_that_does_not_trust_the_ca_fails(serve):
+    web, _ = serve(TLS)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        get(web.port, context=ssl.create_default_context())
+
+
+def test_min_version_is_enforced(serve, certs):
+    web, _ = serve(TLS + "  min_version: TLS13\n")
+    with pytest.raises(REFUSED):
+        get(web.port, context=client_context(certs, maximum_version=ssl.TLSVersion.TLSv1_2))
+    assert get(web.port, context=client_context(certs))[0] == 200
+
+
+def test_cipher_suites_by_go_name_and_one_curve_apply(serve, certs):
+    web, _ = serve(TLS + "  max_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n"
+                         "  curve_preferences: [CurveP384]\n")
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as raw:
+        with client_context(certs).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.cipher()[0] == "ECDHE-ECDSA-AES256-GCM-SHA384"
+    assert get(web.port, "/healthz", client_context(certs))[0] == 200
+    refusing = client_context(certs)
+    refusing.set_ecdh_curve("prime256v1")  # the client offers only P-256
+    with pytest.raises(REFUSED):
+        get(web.port, context=refusing)
+
+
+def test_inline_certificate_and_key(serve, certs):
+    cert, key = (pathlib.Path(certs[n]).read_text() for n in ("server.crt", "server.key"))
+    indent = lambda pem: "\n".join("    " + line for line in pem.splitlines())  # noqa: E731
+    web, _ = serve(f"tls_server_config:\n  cert: |\n{indent(cert)}\n  key: |\n{indent(key)}\n")
+    assert get(web.port, context=client_context(certs))[0] == 200
+
+
+def test_a_silent_client_does_not_block_the_others(serve, certs):
+    web, _ = serve(TLS, read_timeout=2.0)
+    silent = socket.create_connection(("127.0.0.1", web.port))  # connects, never says hello
+    try:
+        started = time.monotonic()
+        assert get(web.port, context=client_context(certs))[0] == 200
+        assert time.monotonic() - started < 1.0
+        silent.settimeout(5)
+        assert silent.recv(1) == b""  # closed at the handshake deadline
+    finally:
+        silent.close()
+
+
+# -- client certificates ------------------------------------------------------------------------
+
+MTLS = TLS + "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+
+
+def test_client_certificate_required_and_verified(serve, certs):
+    web, _ = serve(MTLS)
+    assert get(web.port, context=client_context(certs, "client"))[0] == 200
+    for cert in (None, "stranger"):  # none, or one from a CA the server does not trust
+        with pytest.raises(REFUSED):
+            get(web.port, context=client_context(certs, cert))
+
+
+def test_client_allowed_sans(serve, certs):
+    web, _ = serve(MTLS + "  client_allowed_sans: [prometheus.monitoring.svc]\n")
+    assert get(web.port, context=client_context(certs, "client"))[0] == 200
+    other, _ = serve(MTLS + "  client_allowed_sans: [grafana.monitoring.svc]\n")
+    with pytest.raises(REFUSED):
+        get(other.port, context=client_context(certs, "client"))
+
+
+# -- basic auth ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/", "/healthz", "/nowhere"])
+def test_basic_auth_wrong_missing_and_right_credentials(serve, certs, hashed, path):
+    web, _ = serve(TLS + f"basic_auth_users:\n  prometheus: {hashed}\n")
+    context = client_context(certs)
+    for attempt in (dict(), dict(auth=("prometheus", "wrong")), dict(auth=("nobody", PASSWORD)),
+                    dict(auth=("prometheus", PASSWORD + "x")), dict(header="Basic !!notbase64"),
+                    dict(header="Bearer " + PASSWORD), dict(auth=("prometheus", "x" * 100))):
+        status, headers, body = get(web.port, path, context, **attempt)
+        assert status == 401, attempt
+        assert headers["WWW-Authenticate"].startswith("Basic realm=")
+        assert b"llmcost_" not in body
+    status, _, _ = get(web.port, path, context, auth=("prometheus", PASSWORD))
+    assert status == (404 if path == "/nowhere" else 200)
+
+
+def test_bcrypt_runs_once_per_credentials(serve, certs, hashed):
+    web, _ = serve(TLS + f"basic_auth_users:\n  prometheus: {hashed}\n")
+    context = client_context(certs)
+    for _ in range(5):
+        assert get(web.port, context=context, auth=("prometheus", PASSWORD))[0] == 200
+    auth = web.httpd.basic_auth
+    assert auth.bcrypt_calls == 1
+    get(web.port, context=context, auth=("prometheus", "wrong"))
+    assert auth.bcrypt_calls == 2
+    assert not any(PASSWORD.encode() in key or b"wrong" in key for key in auth._cache)  # HMACs, not passwords
+
+
+def test_basic_auth_works_with_htpasswd_style_2y_hashes(serve, hashed):
+    web, _ = serve(f"basic_auth_users:\n  prometheus: {hashed.replace('$2b$', '$2y$', 1)}\n")
+    assert get(web.port, auth=("prometheus", PASSWORD))[0] == 200
+    assert get(web.port)[0] == 401
+
+
+def test_configured_headers_are_on_every_response(serve, certs, hashed):
+    web, _ = serve(TLS + f"basic_auth_users:\n  p: {hashed}\nhttp_server_config:\n  headers:\n"
+                         "    X-Content-Type-Options: nosniff\n    Strict-Transport-Security: max-age=31536000\n")
+    for kwargs in (dict(), dict(auth=("p", PASSWORD))):
+        _, headers, _ = get(web.port, context=client_context(certs), **kwargs)
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+def test_rate_limit(serve):
+    web, _ = serve("rate_limit:\n  interval: 1h\n  burst: 2\n")
+    assert [get(web.port)[0] for _ in range(3)] == [200, 200, 429]
+
+
+# -- reloading ----------------------------------------------------------------------------------
+
+
+def test_rotated_certificate_is_served_to_new_connections(serve, certs):
+    web, path = serve(TLS)
+
+    def served_cn():
+        with socket.create_connection(("127.0.0.1", web.port), timeout=5) as raw:
+            with client_context(certs).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                return dict(x[0] for x in tls.getpeercert()["subject"])["commonName"]
+
+    assert served_cn() == "server"
+    time.sleep(1.1)  # changes are looked for at most once a second
+    for ext in ("crt", "key"):  # what cert-manager's renewal does to a mounted secret
+        shutil.copy(path.parent / f"server2.{ext}", path.parent / f"server.{ext}")
+    time.sleep(1.1)
+    assert served_cn() == "server2"
+
+
+def test_a_broken_edit_keeps_the_last_good_config_with_one_line(serve, certs, hashed, caplog):
+    web, path = serve(TLS + f"basic_auth_users:\n  prometheus: {hashed}\n")
+    caplog.set_level(logging.INFO, logger="exporter.web")
+    time.sleep(1.1)
+    path.write_text(TLS + "basic_auth_users: [oops]\n")
+    for _ in range(3):
+        time.sleep(1.1)
+        assert get(web.port, context=client_context(certs))[0] == 401  # still protected
+        assert get(web.port, context=client_context(certs), auth=("prometheus", PASSWORD))[0] == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "basic_auth_users" in errors[0].getMessage()
+
+
+# -- bounds -------------------------------------------------------------------------------------
+
+
+def test_a_slow_drip_request_is_cut_at_the_deadline_and_others_are_served(serve):
+    web, _ = serve("", read_timeout=1.0)
+    slow = socket.create_connection(("127.0.0.1", web.port))
+    try:
+        slow.sendall(b"GET /metrics HTTP/1.1\r\n")
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 5:
+            try:
+                slow.sendall(b"X")  # one header byte every 0.2 s: each read is quick, the whole never ends
+            except OSError:
+                closed = True
+                break
+            assert get(web.port)[0] == 200  # the others are served meanwhile
+            time.sleep(0.2)
+        assert closed and time.monotonic() - started < 2.5
+    finally:
+        slow.close()
+
+
+def test_connections_over_the_cap_are_closed_and_service_resumes(serve):
+    web, _ = serve("", max_connections=2, read_timeout=1.0)
+    idle = [socket.create_connection(("127.0.0.1", web.port)) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", web.port))
+        extra.settimeout(2)
+        try:
+            assert extra.recv(1) == b""  # closed at once
+        except ConnectionResetError:
+            pass
+        extra.close()
+        time.sleep(1.2)  # the idle ones hit the read deadline
+        assert get(web.port)[0] == 200
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_oversized_request_headers_are_refused(serve):
+    web, _ = serve("")
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 70000 + b"\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.0 431") or s.recv(64) == b""
+
+
+# -- invalid configurations ---------------------------------------------------------------------
+
+
+def test_there_is_a_fixture_per_failure_case():
+    assert len(BAD) >= 20
+
+
+@pytest.mark.parametrize("fixture", BAD, ids=lambda p: p.stem)
+def test_invalid_web_config_names_its_key(fixture, certs, tmp_path):
+    expected = fixture.read_text().splitlines()[0].removeprefix("# expect: ")
+    directory = tmp_path / "cfg"
+    shutil.copytree(os.path.dirname(certs["ca.crt"]), directory)
+    path = directory / fixture.name
+    shutil.copy(fixture, path)
+    with pytest.raises(WebConfigError) as err:
+        load(str(path))
+    assert str(err.value).startswith(expected), str(err.value)
+    assert "correct-horse" not in str(err.value)  # a secret is never echoed
+
+
+def test_cli_exits_2_with_one_line_naming_the_key(tmp_path):
+    bad = HERE / "webconfigs" / "plaintext_password.yml"
+    for command in ("run", "demo"):
+        result = subprocess.run([sys.executable, "-m", "exporter", command, f"--web.config.file={bad}",
+                                 "--web.listen-address=127.0.0.1:0"], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "LLMCOST_INSTANCE_HOURLY": "1"})
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "basic_auth_users.alice" in lines[0] and "correct-horse" not in lines[0]
+
+
+def test_secrets_are_never_logged(certs, hashed, tmp_path):
+    """The run command at debug level, asked with right and wrong passwords over TLS: its log
+    holds neither a password nor the hash."""
+    directory = tmp_path / "cfg"
+    shutil.copytree(os.path.dirname(certs["ca.crt"]), directory)
+    (directory / "web.yml").write_text(TLS + f"basic_auth_users:\n  prometheus: {hashed}\n")
+    port = free_port()
+    env = {**os.environ, "LLMCOST_INSTANCE_HOURLY": "1", "LLMCOST_GPU_BACKEND": "none",
+           "LLMCOST_ENGINE_URL": "http://scraper:engine-s3cret@127.0.0.1:9/metrics"}
+    process = subprocess.Popen([sys.executable, "-m", "exporter", "run", f"--web.listen-address=127.0.0.1:{port}",
+                                f"--web.config.file={directory / 'web.yml'}", "--log.level=debug"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        context = client_context(certs)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                get(port, "/healthz", context)
+                break
+            except OSError:
+                time.sleep(0.2)
+        for password in (PASSWORD, "wrong-" + PASSWORD, "x" * 100):
+            get(port, "/metrics", context, auth=("prometheus", password))
+        assert get(port, "/metrics", context, auth=("prometheus", PASSWORD))[0] == 200
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert "listening" in stderr and "tls=True basic_auth=True" in stderr
+    for secret in (PASSWORD, hashed, hashed[7:], "engine-s3cret"):
+        assert secret not in stderr
