@@ -80,6 +80,7 @@ _CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "se
 _HEADERS = {"Strict-Transport-Security": None, "X-Content-Type-Options": ("nosniff",),
             "X-Frame-Options": ("deny", "sameorigin"), "X-XSS-Protection": None, "Content-Security-Policy": None}
 _BCRYPT = re.compile(r"^\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}$")
+_BCRYPT_ANYWHERE = re.compile(r"\$2[abxy]?\$\d\d\$")
 _GO_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+$")
 _GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -143,13 +144,13 @@ def _read(path: str, key: str) -> str:
         with open(path, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as err:
-        raise WebConfigError(key, f"cannot read {path!r}: {err.strerror}") from None
+        raise WebConfigError(key, f"cannot read {_show(path)}: {err.strerror}") from None
     if len(data) > MAX_FILE_BYTES:
-        raise WebConfigError(key, f"{path!r} is larger than {MAX_FILE_BYTES} bytes")
+        raise WebConfigError(key, f"{_show(path)} is larger than {MAX_FILE_BYTES} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise WebConfigError(key, f"{path!r} is not UTF-8 text") from None
+        raise WebConfigError(key, f"{_show(path)} is not UTF-8 text") from None
 
 
 def _mapping(raw: dict, key: str) -> dict:
@@ -376,6 +377,12 @@ def parse_go_duration(value, key: str) -> float:
 
 
 def _show(value) -> str:
+    """A value for an error message, unless it may be a secret put in the wrong place (a PEM
+    block, a bcrypt hash, anything multi-line): those are never echoed."""
+    if isinstance(value, str) and ("-----BEGIN" in value or "\n" in value or _BCRYPT_ANYWHERE.search(value)):
+        return "<a value not shown: it may be a secret>"
+    if isinstance(value, (list, dict)):
+        return f"a {type(value).__name__}"
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -1,0 +1,386 @@
+"""Bad input, generated (hypothesis): the engine-metrics path and the two config loaders.
+
+Properties: the parser raises nothing but ParseError and never yields a negative or non-finite
+counter; an engine fed any sequence of expositions keeps monotonic totals equal to an independent
+reference; the config loader and the web config loader return a config or raise their own error
+naming a key. Each test asserts that it ran its number of cases: 11,000 in the normal run (about
+20 s here); `HYPOTHESIS_PROFILE=long` runs 100 times as many (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import threading
+import typing
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter import config as config_module
+from exporter.clock import ManualClock
+from exporter.config import Config, ConfigError, from_dict, load_bytes
+from exporter.demo.vllm_server import SimulatedVllm
+from exporter.demo.workload import Workload
+from exporter.engines.parse import ModelReading, ParseError, parse_exposition
+from exporter.engines.schemas import VLLM
+from exporter.engines.source import EngineSource
+from exporter.webconfig import WebConfigError, load as load_web_config
+
+SCALE = 100 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 1
+SETTINGS = dict(deadline=None, derandomize=SCALE == 1, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def run_cases(n: int, strategy, check) -> int:
+    """Run `check` on n generated cases; returns how many ran (asserted >= n by the callers)."""
+    ran = [0]
+
+    @settings(max_examples=n * SCALE, **SETTINGS)
+    @given(strategy)
+    def inner(case):
+        ran[0] += 1
+        check(case)
+
+    inner()
+    return ran[0]
+
+
+# -- engine expositions ---------------------------------------------------------------------------
+
+NAMES = ["vllm:prompt_tokens", "vllm:generation_tokens", "vllm:prompt_tokens_cached", "vllm:request_success",
+         "vllm:prompt_tokens_by_source", "vllm:num_requests_running", "vllm:num_requests_waiting",
+         "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "vllm:iteration_tokens_total", "vllm_prompt_tokens",
+         "vllm_generation_tokens", "process_cpu_seconds", "x"]
+TYPES = ["counter", "gauge", "histogram", "summary", "untyped", "unknown", "info", "stateset", "gaugehistogram", "bogus"]
+SUFFIXES = ["", "_total", "_total", "_created", "_bucket", "_count", "_sum", "_info"]
+LABELS = ["model_name", "engine", "finished_reason", "source", "le", "quantile", "x"]
+label_values = st.one_of(st.sampled_from(["m", "m2", "stop", "length", "local_cache_hit", "+Inf", "0.5", "", 'a"b',
+                                          "a\\b", "a\nb", "é"]), st.text(max_size=6))
+values = st.one_of(st.sampled_from(["0", "1", "10", "1.5", "1e15", "NaN", "+Inf", "-Inf", "1e400", "0x10", "", "1_000", "-0",
+                                    "-1", "1e-300", "nan", "9007199254740993"]), st.integers(-5, 10**16).map(str))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _sample_line(parts) -> str:
+    name, suffix, labels, value, raw, stamp = parts
+    text = ",".join(f'{k}="{v if raw else _escape(v)}"' for k, v in labels)
+    return f"{name}{suffix}{{{text}}} {value}{stamp}" if labels or raw else f"{name}{suffix} {value}{stamp}"
+
+
+line = st.one_of(
+    st.tuples(st.sampled_from(NAMES), st.sampled_from(TYPES)).map(lambda t: f"# TYPE {t[0]} {t[1]}"),
+    st.tuples(st.sampled_from(NAMES), st.sampled_from(SUFFIXES), st.lists(st.tuples(st.sampled_from(LABELS), label_values),
+                                                                           max_size=3),
+              values, st.booleans(), st.sampled_from(["", "", "", " 1700000000", " 1.7e9", " x"])).map(_sample_line),
+    st.sampled_from(["# EOF", "# HELP vllm:prompt_tokens doc", "", "#", "# UNIT vllm:prompt_tokens tokens"]))
+expositions = st.tuples(st.sampled_from([TEXT, OPENMETRICS, "", "text/html"]),
+                        st.tuples(st.lists(line, max_size=24), st.sampled_from(["\n", "", "\n# EOF\n"]))
+                        .map(lambda t: "\n".join(t[0]) + t[1]))
+
+
+def _real_expositions() -> list[tuple[str, str]]:
+    clock = ManualClock()
+    workload = Workload(clock, 1000.0)
+    workload.set_constant_load(0.6)
+    clock.advance(3600)
+    server = SimulatedVllm(workload, "meta-llama/Llama-3.1-8B-Instruct", data_parallel=2)  # never started: no socket
+    out = []
+    for fmt in ("text", "openmetrics"):
+        server.format = fmt
+        content_type, body = server.exposition()
+        out.append((content_type, body.decode()))
+    server._httpd.server_close()
+    return out
+
+
+REAL = _real_expositions()
+
+
+@st.composite
+def mutated(draw):
+    content_type, body = draw(st.sampled_from(REAL))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(body)))
+        op = draw(st.sampled_from(["cut", "delete", "insert", "replace", "duplicate_line"]))
+        if op == "cut":
+            body = body[:at]
+        elif op == "delete":
+            body = body[:at] + body[at + draw(st.integers(1, 40)):]
+        elif op == "insert":
+            body = body[:at] + draw(st.text(max_size=8)) + body[at:]
+        elif op == "replace":
+            body = body[:at] + draw(st.sampled_from(["NaN", "-1", "1e400", "{", "}", '"', "\n", " ", "#", "_total", ":"])) \
+                + body[at + 1:]
+        else:
+            lines = body.split("\n")
+            i = at % max(len(lines), 1)
+            body = "\n".join(lines[:i + 1] + lines[i:])
+    return content_type, body
+
+
+def check_parse(case):
+    content_type, body = case
+    try:
+        models = parse_exposition(content_type, body, VLLM)
+    except ParseError:
+        return
+    assert isinstance(models, dict) and models
+    for name, reading in models.items():
+        assert isinstance(name, str) and isinstance(reading, ModelReading)
+        for table in (reading.counters, reading.requests):
+            assert all(math.isfinite(v) and v >= 0 for v in table.values()), (name, table)
+        assert all(math.isfinite(v) for v in reading.gauges.values()), (name, reading.gauges)
+
+
+def test_fuzz_generated_expositions_parse_or_raise_parse_error():
+    assert run_cases(3000, expositions, check_parse) >= 3000 * SCALE
+
+
+def test_fuzz_mutated_real_expositions_parse_or_raise_parse_error():
+    assert run_cases(2500, mutated(), check_parse) >= 2500 * SCALE
+
+
+def test_fuzz_arbitrary_text_parses_or_raises_parse_error():
+    arbitrary = st.tuples(st.sampled_from([TEXT, OPENMETRICS]), st.text(max_size=200))
+    assert run_cases(1000, arbitrary, check_parse) >= 1000 * SCALE
+
+
+# -- engine totals over sequences of expositions --------------------------------------------------
+
+MODELS = ["a", "b", "c"]
+COUNTERS = {"input": "vllm:prompt_tokens_total", "output": "vllm:generation_tokens_total"}
+readings = st.lists(st.dictionaries(st.tuples(st.sampled_from(MODELS), st.sampled_from(list(COUNTERS))),
+                                    st.integers(0, 10**15), min_size=1, max_size=6), min_size=1, max_size=8)
+
+
+def _render(reading, openmetrics: bool) -> str:
+    lines = []
+    for direction, sample in COUNTERS.items():
+        family = sample.removesuffix("_total")
+        lines.append(f"# TYPE {family if openmetrics else sample} counter")
+        lines += [f'{sample}{{model_name="{m}",engine="0"}} {v}' for (m, d), v in reading.items() if d == direction]
+    return "\n".join(lines) + ("\n# EOF\n" if openmetrics else "\n")
+
+
+def _reference(sequence):
+    """Tokens each (model, direction) should total: the first reading is a baseline; a value
+    below the last one means the engine restarted, and then every value is new."""
+    last, totals = None, {}
+    for reading in sequence:
+        if last is None:
+            last = dict(reading)
+            totals.update({k: 0 for k in reading})
+            continue
+        restarted = any(v < last.get(k, 0) for k, v in reading.items())
+        for k, v in reading.items():
+            totals[k] = totals.get(k, 0) + v - (0 if restarted else last.get(k, 0))
+        last = dict(reading) if restarted else {**last, **reading}
+    return totals
+
+
+def check_totals(case):
+    sequence, openmetrics = case
+    clock = ManualClock()
+    engine = EngineSource(config_module.EngineConfig(url="http://127.0.0.1:9/metrics"), clock, threading.RLock(), 300.0)
+    previous: dict = {}
+    for reading in sequence:
+        clock.advance(5)
+        engine.ingest(OPENMETRICS if openmetrics else TEXT, _render(reading, openmetrics))
+        assert engine.health.snapshot().up
+        now = {(m.model, d): v for m in engine.snapshot() for d, v in m.tokens.items()}
+        for key, value in previous.items():
+            assert now[key] >= value, (key, value, now[key])  # monotonic, whatever the engine said
+        previous = now
+    expected = _reference(sequence)
+    for (model, direction), value in expected.items():
+        assert previous[(model, direction)] == value
+
+
+def test_fuzz_engine_totals_stay_monotonic_and_exact():
+    assert run_cases(1000, st.tuples(readings, st.booleans()), check_totals) >= 1000 * SCALE
+
+
+# -- the config loader ----------------------------------------------------------------------------
+
+BASE = {"pricing": {"mode": "cloud", "cloud": {"hourly": 3.6}, "energy": {"electricity_per_kwh": 0.2, "pue": 1.2}},
+        "gpu": {"backend": "simulated", "interval": "1s"}, "window": "5m", "compare": {"apis": ["gpt-4o-mini"]},
+        "engines": [{"name": "a", "url": "http://127.0.0.1:8000/metrics", "interval": "5s", "timeout": "1s",
+                     "gpus": [0, 1]}]}
+
+
+def _paths(cls, prefix="") -> list[str]:
+    """Every key path of the config schema (lists at index 0, mappings under 'x')."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        out.append(path)
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        inner = hint if dataclasses.is_dataclass(hint) else None
+        if typing.get_origin(hint) is list and args and dataclasses.is_dataclass(args[0]):
+            out += _paths(args[0], f"{path}[0]")
+        elif typing.get_origin(hint) is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
+            out += _paths(args[1], f"{path}.x")
+        elif inner is not None:
+            out += _paths(inner, path)
+    return out
+
+
+PATHS = _paths(Config)
+TOP = {f.name for f in dataclasses.fields(Config)}
+anything = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
+                     st.text(max_size=12), st.sampled_from(["1s", "500ms", "-1s", "5m", "0s", "4MiB", "cloud", "owned",
+                                                            "nvml", "none", "simulated", "http://x:1/metrics", "",
+                                                            "gpt-4o", "g5.xlarge", "1e400"]),
+                     st.lists(st.integers(-2, 8), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+
+
+def _set(raw, path: str, value) -> None:
+    parts = path.replace("[0]", ".[0]").split(".")
+    node = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "[0]":
+            if not isinstance(node, list):
+                return
+            if not node:
+                node.append({})
+            if last:
+                node[0] = value
+            node = node[0]
+            continue
+        if not isinstance(node, dict):
+            return
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, [] if parts[i + 1] == "[0]" else {})
+
+
+def _delete(raw, path: str) -> None:
+    parts = path.replace("[0]", ".[0]").split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = (node[0] if node else None) if part == "[0]" and isinstance(node, list) else \
+            node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
+mutation = st.one_of(st.tuples(st.just("set"), st.sampled_from(PATHS), anything),
+                     st.tuples(st.just("delete"), st.sampled_from(PATHS), st.none()),
+                     st.tuples(st.just("unknown"), st.sampled_from(PATHS + [""]),
+                               st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True)))  # odd names: the bytes test
+
+
+def check_config(mutations):
+    import copy
+
+    raw = copy.deepcopy(BASE)
+    for op, path, value in mutations:
+        if op == "set":
+            _set(raw, path, value)
+        elif op == "delete":
+            _delete(raw, path)
+        else:
+            _set(raw, f"{path}.{value}" if path else value, 1)
+    try:
+        from_dict(raw, environ={})
+    except ConfigError as err:
+        key = err.key
+        assert key and str(err).startswith(f"{key}: "), str(err)
+        # A key of the schema, or one the input has (an unknown key, a value under a mapping).
+        assert key.split(".")[0].split("[")[0] in TOP | {"config"} or _present(raw, key), str(err)
+
+
+def _present(raw, key: str) -> bool:
+    node = raw
+    for part in key.replace("[", ".[").split("."):
+        if part.startswith("[") and isinstance(node, list):
+            index = int(part[1:-1])
+            if index >= len(node):
+                return False
+            node = node[index]
+        elif isinstance(node, dict) and part in {str(k) for k in node}:
+            node = next(v for k, v in node.items() if str(k) == part)
+        else:
+            return False
+    return True
+
+
+def test_fuzz_config_loader_names_the_key_of_every_rejection():
+    assert run_cases(2000, st.lists(mutation, min_size=1, max_size=3), check_config) >= 2000 * SCALE
+
+
+def check_config_bytes(data):
+    try:
+        load_bytes(data, "fuzz.yml", environ={})
+    except ConfigError as err:
+        assert err.key and str(err).startswith(f"{err.key}: ")
+
+
+def test_fuzz_config_files_of_any_bytes():
+    yamlish = st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
+                        st.lists(mutation, max_size=3).map(lambda m: yaml.safe_dump(BASE).encode() + b"\n" + repr(m).encode()))
+    assert run_cases(500, yamlish, check_config_bytes) >= 500 * SCALE
+
+
+# -- the web config loader ------------------------------------------------------------------------
+
+WEB_KEYS = {"tls_server_config": ["cert_file", "key_file", "cert", "key", "client_auth_type", "client_ca_file",
+                                  "client_ca", "client_allowed_sans", "min_version", "max_version", "cipher_suites",
+                                  "prefer_server_cipher_suites", "curve_preferences", "bogus"],
+            "http_server_config": ["http2", "headers", "bogus"],
+            "basic_auth_users": ["alice", "bob"], "rate_limit": ["interval", "burst", "bogus"], "bogus": ["x"]}
+web_values = st.one_of(anything, st.sampled_from(["server.crt", "server.key", "ca.crt", "missing.pem", "TLS12", "TLS13",
+                                                  "RequireAndVerifyClientCert", "VerifyClientCertIfGiven",
+                                                  "NoClientCert", "RequireAnyClientCert", "CurveP256",
+                                                  "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "100ms", "1m30s",
+                                                  "$2b$04$" + "a" * 53, "nosniff", "deny",
+                                                  "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"]),
+                       st.lists(st.sampled_from(["X25519", "CurveP384", "prometheus", "TLS_AES_128_GCM_SHA256"]),
+                                max_size=3),
+                       st.dictionaries(st.sampled_from(["X-Frame-Options", "X-Content-Type-Options", "Server"]),
+                                       st.sampled_from(["deny", "nosniff", "x"]), max_size=2))
+web_configs = st.dictionaries(st.sampled_from(list(WEB_KEYS)), st.one_of(
+    web_values, st.dictionaries(st.sampled_from(sorted({k for ks in WEB_KEYS.values() for k in ks})), web_values,
+                                max_size=5)), max_size=4)
+
+
+@pytest.fixture(scope="module")
+def cert_dir(tmp_path_factory):
+    from certs import make_certs
+
+    return os.path.dirname(make_certs(tmp_path_factory.mktemp("fuzzcerts"))["ca.crt"])
+
+
+def test_fuzz_web_config_loader_names_the_key_of_every_rejection(cert_dir, tmp_path):
+    directory = tmp_path / "w"
+    shutil.copytree(cert_dir, directory)
+    path = directory / "web.yml"
+
+    def check(raw):
+        path.write_text(yaml.safe_dump(raw))
+        try:
+            load_web_config(str(path))
+        except WebConfigError as err:
+            assert err.key and str(err).startswith(f"{err.key}: "), str(err)
+            assert err.key.split(".")[0] in set(WEB_KEYS) | {"web.config"}, str(err)
+            assert "$2b$04$" not in str(err) and "-----BEGIN" not in str(err)  # no secret echoed
+
+    assert run_cases(1000, web_configs, check) >= 1000 * SCALE
