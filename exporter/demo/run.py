@@ -39,8 +39,7 @@ class Demo:
         self.servers: list[SimulatedVllm] = []
         loads = {}
         for name, model, capacity, gpus, seed in ENGINES:
-            workload = Workload(self.clock, capacity, seed=seed)
-            workload.set_constant_load(constant_load)  # None keeps the quiet/busy/burst pattern
+            workload = Workload(self.clock, capacity, seed=seed, constant_load=constant_load)  # None: the pattern
             self.servers.append(SimulatedVllm(workload, model).start())
             for gpu in gpus:
                 loads[gpu] = workload.load

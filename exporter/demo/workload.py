@@ -15,7 +15,8 @@ SEGMENT_S = 60.0
 
 class Workload:
     def __init__(self, clock, capacity_tokens_per_s: float, seed: int = 1, input_share: float = 0.75,
-                 cached_share: float = 0.3, output_tokens_per_request: float = 250.0, start: float | None = None):
+                 cached_share: float = 0.3, output_tokens_per_request: float = 250.0, start: float | None = None,
+                 constant_load: float | None = None):
         self._clock = clock
         self.capacity = capacity_tokens_per_s
         self.seed = seed
@@ -27,7 +28,7 @@ class Workload:
         self._t = self.start
         self._input = 0.0  # exact cumulative tokens (floats); served values are floored
         self._output = 0.0
-        self._constant: float | None = None
+        self._constant: float | None = constant_load  # pinned from the start: no sliver of the pattern first
 
     # -- load -----------------------------------------------------------------------------
 
