@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     p.add_argument("--scrape-interval", type=float, default=15.0)
     args = p.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.scrape_interval = 15.0, 3.0, 5.0
+        args.duration, args.warmup, args.scrape_interval = 5.0, 2.0, 2.0
     py = sys.executable
     node = str(_common.ROOT / "bench" / "_node.py")
     load_before = _common.loadavg()
@@ -160,7 +160,21 @@ def main(argv=None) -> int:
             proc, startup[name] = start_timed(run_args(configs[config], port), port, python_env(cache))
             procs.append(proc)
             watches.append(Watch(name, proc.pid, port))
-        time.sleep(max(0.0, 12.0 - startup["exporter"]["first_complete_scrape_s"]))  # two engine rounds: all series
+        stop = threading.Event()
+
+        def scraper():
+            while not stop.wait(args.scrape_interval):
+                for w in list(watches):
+                    try:
+                        scrape(w.port)
+                        w.scrapes += 1
+                    except OSError:
+                        w.scrape_errors += 1
+
+        thread = threading.Thread(target=scraper, daemon=True)
+        thread.start()
+        time.sleep(args.warmup)
+        # The baseline holds the exporter's samples as they are after the warm-up (all series present).
         with open(f"{tmp.name}/exposition.txt", "w") as f:
             f.write(scrape(watches[0].port))
         bport = _common.free_port()
@@ -171,21 +185,6 @@ def main(argv=None) -> int:
         assert baseline.stdout.readline().strip() == "ready"
         startup["baseline"] = {"first_answer_s": time.monotonic() - t0}
         watches.append(Watch("baseline", baseline.pid, bport))
-
-        stop = threading.Event()
-
-        def scraper():
-            while not stop.wait(args.scrape_interval):
-                for w in watches:
-                    try:
-                        scrape(w.port)
-                        w.scrapes += 1
-                    except OSError:
-                        w.scrape_errors += 1
-
-        thread = threading.Thread(target=scraper, daemon=True)
-        thread.start()
-        time.sleep(args.warmup)
         for w in watches:
             w.begin()
         deadline = time.monotonic() + args.duration
