@@ -12,6 +12,7 @@ silent client never blocks the accept loop.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import socket
@@ -22,6 +23,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from exporter import landing
 
@@ -38,6 +40,17 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"not a listen address (host:port): {address!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _fast(encoder, content_type):
+    """prometheus_client's OpenMetrics encoder, under the default `underscores` name escaping, escapes
+    every sample name character by character in Python: a third of a scrape's time (bench/README.md).
+    For legacy-valid names, which all of ours are, `allow-utf-8` renders the same bytes with
+    str.replace, so the answer (and its Content-Type) stays what the scraper asked for."""
+    if isinstance(encoder, functools.partial) and encoder.func is openmetrics.generate_latest \
+            and encoder.keywords.get("escaping") == openmetrics.UNDERSCORES:
+        encoder = functools.partial(encoder.func, *encoder.args, **{**encoder.keywords, "escaping": openmetrics.ALLOWUTF8})
+    return encoder, content_type
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -82,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
                                   {"WWW-Authenticate": 'Basic realm="llm-cost-exporter", charset="UTF-8"'})
         path = self.path.split("?", 1)[0]
         if path == self.telemetry_path:
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            encoder, content_type = _fast(*choose_encoder(self.headers.get("Accept", "")))
             self._send(200, content_type, encoder(self.exporter.registry))
         elif path == "/healthz":
             self._send(200, "text/plain; charset=utf-8", b"ok\n")
