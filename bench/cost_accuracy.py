@@ -61,7 +61,7 @@ def expected(mode: str, load: float, api) -> dict:
             "llmcost_breakeven_utilization_ratio": full / blended, "llmcost_energy_per_token_joules": watts / tps}
 
 
-def run_mode(mode: str, speed: float, scrapes: int) -> dict:
+def run_mode(mode: str, speed: float, scrapes: int, window_s: float = 300.0) -> dict:
     from prometheus_client.parser import text_string_to_metric_families
 
     from _node import MultiModelVllm
@@ -90,7 +90,7 @@ def run_mode(mode: str, speed: float, scrapes: int) -> dict:
         pricing["cloud"] = {"hourly": HOURLY}
     else:
         pricing["owned"] = dict(OWNED)
-    config = from_dict({"pricing": pricing, "gpu": {"backend": "simulated", "interval": wall(1)}, "window": "5m",
+    config = from_dict({"pricing": pricing, "gpu": {"backend": "simulated", "interval": wall(1)}, "window": f"{window_s:g}s",
                         "compare": {"apis": [API]},
                         "engines": [{"name": f"vllm-{i}", "url": s.url, "gpus": [2 * i, 2 * i + 1], "interval": wall(5),
                                      "timeout": wall(4), "capacity_tokens_per_s": CAPACITY}
@@ -103,7 +103,7 @@ def run_mode(mode: str, speed: float, scrapes: int) -> dict:
     errors: dict[str, list[float]] = {}
     worst: dict[str, dict] = {}
     try:
-        time.sleep(450 / speed)  # 1.5 windows of simulated time
+        time.sleep(1.5 * window_s / speed)  # 1.5 windows of simulated time
         for _ in range(scrapes):
             text = urllib.request.urlopen(f"http://127.0.0.1:{web.port}/metrics", timeout=5).read().decode()
             got = {(s.name, s.labels.get("engine")): s.value for f in text_string_to_metric_families(text)
@@ -130,15 +130,16 @@ def main(argv=None) -> int:
     p = _common.parser(__doc__.split("\n")[0])
     p.add_argument("--speed", type=float, default=20.0, help="simulated seconds per real second")
     p.add_argument("--scrapes", type=int, default=15, help="scrapes per mode, one per simulated 20 s")
+    p.add_argument("--window", type=float, default=300.0, help="the live window, simulated seconds")
     args = p.parse_args(argv)
     if args.quick:
-        args.speed, args.scrapes = 100.0, 2
+        args.speed, args.scrapes, args.window = 100.0, 2, 60.0
     import logging
     logging.disable(logging.WARNING)
     load_before = _common.loadavg()
-    modes = {mode: run_mode(mode, args.speed, args.scrapes) for mode in ("cloud", "owned")}
+    modes = {mode: run_mode(mode, args.speed, args.scrapes, args.window) for mode in ("cloud", "owned")}
     result = {"name": NAME, "machine": _common.machine(), "loadavg_before": load_before,
-              "loadavg_after": _common.loadavg(), "quick": args.quick, "speed": args.speed, "loads": LOADS,
+              "loadavg_after": _common.loadavg(), "quick": args.quick, "speed": args.speed, "window_s": args.window, "loads": LOADS,
               "modes": modes,
               "max_cost_per_million_error_percent": max(m["llmcost_cost_per_million_tokens"]["max_abs_percent"]
                                                         for m in modes.values())}

@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     p.add_argument("--scrape-interval", type=float, default=15.0)
     args = p.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.scrape_interval = 5.0, 2.0, 2.0
+        args.duration, args.warmup, args.scrape_interval = 3.0, 2.0, 1.0
     py = sys.executable
     node = str(_common.ROOT / "bench" / "_node.py")
     load_before = _common.loadavg()

@@ -42,3 +42,89 @@ def test_fast_encoder_renders_what_prometheus_client_renders(clock, vllm, export
     library, library_type = choose_encoder(PROMETHEUS_ACCEPT)
     assert content_type == library_type
     assert body == library(exporter.registry)  # the manual clock stands still: same values too
+
+
+# --- the benchmark scripts, at their --quick size -------------------------------------------------
+
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_bench(name: str, tmp_path, timeout: float = 60.0) -> tuple[dict, str]:
+    result = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick", f"--results-dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=timeout, cwd=BENCH.parent)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert data["name"] == name and data["quick"] is True
+    assert data["machine"]["cores"] >= 1 and data["machine"]["date"]
+    assert "|---" in result.stdout, "prints a Markdown table"
+    return data, result.stdout
+
+
+def test_scrape_latency(tmp_path):
+    data, _ = run_bench("scrape_latency", tmp_path)
+    assert data["samples"]["exporter"] == data["samples"]["baseline"] > 100  # the baseline holds the same samples
+    for name in ("exporter", "baseline"):
+        http = data["http"][name]
+        assert http["n"] == data["setup"]["requests"]
+        assert 0 < http["p50_ms"] <= http["p99_ms"] <= http["max_ms"] < 1000
+    assert 0 < data["ratio"]["p50"] < 20 and 0 < data["ratio"]["p99"] < 20
+    assert set(data["render"]) == {"exporter", "baseline", "exporter, library encoder"}
+
+
+def test_overhead(tmp_path):
+    data, _ = run_bench("overhead", tmp_path)
+    measured = data["measured"]
+    assert set(measured) == {"exporter", "exporter + kubernetes", "exporter, no .pyc", "exporter + kubernetes, no .pyc",
+                             "baseline"}
+    for name, m in measured.items():
+        assert 0 <= m["cpu_percent_of_one_core"] < 100, name
+        assert 5 < m["rss_max_mib"] < 1024, name
+        assert m["scrape_errors"] == 0, name
+    assert measured["exporter + kubernetes"]["rss_max_mib"] > measured["exporter"]["rss_max_mib"]  # the client loaded
+    for name in ("exporter", "exporter + kubernetes"):
+        assert 0 < data["startup"][name]["first_answer_s"] <= data["startup"][name]["first_complete_scrape_s"] < 30
+
+
+def test_energy_accuracy(tmp_path):
+    data, _ = run_bench("energy_accuracy", tmp_path)
+    settings = {(s["method"], s["interval_s"], s["power_reading"]): s for s in data["settings"]}
+    assert settings["counter", 1.0, None]["windows"]["60s"]["max_abs_percent"] < 0.01  # the counter is exact
+    for interval in (0.1, 0.5, 1.0, 5.0):
+        window = settings["integrated", interval, "instant"]["windows"]["60s"]
+        assert window["n"] > 0 and 0 <= window["mean_abs_percent"] <= window["max_abs_percent"] < 100
+    assert 60 < data["trace"]["mean_power_w"] < 300
+
+
+def test_cost_accuracy(tmp_path):
+    data, _ = run_bench("cost_accuracy", tmp_path)
+    for mode in ("cloud", "owned"):
+        figures = data["modes"][mode]
+        assert set(figures) >= {"llmcost_cost_per_million_tokens", "llmcost_tokens_per_second", "llmcost_utilization_ratio"}
+        for metric, f in figures.items():
+            assert f["n"] > 0 and f["max_abs_percent"] < 5, (mode, metric)
+
+
+def test_cardinality(tmp_path):
+    data, out = run_bench("cardinality", tmp_path)
+    assert len(data["points"]) >= 3
+    for point in data["points"]:
+        assert point["measured"] == point["formula"], point  # the documented formula holds
+    assert data["all_match"]
+
+
+def test_scale(tmp_path):
+    data, _ = run_bench("scale", tmp_path)
+    (point,) = data["points"]
+    assert point["nodes"] == 2 and point["head_series"] >= 2 * data["series_per_node"]
+    assert len(point["rule_groups"]) == 4
+    for group in point["rule_groups"].values():
+        assert group["evaluations"] >= 2 and 0 < group["median_ms"] < 10_000
+    assert point["queries"] and not point["empty_queries"]
+    assert all(0 < q["median_ms"] < 30_000 for q in point["queries"])
