@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from exporter import __version__, estimate, report
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ConfigError, load_file
@@ -131,11 +132,24 @@ def _web_config(path: str | None):
     return watcher
 
 
+def wait_for_signal(stop: threading.Event, timeout: float | None = None) -> bool:
+    """Wait for `stop`, set by a signal handler, or the timeout; True if it was set. In slices:
+    the kernel may deliver SIGTERM to any thread, and Python runs the handler only when the main
+    thread next executes bytecode, which a wait without a timeout never does (it hung for good)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+        if left <= 0:
+            return stop.is_set()
+        if stop.wait(left):
+            return True
+
+
 def _exit_promptly(code: int) -> int:
-    """After a clean shutdown, make sure the process ends within a second: an engine read still
-    in flight in a worker thread (up to its timeout) would otherwise hold interpreter exit,
-    because concurrent.futures joins its workers there."""
-    timer = threading.Timer(1.0, os._exit, args=(code,))
+    """After a clean shutdown, make sure the process ends within half a second: an engine read
+    still in flight in a worker thread (up to its timeout) would otherwise hold interpreter exit,
+    because concurrent.futures joins its workers there. Everything worth keeping is written by now."""
+    timer = threading.Timer(0.5, os._exit, args=(code,))
     timer.daemon = True
     timer.start()
     return code
@@ -175,7 +189,7 @@ def _run(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    wait_for_signal(stop)
     web.stop()
     exporter.stop()
     if state is not None:

@@ -107,7 +107,9 @@ def run(listen_address: str, speed: float, duration: float, summary_every: float
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     deadline = time.monotonic() + duration if duration > 0 else None
-    while not stop.wait(summary_every):
+    from exporter.cli import wait_for_signal
+
+    while not wait_for_signal(stop, summary_every):
         print(demo.summary_line(), flush=True)
         if deadline and time.monotonic() >= deadline:
             break
