@@ -152,7 +152,7 @@ def test_a_silent_client_does_not_block_the_others(serve, certs):
     try:
         started = time.monotonic()
         assert get(web.port, context=client_context(certs))[0] == 200
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 1.5  # well before the silent one's 2 s deadline
         silent.settimeout(5)
         assert silent.recv(1) == b""  # closed at the handshake deadline
     finally:
@@ -297,8 +297,14 @@ def test_connections_over_the_cap_are_closed_and_service_resumes(serve):
         except ConnectionResetError:
             pass
         extra.close()
-        time.sleep(1.2)  # the idle ones hit the read deadline
-        assert get(web.port)[0] == 200
+        deadline = time.monotonic() + 5  # the idle ones hit the 1 s read deadline, then there is room
+        while True:
+            try:
+                assert get(web.port)[0] == 200
+                break
+            except (ConnectionError, http.client.RemoteDisconnected):
+                assert time.monotonic() < deadline, "no room again after the idle connections timed out"
+                time.sleep(0.1)
     finally:
         for s in idle:
             s.close()
