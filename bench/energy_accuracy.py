@@ -213,7 +213,7 @@ def main(argv=None) -> int:
               "max_w": float(max(t.max() for t in traces))}
     horizons = [h for h in (60.0, 600.0, 3600.0) if h <= args.seconds]
     settings = [("counter", 1.0, "instant"), ("counter", 5.0, "instant")]
-    settings += [("integrated", i, power) for power in ("instant", "1 s mean") for i in (0.1, 0.5, 1.0, 5.0)]
+    settings += [("integrated", i, power) for power in ("instant", "1 s mean") for i in (0.1, 0.2, 0.5, 1.0, 5.0)]
     rows, out = [], []
     for method, interval, power in settings:
         run = run_setting(traces, args.seconds, interval, method == "counter", power, seed=int(interval * 1000))

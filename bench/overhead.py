@@ -122,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=600.0, help="seconds of measurement after the warm-up")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds after startup before CPU is counted")
     p.add_argument("--scrape-interval", type=float, default=15.0)
+    p.add_argument("--gpu-interval", type=float, default=1.0, help="the exporters' gpu.interval (NVML sampling + accounting)")
+    p.add_argument("--name", default=NAME, help="results file name (bench/results/<name>.json)")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.scrape_interval = 3.0, 2.0, 1.0
@@ -141,6 +143,7 @@ def main(argv=None) -> int:
         pycache = f"{tmp.name}/pycache"
         configs = {}
         for name, config in (("plain", node_config(urls, GPUS)), ("kubernetes", kube_node_config(api_url, GPUS))):
+            config["gpu"]["interval"] = f"{args.gpu_interval * 1000:g}ms"
             configs[name] = f"{tmp.name}/{name}.yml"
             with open(configs[name], "w") as f:
                 yaml.safe_dump(config, f)
@@ -204,9 +207,9 @@ def main(argv=None) -> int:
             api.shutdown()
         tmp.cleanup()
     base = measured["baseline"]
-    result = {"name": NAME, "machine": _common.machine(), "loadavg_before": load_before,
+    result = {"name": args.name, "machine": _common.machine(), "loadavg_before": load_before,
               "loadavg_after": _common.loadavg(), "quick": args.quick,
-              "setup": {"gpus": GPUS, "engines": ENGINES, "models": 3, "apis": 2, "gpu_interval_s": 1,
+              "setup": {"gpus": GPUS, "engines": ENGINES, "models": 3, "apis": 2, "gpu_interval_s": args.gpu_interval,
                         "engine_interval_s": 5, "scrape_interval_s": args.scrape_interval, "duration_s": args.duration,
                         "warmup_s": args.warmup},
               "startup": startup, "measured": measured, "samples": samples,
@@ -219,7 +222,7 @@ def main(argv=None) -> int:
                          "cpu_k8s_le_0.5pct": k["cpu_percent_of_one_core"] <= 0.5,
                          "rss_le_64MiB": e["rss_max_mib"] <= 64, "rss_k8s_le_96MiB": k["rss_max_mib"] <= 96,
                          "startup_le_1.5s": startup["exporter"]["first_complete_scrape_s"] <= 1.5}
-    path = _common.write_results(args.results_dir, NAME, result)
+    path = _common.write_results(args.results_dir, args.name, result)
     rows = [[n, samples[n], m["cpu_seconds"], m["cpu_percent_of_one_core"], m["millicores"], m["rss_max_mib"],
              m["vm_hwm_mib"], startup[n].get("first_complete_scrape_s", startup[n]["first_answer_s"])]
             for n, m in measured.items()]

@@ -19,11 +19,14 @@ and every other series one hour, at the scrape interval (15 s), written as OpenM
 with `promtool tsdb create-blocks-from openmetrics`, continuous with what the endpoints serve.
 
 Prometheus: scrape and evaluation interval 15 s, job `llmcost` (the rules' selector), the rule
-file rules/llm-cost-exporter.rules.yml as committed. Measured after the targets are up:
+file rules/llm-cost-exporter.rules.yml as committed, and beside it, as the baseline, two groups of
+the simplest recording rule there is (`sum by (job, instance) (rate(x[5m]))`, and over [1d]) for
+the 6 raw counters the rules read. Measured after the targets are up:
 `evaluationTime` of each rule group from /api/v1/rules over several evaluations, Prometheus's RSS
 and head series; then every panel query of both dashboards (dashboards.generate, variables = All,
 Grafana's built-ins for a 1 h range) run as the panel runs it: instant queries at now, range
-queries over the last hour at a 15 s step, each 3 times (median and max of the client-side time).
+queries over the last hour at a 15 s step, each 3 times (median and max of the client-side time),
+and two baseline range queries over the same data (a 1m rate by instance; a 1d increase).
 """
 
 from __future__ import annotations
@@ -198,6 +201,29 @@ def write_history(path: str, template, ports, origin: float, end: float, long_s:
 
 # -- Prometheus --------------------------------------------------------------------------------------
 
+BASELINE_COUNTERS = ("llmcost_tokens_total", "llmcost_engine_spend_total", "llmcost_spend_total",
+                     "llmcost_api_equivalent_spend_total", "llmcost_idle_spend_total", "llmcost_engine_energy_joules_total")
+
+
+def baseline_rules(path: str) -> str:
+    """The floor to compare the project's groups with: per raw counter the rules read, the simplest
+    recording rule there is, `sum by (job, instance) (rate(x[w]))`, over 5m and over 1d."""
+    groups = [{"name": f"baseline.{w}", "rules": [{"record": f"instance:{m}:rate{w}",
+                                                   "expr": f'sum by (job, instance) (rate({m}{{job="{JOB}"}}[{w}]))'}
+                                                  for m in BASELINE_COUNTERS]} for w in ("5m", "1d")]
+    with open(path, "w") as f:
+        yaml.safe_dump({"groups": groups}, f)
+    return path
+
+
+BASELINE_QUERIES = [  # the simplest panel queries over the same data: the floor for a range query
+    {"uid": "baseline", "title": "rate over 1m, by instance", "ref": "A", "instant": False,
+     "expr": f'sum by (instance) (rate(llmcost_tokens_total{{job="{JOB}"}}[1m]))'},
+    {"uid": "baseline", "title": "increase over 1d, total", "ref": "A", "instant": False,
+     "expr": f'sum(increase(llmcost_engine_spend_total{{job="{JOB}"}}[1d]))'},
+]
+
+
 class Prometheus:
     def __init__(self, root: str, ports, interval: str, rules):
         self.root, self.port = root, _common.free_port()
@@ -205,7 +231,7 @@ class Prometheus:
         config = {"global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": "10s"
                              if interval.endswith("s") and float(interval[:-1]) > 10 else interval},
                   "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]}],
-                  "rule_files": [str(rules)]}
+                  "rule_files": [str(rules), baseline_rules(f"{root}/baseline.rules.yml")]}
         with open(f"{root}/prometheus.yml", "w") as f:
             yaml.safe_dump(config, f)
         self.log = open(f"{root}/prometheus.log", "w")
@@ -314,7 +340,7 @@ def measure(nodes: int, template, template_path: str, args, tmp: str) -> dict:
         rss = _common.mib(_common.status_bytes(prom.proc.pid, "VmRSS"))
         queries = []
         now = time.time()
-        for target in dashboard_targets():
+        for target in dashboard_targets() + BASELINE_QUERIES:
             times, series = [], 0
             for _ in range(args.repeats):
                 t = time.perf_counter()
@@ -334,9 +360,11 @@ def measure(nodes: int, template, template_path: str, args, tmp: str) -> dict:
         _common.stop(server)
         shutil.rmtree(root, ignore_errors=True)
     overview = [q for q in queries if q["uid"] == "llmcost-overview"]
+    baseline = {q["title"]: q["median_ms"] for q in queries if q["uid"] == "baseline"}
     return {"nodes": nodes, "history_lines": lines, "history_generate_s": generated_s, "backfill_s": backfill_s,
             "head_series": head_series, "prometheus_rss_mib": rss, "prometheus_cpu_cores": prom_cpu, "rule_groups": groups,
             "rule_groups_total_median_ms": sum(g["median_ms"] for g in groups.values()),
+            "baseline_queries_ms": baseline,
             "queries": queries, "empty_queries": [f"{q['uid']}: {q['title']} ({q['ref']})" for q in queries if not q["series"]],
             "overview": {"queries": len(overview), "median_ms": _median(sorted(q["median_ms"] for q in overview)),
                          "p90_ms": _common.percentile([q["median_ms"] for q in overview], 90),
@@ -362,20 +390,27 @@ def plot(points: list[dict], path) -> None:
 
     nodes = [p["nodes"] for p in points]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in points[0]["rule_groups"]:
+    for name in sorted(points[0]["rule_groups"], key=lambda g: (g.startswith("baseline."), g)):
+        if name.startswith("baseline."):
+            left.plot(nodes, [p["rule_groups"][name]["median_ms"] for p in points], linestyle="--", marker=".",
+                      color="grey" if name.endswith("5m") else "black", label=f"{name} (6 plain rate rules)")
+            continue
         left.plot(nodes, [p["rule_groups"][name]["median_ms"] for p in points], marker="o",
                   label=name.replace("llm-cost-exporter.", ""))
     left.set_title("Rule group evaluation time (median)")
     left.set_xlabel("nodes (8 GPUs, 4 engines, 203 series each)")
     left.set_ylabel("ms")
-    left.legend(fontsize=8)
+    left.legend(fontsize=7, loc="upper left")
     left.grid(alpha=0.3)
     for key, label in (("median_ms", "median"), ("p90_ms", "p90"), ("max_ms", "slowest")):
         right.plot(nodes, [p["overview"][key] for p in points], marker="o", label=label)
+    for title, style in (("increase over 1d, total", ":"), ("rate over 1m, by instance", "--")):
+        right.plot(nodes, [p["baseline_queries_ms"][title] for p in points], linestyle=style, color="grey",
+                   label=f"baseline: {title}")
     right.set_title("Cost-overview dashboard queries (1 h range)")
     right.set_xlabel("nodes")
     right.set_ylabel("ms per query")
-    right.legend(fontsize=8)
+    right.legend(fontsize=7, loc="upper left")
     right.grid(alpha=0.3)
     fig.suptitle("One Prometheus 2.42 on 2 cores, scrape and rules every 15 s, 1 day of history", fontsize=10)
     fig.tight_layout()
