@@ -234,6 +234,8 @@ def test_fast_variant_fires_within_seconds_at_a_one_second_scrape(tmp_path):
     case = {
         "rule_files": [str(path)],
         "evaluation_interval": "1s",
+        # recording before alerts, as Prometheus would at steady state; promtool's own order is not fixed
+        "group_eval_order": ["llm-cost-exporter.recording.30s", "llm-cost-exporter.alerts"],
         "tests": [{
             "interval": "1s",
             "input_series": [
