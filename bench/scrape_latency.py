@@ -11,7 +11,8 @@ baseline (bench/_node.py baseline): a CollectorRegistry of plain Gauge/Counter o
 same samples (names, labels, values, HELP) as the exporter's output, served by prometheus_client's
 own start_http_server. Each request opens a new connection and sends Prometheus 2.42's Accept
 header (both answer OpenMetrics, uncompressed); the order of the two in each pair is random, and
-requests are paced (--gap) so the servers are not saturated. Also timed in this process: rendering
+requests are paced (--gap) so the servers are not saturated. A GET of the exporter's /healthz
+(3 bytes, same server) is interleaved too: the floor of an HTTP round trip here. Also timed in this process: rendering
 the exporter's registry (snapshot + families + OpenMetrics text) against rendering the baseline
 registry, which separates the collector's cost from the HTTP server's.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,14 +31,15 @@ import yaml
 
 import _common
 from _common import PROMETHEUS_ACCEPT, percentile
+from _node import node_config
 
 NAME = "scrape_latency"
 
 
-def get(port: int) -> tuple[float, int]:
+def get(port: int, path: str = "/metrics") -> tuple[float, int]:
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
+    conn.request("GET", path, headers={"Accept": PROMETHEUS_ACCEPT})
     response = conn.getresponse()
     body = response.read()
     conn.close()
@@ -61,7 +64,7 @@ def render_times(urls: list[str], exposition: str, repeats: int) -> dict:
     exporter's registry with prometheus_client's default encoder (before the escaping fix)."""
     from prometheus_client.exposition import choose_encoder
 
-    from _node import baseline_registry, node_config
+    from _node import baseline_registry
     from exporter.app import Exporter
     from exporter.clock import ManualClock
     from exporter.config import from_dict
@@ -108,11 +111,11 @@ def main(argv=None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="bench-scrape-")
     try:
         engines = _common.spawn([py, str(_common.ROOT / "bench" / "_node.py"), "engines", "--count", "4"],
-                                stdout=__import__("subprocess").PIPE, text=True)
+                                stdout=subprocess.PIPE, text=True)
         urls = json.loads(engines.stdout.readline())
         config_path = f"{tmp.name}/config.yml"
         with open(config_path, "w") as f:
-            yaml.safe_dump(_node_config(urls), f)
+            yaml.safe_dump(node_config(urls), f)
         port = _common.free_port()
         exporter = _common.spawn([py, "-m", "exporter", "run", f"--config.file={config_path}",
                                   f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], cwd=_common.ROOT)
@@ -125,20 +128,20 @@ def main(argv=None) -> int:
         bport = _common.free_port()
         baseline = _common.spawn([py, str(_common.ROOT / "bench" / "_node.py"), "baseline",
                                   f"--exposition={tmp.name}/exposition.txt", f"--port={bport}"],
-                                 stdout=__import__("subprocess").PIPE, text=True)
+                                 stdout=subprocess.PIPE, text=True)
         assert baseline.stdout.readline().strip() == "ready"
         counts = {"exporter": samples_in(body), "baseline": samples_in(_common.wait_http(
             f"http://127.0.0.1:{bport}/metrics", accept=PROMETHEUS_ACCEPT))}
         for _ in range(20):  # warm both
             get(port), get(bport)
-        times = {"exporter": [], "baseline": []}
+        times = {"exporter": [], "baseline": [], "exporter /healthz": []}
         sizes = {}
         rng = random.Random(1)
         for _ in range(args.requests):
-            pair = [("exporter", port), ("baseline", bport)]
-            rng.shuffle(pair)
-            for name, prt in pair:
-                elapsed, size = get(prt)
+            triple = [("exporter", port, "/metrics"), ("baseline", bport, "/metrics"), ("exporter /healthz", port, "/healthz")]
+            rng.shuffle(triple)
+            for name, prt, path in triple:
+                elapsed, size = get(prt, path)
                 times[name].append(elapsed)
                 sizes[name] = size
             time.sleep(args.gap)
@@ -159,6 +162,7 @@ def main(argv=None) -> int:
     result["targets"] = {"ratio_le_1.5": max(result["ratio"]["p50"], result["ratio"]["p99"]) <= 1.5,
                          "p99_le_5ms": h["exporter"]["p99_ms"] <= 5.0}
     path = _common.write_results(args.results_dir, NAME, result)
+    counts["exporter /healthz"] = 0
     rows = [[k, counts[k], sizes[k], h[k]["p50_ms"], h[k]["p90_ms"], h[k]["p99_ms"], h[k]["max_ms"]] for k in h]
     rows += [[f"render {k} (in-process)", render[k]["samples"], "", render[k]["p50_ms"], render[k]["p90_ms"],
               render[k]["p99_ms"], render[k]["max_ms"]] for k in render]
@@ -167,11 +171,6 @@ def main(argv=None) -> int:
           f"render p50 {result['ratio']['render_p50']:.2f}; load average {load_before} -> {result['loadavg_after']}")
     print(f"wrote {path}")
     return 0
-
-
-def _node_config(urls):
-    from _node import node_config
-    return node_config(urls)
 
 
 if __name__ == "__main__":

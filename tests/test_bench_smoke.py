@@ -8,6 +8,10 @@ figures of the right shape and plausible size.
 
 from __future__ import annotations
 
+import json
+import pathlib
+import subprocess
+import sys
 import urllib.request
 
 from prometheus_client.exposition import choose_encoder
@@ -45,13 +49,6 @@ def test_fast_encoder_renders_what_prometheus_client_renders(clock, vllm, export
 
 
 # --- the benchmark scripts, at their --quick size -------------------------------------------------
-
-import json  # noqa: E402
-import pathlib  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import pytest  # noqa: E402
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 
