@@ -43,6 +43,10 @@ class ResetAwareTotals:
         self._last_raw = dict(raw) if restarted else {**self._last_raw, **raw}
         return deltas
 
+    def would_reset(self, raw: dict[tuple, float]) -> bool:
+        """Whether update(raw) would read as a restart of the source."""
+        return self.baselined and any(value < self._last_raw.get(key, 0.0) for key, value in raw.items())
+
     def forget(self, predicate) -> None:
         """Drop every key for which predicate(key) is true (a retired model's series)."""
         for table in (self._last_raw, self.totals):

@@ -14,6 +14,13 @@ start is a baseline). With it:
 - each engine's next scrape counts what it served during the gap (if it restarted meanwhile,
   what it served since its restart), as if the exporter had never stopped.
 
+A restored total must never resume below a value Prometheus already scraped: Prometheus reads any
+decrease as a reset to 0 and would count the whole total again. The write at shutdown (after the
+web server stopped) is marked clean. After a crash, the last periodic write may be up to
+`--storage.interval` behind what was exposed, so: the node's totals are restored only if the gap
+is billed (at most max-gap: billing it covers what was exposed), and each engine's models stay out
+of /metrics until its first scrape, which drops the saved totals if the engine restarted meanwhile.
+
 A missing file is a first start. A file that cannot be read, is not ours, or was written for
 another mode or currency is ignored with one log line: the exporter starts from 0, never fails.
 Write failures (a full or read-only disk) are counted and logged once until a write succeeds.
@@ -49,6 +56,7 @@ class StateStore:
         self.restored_gap: float | None = None  # seconds of downtime accrued at start; None: nothing restored
         self._failing = False
         self._pending_engines: dict[str, dict] = {}
+        self._provisional = False  # restored from a periodic write, not a final one (the last run crashed)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._write_lock = threading.Lock()
@@ -64,15 +72,25 @@ class StateStore:
         exporter = self.exporter
         now = exporter.clock.now()
         accountant = data["accountant"]
+        clean = data.get("clean") is True
         last_tick = accountant.get("last_time")
         gap = None if last_tick is None else now - float(last_tick)
         accrue = gap is not None and 0.0 <= gap <= self.max_gap
+        if not clean and not accrue:
+            # A crash may have exposed up to --storage.interval more than was saved, and without
+            # billing the gap the totals would resume below it: Prometheus would read a reset and
+            # count the whole total again. Starting from 0 is a reset it handles correctly.
+            log.warning("saved state path=%s not restored: the exporter stopped without a final write and was down "
+                        "%s (over --storage.max-gap=%gs); counting from 0", self.path,
+                        "an unknown time" if gap is None else f"{gap:.0f}s", self.max_gap)
+            return False
         if not exporter.accountant.restore_state(accountant, accrue):
             log.warning("saved state path=%s is for mode=%s currency=%s, not this configuration; starting from 0",
                         self.path, accountant.get("mode"), accountant.get("currency"))
             return False
         if exporter.gpu is not None:
             exporter.gpu.restore_state(data["gpus"], accrue)
+        self._provisional = not clean
         self._pending_engines = dict(data["engines"])
         for engine in list(exporter.engines):
             self.restore_engine(engine)
@@ -93,7 +111,7 @@ class StateStore:
             return
         try:
             with self.exporter.lock:
-                restored = engine.restore_state(saved, self.exporter.clock.now())
+                restored = engine.restore_state(saved, self.exporter.clock.now(), self._provisional)
         except (KeyError, TypeError, ValueError) as err:
             log.warning("saved state of engine=%s unusable (%s); it starts from 0", engine.name, type(err).__name__)
             return
@@ -126,7 +144,7 @@ class StateStore:
 
     # -- saving -----------------------------------------------------------------------------
 
-    def snapshot(self) -> dict:
+    def snapshot(self, final: bool = False) -> dict:
         exporter = self.exporter
         gpus = exporter.gpu.export_state() if exporter.gpu is not None else []
         with exporter.lock:
@@ -134,14 +152,15 @@ class StateStore:
             engines = {e.name: e.export_state() for e in exporter.engines}
         for name, saved in self._pending_engines.items():  # not seen yet since the start: keep them
             engines.setdefault(name, saved)
-        return {"version": VERSION, "saved_at": exporter.clock.now(), "accountant": accountant, "gpus": gpus,
-                "engines": engines}
+        # clean: written at shutdown, after the web server stopped, so nothing was exposed after it.
+        return {"version": VERSION, "clean": final, "saved_at": exporter.clock.now(), "accountant": accountant,
+                "gpus": gpus, "engines": engines}
 
-    def save(self) -> bool:
-        """Write the state atomically. Never raises."""
+    def save(self, final: bool = False) -> bool:
+        """Write the state atomically (final: the last write, at shutdown). Never raises."""
         with self._write_lock:
             try:
-                data = json.dumps(self.snapshot(), separators=(",", ":"), allow_nan=False).encode()
+                data = json.dumps(self.snapshot(final), separators=(",", ":"), allow_nan=False).encode()
                 os.makedirs(self.directory, exist_ok=True)
                 tmp = f"{self.path}.tmp"
                 with open(tmp, "wb") as handle:
@@ -172,11 +191,11 @@ class StateStore:
             self.save()
 
     def stop(self) -> bool:
-        """Stop the periodic writes and write one last time."""
+        """Stop the periodic writes and write one last time: call after the web server stopped."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
-        return self.save()
+        return self.save(final=True)
 
 
 def _fsync_dir(directory: str) -> None:

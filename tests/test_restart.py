@@ -32,11 +32,12 @@ def node(clock, vllm, nvml, exporter_for, tmp_path):
     server = vllm(capacity=1000.0, load=0.5)
     config = make_config([("vllm", server.url, {})], hourly=HOURLY, energy=ENERGY)
 
-    def start_exporter(max_gap=3600.0, config=config):
+    def start_exporter(max_gap=3600.0, config=config, sample=True):
         exporter = exporter_for(config)
         store = StateStore(exporter, str(tmp_path), interval=30.0, max_gap=max_gap)
         store.restore()
-        exporter.sample_all()  # what start() does first
+        if sample:
+            exporter.sample_all()  # what start() does first
         return exporter, store
 
     return server, start_exporter
@@ -109,6 +110,61 @@ def test_an_engine_restarted_during_the_downtime_counts_from_its_restart(clock, 
     second, _ = start_exporter()
     assert tokens(second) == counted + server.served_counters()["input_tokens"]
     assert value(second, "llmcost_engine_restarts_total", engine="vllm") == 1
+
+
+def exposed(exporter) -> dict:
+    """Every counter sample, as Prometheus would have scraped it."""
+    return {(m.name, tuple(sorted(smp.labels.items()))): smp.value for m in exporter.registry.collect()
+            if m.type == "counter" for smp in m.samples if smp.name.endswith("_total")}
+
+
+def test_after_a_crash_no_total_resumes_below_what_was_exposed(clock, nvml, node):
+    """A crash: the last periodic write is behind what /metrics showed. Every series must come
+    back at or above its last exposed value, or Prometheus reads a reset and counts it all again."""
+    server, start_exporter = node
+    first, store = start_exporter()
+    base = server.served_counters()
+    run_for(clock, first, 600)
+    assert store.save()  # a periodic write...
+    run_for(clock, first, 25)  # ...then 25 s more exposed, then the process dies
+    before = exposed(first)
+    clock.advance(60)
+    second, _ = start_exporter(sample=False)
+    assert tokens(second) is None  # held back until a scrape confirms the engine did not restart
+    second.sample_all()
+    after = exposed(second)
+    lower = {k: (v, after.get(k)) for k, v in before.items()
+             if k[0] != "llmcost_source_errors_total" and (after.get(k) is None or after[k] < v)}
+    assert not lower, lower
+    assert tokens(second) == server.served_counters()["input_tokens"] - base["input_tokens"]  # still exact
+
+
+def test_after_a_crash_an_engine_that_restarted_counts_from_its_restart(clock, node, caplog):
+    server, start_exporter = node
+    first, store = start_exporter()
+    run_for(clock, first, 600)
+    assert store.save()
+    run_for(clock, first, 25)
+    clock.advance(30)
+    server.restart()  # its counters, and the tokens exposed after the last write, are gone
+    clock.advance(30)
+    with caplog.at_level(logging.INFO, logger="exporter.engines"):
+        second, _ = start_exporter()
+    assert tokens(second) == server.served_counters()["input_tokens"]  # since its restart, as a reset
+    assert "saved totals are dropped" in caplog.text
+    assert spend(second) == pytest.approx(HOURLY * (600 + 25 + 60) / 3600, rel=1e-9)  # the node's spend goes on
+
+
+def test_after_a_crash_and_a_gap_over_max_gap_nothing_is_restored(clock, node, caplog):
+    _, start_exporter = node
+    first, store = start_exporter()
+    run_for(clock, first, 600)
+    assert store.save()
+    clock.advance(7200)
+    with caplog.at_level(logging.WARNING, logger="exporter.state"):
+        second, _ = start_exporter()
+    assert "without a final write" in caplog.text
+    assert spend(second) == 0 and value(second, "llmcost_state_restored_gap_seconds") is None
 
 
 @pytest.mark.parametrize("content", [b"{not json", b'{"version": 99}', b"\xff\xfe", b'{"version": 1, "gpus": 3}'])

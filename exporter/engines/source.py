@@ -68,6 +68,7 @@ class EngineSource:
         self._engine_window = SlidingWindow(window_s)
         self._observed_peak = 0.0
         self.tokens_flowing = False  # did the last successful scrape see new tokens?
+        self._provisional = False  # restored after an unclean stop, awaiting the first scrape
 
     @property
     def resets(self) -> int:
@@ -113,6 +114,8 @@ class EngineSource:
         now = self._clock.now()
         with self._lock:
             models = self._cap_series(models, now)
+            if self._provisional:
+                self._confirm_restored(_flatten(models))
             resets_before = self._totals.resets
             deltas = self._totals.update(_flatten(models))
             self._gauges = {name: dict(r.gauges) for name, r in models.items()}
@@ -161,6 +164,8 @@ class EngineSource:
 
     def snapshot(self) -> list[ModelSnapshot]:
         """Call with the state lock held."""
+        if self._provisional:
+            return []  # restored after a crash: not shown until a scrape confirms the totals
         now = self._clock.now()
         capacity, capacity_source = self.capacity()
         out = []
@@ -255,17 +260,32 @@ class EngineSource:
                 "api_spend": [[m, a, v] for (m, a), v in self._api_spend.items()],
                 "last_seen": self._last_seen, "observed_peak": self._observed_peak}
 
-    def restore_state(self, state: dict, now: float) -> bool:
+    def restore_state(self, state: dict, now: float, provisional: bool = False) -> bool:
         """Continue from a saved state: totals go on from where they were and the next scrape
         counts what the engine served meanwhile (or, if it restarted, since its restart). A state
-        saved for another URL is not ours. Call before the first sample."""
+        saved for another URL is not ours. Call before the first sample.
+
+        provisional: the previous run stopped without a final save (a crash), so it may have
+        exposed more than was saved. Then the models stay out of the snapshot until the first
+        scrape, and if the engine restarted meanwhile the saved totals are dropped: the
+        tokens counted after the last save are lost with its counters, and totals continued below
+        a value Prometheus already scraped would read as a reset and count everything again."""
         if state.get("url") != redact(self.config.url):
             return False
         self._totals.restore(state["totals"])
         self._api_spend = {(m, a): float(v) for m, a, v in state["api_spend"]}
         self._last_seen = {str(m): min(float(t), now) for m, t in state["last_seen"].items()}
         self._observed_peak = float(state["observed_peak"])
+        self._provisional = provisional
         return True
+
+    def _confirm_restored(self, raw: dict[tuple, float]) -> None:
+        self._provisional = False
+        if self._totals.would_reset(raw):
+            self._totals, self._api_spend = ResetAwareTotals(), {}
+            self._totals.restart(from_zero=True)  # what it counted since its restart is all new
+            log.info("engine=%s restarted while the exporter was down after an unclean stop: its saved totals "
+                     "are dropped and it counts from its restart", self.name)
 
 
 def _flatten(models: dict[str, ModelReading]) -> dict[tuple, float]:
