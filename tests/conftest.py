@@ -82,14 +82,17 @@ def value(exporter, metric, **labels):
 
 
 @pytest.fixture
-def static_server():
-    """A real HTTP server answering every GET with a fixed exposition body."""
+def dynamic_server():
+    """A real HTTP engine whose body is computed on every GET: body_fn(n) for the n-th request."""
     servers = []
 
-    def make(body: str, content_type="text/plain; version=0.0.4; charset=utf-8"):
+    def make(body_fn, content_type="text/plain; version=0.0.4"):
+        calls = [0]
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                data = body.encode()
+                calls[0] += 1
+                data = body_fn(calls[0]).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
@@ -108,6 +111,16 @@ def static_server():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def static_server(dynamic_server):
+    """A real HTTP server answering every GET with a fixed exposition body."""
+
+    def make(body: str, content_type="text/plain; version=0.0.4; charset=utf-8"):
+        return dynamic_server(lambda _call: body, content_type)
+
+    return make
 
 
 @pytest.fixture(scope="module")

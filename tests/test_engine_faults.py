@@ -7,7 +7,6 @@ monotonic and the totals correct, and recovery needs nobody."""
 import threading
 import time
 import tracemalloc
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -15,7 +14,6 @@ import pytest
 from conftest import MODEL, make_config, value
 from exporter.demo.vllm_server import SimulatedVllm
 from exporter.engines import source as engine_source
-from exporter.web import WebServer
 from faults import campaign  # noqa: F401 (fixture)
 
 
@@ -44,38 +42,6 @@ def setup(clock, vllm, exporter_for):
         exporter.sample_all()
         return server, exporter
     return make
-
-
-@pytest.fixture
-def dynamic_server():
-    """A real HTTP engine whose body is computed on every GET: body_fn(n) for the n-th request."""
-    servers = []
-
-    def make(body_fn):
-        calls = [0]
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                calls[0] += 1
-                data = body_fn(calls[0]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/metrics"
-
-    yield make
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def step(clock, exporter, seconds=5):
