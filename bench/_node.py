@@ -18,9 +18,9 @@ import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-import _common  # noqa: F401  (puts the checkout on sys.path)
+import _common  # also puts the checkout on sys.path
 
 MODELS = ("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct",
           "Qwen/Qwen2.5-32B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3")
@@ -88,21 +88,7 @@ class MultiModelVllm:
         registry = CollectorRegistry()
         registry.register(_Merged([_ModelSim(w, m) for w, m in workloads_and_models]))
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                body = generate_latest(registry)
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self._httpd = _common.serve(lambda _path: (200, CONTENT_TYPE_LATEST, generate_latest(registry)), host, port)
 
     @property
     def url(self) -> str:
@@ -143,23 +129,13 @@ def kube_api_server(engine_urls: list[str]) -> tuple[ThreadingHTTPServer, str]:
         pods.append(pod)
     pod_list = {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": pods}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            path = self.path.split("?", 1)[0]
-            obj = node if path == f"/api/v1/nodes/{KUBE_NODE}" else pod_list if path.endswith("/pods") else None
-            body = json.dumps(obj if obj is not None else {"kind": "Status", "code": 404}).encode()
-            self.send_response(200 if obj is not None else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(path: str):
+        path = path.split("?", 1)[0]
+        obj = node if path == f"/api/v1/nodes/{KUBE_NODE}" else pod_list if path.endswith("/pods") else None
+        body = json.dumps(obj if obj is not None else {"kind": "Status", "code": 404}).encode()
+        return 200 if obj is not None else 404, "application/json", body
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _common.serve(respond)
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 

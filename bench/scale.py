@@ -44,7 +44,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
 
@@ -134,28 +133,17 @@ def serve(template_path: str, nodes: int, origin: float) -> int:
     for i in range(nodes):
         factor = node_factor(i, nodes)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self, factor=factor):  # noqa: N802
-                t = time.time()
-                out = []
-                for f in template:
-                    out.append(f"# TYPE {f['family']} {f['type']}\n")
-                    for name, labels, value, rate in f["samples"]:
-                        v = value_at(f["type"], value, rate, factor, t, origin)
-                        out.append(f"{name}{{{labels}}} {v!r}\n" if labels else f"{name} {v!r}\n")
-                body = "".join(out).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def respond(_path, factor=factor):
+            t = time.time()
+            out = []
+            for f in template:
+                out.append(f"# TYPE {f['family']} {f['type']}\n")
+                for name, labels, value, rate in f["samples"]:
+                    v = value_at(f["type"], value, rate, factor, t, origin)
+                    out.append(f"{name}{{{labels}}} {v!r}\n" if labels else f"{name} {v!r}\n")
+            return 200, "text/plain; version=0.0.4; charset=utf-8", "".join(out).encode()
 
-            def log_message(self, *args):
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = _common.serve(respond)
         servers.append(server)
     print(json.dumps([s.server_address[1] for s in servers]), flush=True)
     stop = threading.Event()
