@@ -33,12 +33,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from exporter import units
+
 PREFIX = "llm-cost-exporter report: "
 MIN_STEP = 15.0  # a typical scrape interval: finer steps only repeat samples
 CHART_POINTS = 200
 MAX_POINTS = 11_000  # Prometheus' limit of points per series in one range query
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 365 * 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
 
 
 class ReportError(Exception):
@@ -91,9 +91,10 @@ def _fail(message: str) -> int:
 
 def parse_duration(text: str) -> float:
     """Prometheus-style duration (90s, 1h30m, 7d) in seconds."""
-    if not text or not re.fullmatch(f"(?:{_DURATION.pattern})+", text):
-        raise ReportError(f"cannot read duration {text!r}: use e.g. 30s, 5m, 1h30m, 7d")
-    return sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+    try:
+        return units.parse_duration(text)
+    except ValueError:
+        raise ReportError(f"cannot read duration {text!r}: use e.g. 30s, 5m, 1h30m, 7d") from None
 
 
 def parse_time(text: str, now: float) -> float:

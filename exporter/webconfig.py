@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from exporter.units import parse_duration
+
 log = logging.getLogger("exporter.web")
 
 MAX_FILE_BYTES = 1024 * 1024  # a web config, a certificate or a key larger than this is not one
@@ -81,9 +83,6 @@ _HEADERS = {"Strict-Transport-Security": None, "X-Content-Type-Options": ("nosni
             "X-Frame-Options": ("deny", "sameorigin"), "X-XSS-Protection": None, "Content-Security-Policy": None}
 _BCRYPT = re.compile(r"^\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}$")
 _BCRYPT_ANYWHERE = re.compile(r"\$2[abxy]?\$\d\d\$")
-_GO_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+$")
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class WebConfigError(Exception):
@@ -369,11 +368,14 @@ def _rate_limit(raw) -> tuple[float, int] | None:
 
 def parse_go_duration(value, key: str) -> float:
     """'100ms', '1m30s', 0 -> seconds, as Go's time.ParseDuration."""
-    if value == 0 or value == "0":
+    if value == 0:
         return 0.0
-    if not isinstance(value, str) or not _GO_DURATION.match(value):
-        raise WebConfigError(key, f"got {_show(value)}, allowed: a duration such as '100ms', '1s', '1m30s'")
-    return sum(float(n) * _GO_UNITS[u] for n, u in _GO_DURATION_PART.findall(value))
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return parse_duration(value)
+    except ValueError:
+        raise WebConfigError(key, f"got {_show(value)}, allowed: a duration such as '100ms', '1s', '1m30s'") from None
 
 
 def _show(value) -> str:

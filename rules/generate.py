@@ -36,6 +36,8 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # run as a script from a checkout: the exporter's one duration parser
+from exporter.units import parse_duration  # noqa: E402
 DEFAULT_CONFIG = HERE / "config.yaml"
 DEFAULT_OUTPUT = HERE / "llm-cost-exporter.rules.yml"
 GROUP_PREFIX = "llm-cost-exporter"
@@ -80,7 +82,6 @@ KEYS = {
     "price_unknown_severity": "text",
 }
 
-DURATION = re.compile(r"^(?=\d)(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
 LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED = {"job", "instance", "engine", "model", "api", "currency"}
 
@@ -140,7 +141,7 @@ def validate(config: dict) -> None:
 
 def _check(kind: str, value, config: dict) -> str | None:
     if kind in ("duration", "window"):
-        if not isinstance(value, str) or not DURATION.match(value):
+        if not _is_duration(value):
             return "is not a Prometheus duration (e.g. 30s, 5m, 1h30m, 1d)"
         if kind == "window" and value not in config.get("windows", []):
             return f"is not one of windows {config.get('windows')}: add it there or pick one of them"
@@ -148,7 +149,7 @@ def _check(kind: str, value, config: dict) -> str | None:
         if not isinstance(value, list) or not value:
             return "must be a non-empty list of durations"
         for w in value:
-            if not isinstance(w, str) or not DURATION.match(w) or _seconds(w) == 0:
+            if not _is_duration(w) or _seconds(w) == 0:
                 return f"holds {w!r}, which is not a non-zero Prometheus duration"
         if len(set(value)) != len(value):
             return "lists a window twice"
@@ -193,8 +194,15 @@ def _check(kind: str, value, config: dict) -> str | None:
 
 
 def _seconds(duration: str) -> float:
-    units = {"y": 31536000, "w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
-    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|y|w|d|h|m|s)", duration))
+    return parse_duration(duration, promql=True)
+
+
+def _is_duration(value) -> bool:
+    """A duration PromQL itself accepts (whole numbers; the exporter's parser, PromQL's grammar)."""
+    try:
+        return isinstance(value, str) and value != "0" and parse_duration(value, promql=True) >= 0
+    except ValueError:
+        return False
 
 
 # --- PromQL helpers -----------------------------------------------------------------------------
