@@ -157,3 +157,8 @@ def mutable_engine(tmp_path_factory):
     yield f"http://127.0.0.1:{server.server_address[1]}/metrics", set_counters, clock, exporter_factory
     server.shutdown()
     server.server_close()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/*.prom from the current /metrics instead of comparing (tests/test_golden.py)")
