@@ -20,11 +20,8 @@ from exporter import costmodel
 from exporter.config import Pricing
 from exporter.series import SlidingWindow
 
-UNALLOCATED = ""  # spend on GPUs no engine holds
-
-
 @dataclass(frozen=True)
-class SpendSnapshot:
+class SpendTotals:
     mode: str
     currency: str
     components: dict[str, float]  # cumulative spend by component
@@ -70,13 +67,11 @@ def engine_gpu_shares(engine_gpus: dict[str, list[int] | None], gpu_count: int) 
 
 class Accountant:
     def __init__(self, pricing: Pricing, gpu_source, engine_gpus: dict[str, list[int] | None],
-                 requests_total, clock, lock: threading.RLock, window_s: float, engine_idle=lambda name: False):
+                 clock, lock: threading.RLock, window_s: float):
         self._pricing = pricing
         self._gpu = gpu_source
         self._window_s = window_s
         self._engine_gpus = dict(engine_gpus)  # the active engines: they share the node's spend
-        self._requests_total = requests_total  # callable: finished requests over all engines
-        self._engine_idle = engine_idle  # callable: engine name -> no tokens flowing now
         self._clock = clock
         self._lock = lock
         self._components: dict[str, float] = {c: 0.0 for c in self.component_names(pricing.mode)}
@@ -91,7 +86,7 @@ class Accountant:
         self._last_time: float | None = None
         self._last_gpu_energy: dict[str, float] = {}
         self._last_requests = 0.0
-        self._restored_engines: dict[str, tuple[float, float, float]] = {}  # exporter.state, until the engine appears
+        self._restored_engines: dict[str, tuple[float, float, float]] = {}  # exporter.storage, until the engine appears
         self._hourly: float | None = None
 
     @staticmethod
@@ -134,7 +129,7 @@ class Accountant:
                 for ledgers in (self._spend, self._energy, self._idle_spend):
                     ledgers.pop(engine, None)
 
-    # -- persisted state (exporter.state) ---------------------------------------------------
+    # -- persisted totals (exporter.storage) ---------------------------------------------------
 
     def export_state(self) -> dict:
         """Every cumulative figure and what the next tick measures from, JSON-ready."""
@@ -148,12 +143,10 @@ class Accountant:
                     "co2e_grams": self._co2e_grams, "opex": self._opex, "last_time": self._last_time,
                     "last_gpu_energy": dict(self._last_gpu_energy), "last_requests": self._last_requests}
 
-    def restore_state(self, state: dict, accrue_gap: bool) -> bool:
-        """Continue the totals of a previous run (before the first tick). With accrue_gap the
-        first tick accrues from the saved last tick: the time the exporter was down is billed
-        like any other interval. Refused (False) if the mode or the currency changed."""
-        if (state["mode"], state["currency"]) != (self._pricing.mode, self._pricing.currency):
-            return False
+    def restore_state(self, state: dict, accrue_gap: bool) -> None:
+        """Continue the totals of a previous run (before the first tick), saved in the same mode
+        and currency. With accrue_gap the first tick accrues from the saved last tick: the time
+        the exporter was down is billed like any other interval."""
         with self._lock:
             for component, value in state["components"].items():
                 if component in self._components:
@@ -173,16 +166,17 @@ class Accountant:
                 self._last_requests = float(state["last_requests"])
                 for ledger in (*self._spend.values(), *self._energy.values()):
                     ledger.add(self._last_time, 0.0, 0.0)  # the window starts at the saved tick
-        return True
 
     # -- ticking --------------------------------------------------------------------------
 
-    def tick(self) -> None:
+    def tick(self, requests: float, idle_engines=frozenset()) -> None:
+        """Accrue the interval since the last tick. `requests`: finished requests over all engines
+        so far (for per-request fees); `idle_engines`: engines with no tokens flowing now, whose
+        spend of this interval is idle spend."""
         now = self._clock.now()
         readings = self._gpu.readings() if self._gpu else []
         with self._lock:
             energy_by_gpu = {r.uuid: r.energy_joules for r in readings}
-            requests = self._requests_total()
             if self._last_time is None:  # the first tick opens the ledgers
                 self._last_time, self._last_gpu_energy, self._last_requests = now, energy_by_gpu, requests
                 for ledger in (*self._spend.values(), *self._energy.values()):
@@ -194,10 +188,11 @@ class Accountant:
             gpu_joules = {r.index: max(energy_by_gpu[r.uuid] - self._last_gpu_energy.get(r.uuid, energy_by_gpu[r.uuid]), 0.0)
                           for r in readings}
             new_requests = max(requests - self._last_requests, 0.0)
-            self._accrue(now, dt, gpu_joules, new_requests, len(readings))
+            self._accrue(now, dt, gpu_joules, new_requests, len(readings), idle_engines)
             self._last_time, self._last_gpu_energy, self._last_requests = now, energy_by_gpu, requests
 
-    def _accrue(self, now: float, dt: float, gpu_joules: dict[int, float], new_requests: float, gpu_count: int) -> None:
+    def _accrue(self, now: float, dt: float, gpu_joules: dict[int, float], new_requests: float, gpu_count: int,
+                idle_engines) -> None:
         p = self._pricing
         hours = dt / costmodel.SECONDS_PER_HOUR
         overhead_joules = p.energy.overhead_watts * dt
@@ -227,10 +222,10 @@ class Accountant:
         self._overhead_joules += overhead_joules
         total = sum(shared.values()) + sum(per_gpu_energy_cost.values())
         self._hourly = None if p.mode == "cloud" and p.cloud.hourly is None else total / hours
-        self._allocate(now, dt, sum(shared.values()), per_gpu_energy_cost, gpu_count)
+        self._allocate(now, dt, sum(shared.values()), per_gpu_energy_cost, gpu_count, idle_engines)
         self._allocate_energy(now, dt, gpu_joules, overhead_joules, gpu_count)
 
-    def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count) -> None:
+    def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count, idle_engines) -> None:
         allocated = {e: 0.0 for e in self._spend}  # inactive engines get 0: their ledgers stay current
         holders = engine_gpu_shares(self._engine_gpus, gpu_count)
         if gpu_count == 0 and self._engine_gpus:  # no GPU information: split evenly between engines
@@ -242,7 +237,7 @@ class Accountant:
                 allocated[engine] += gpu_cost / len(engines)
         for engine, amount in allocated.items():
             self._spend[engine].add(now, amount, dt)
-            if amount and self._engine_idle(engine):
+            if amount and engine in idle_engines:
                 self._idle_spend[engine] += amount
 
     def _allocate_energy(self, now, dt, gpu_joules: dict[int, float], overhead_joules: float, gpu_count: int) -> None:
@@ -257,9 +252,9 @@ class Accountant:
 
     # -- reading (call with the state lock held) ------------------------------------------
 
-    def snapshot(self) -> SpendSnapshot:
+    def totals(self) -> SpendTotals:
         p = self._pricing
-        return SpendSnapshot(
+        return SpendTotals(
             mode=p.mode, currency=p.currency, components=dict(self._components),
             engines={e: ledger.total for e, ledger in self._spend.items()},
             energy_cost=self._energy_cost if p.energy.electricity_per_kwh is not None else None,

@@ -105,14 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return report.run(args)
     _setup_logging(args.log_level)
     if args.command == "demo":
-        from exporter.demo.run import run as run_demo
-
-        web_config = _web_config(args.web_config_file)
-        if web_config == 2:
-            return 2
-        code = run_demo(args.listen_address, args.speed, args.duration, args.summary_every, args.constant_load,
-                        web_config)
-        return _exit_promptly(code) if code == 0 else code
+        return _demo(args)
     return _run(args)
 
 
@@ -167,32 +160,77 @@ def _run(args) -> int:
     from exporter.app import Exporter
     from exporter.web import WebServer
 
-    exporter = Exporter(config)
+    storage = None
+    if args.storage_path:
+        from exporter.storage import Storage
+
+        storage = Storage(args.storage_path, args.storage_interval, args.storage_max_gap)
+    exporter = Exporter(config, storage=storage)
     try:
         web = WebServer(exporter, args.listen_address, args.telemetry_path, web_config)
     except (OSError, ValueError) as err:
         print(f"llm-cost-exporter: cannot listen on {args.listen_address}: {err}", file=sys.stderr)
         return 1
-    state = None
-    if args.storage_path:
-        from exporter.state import StateStore
-
-        state = StateStore(exporter, args.storage_path, args.storage_interval, args.storage_max_gap)
-        state.restore()
     exporter.start()
     web.start()
-    if state is not None:
-        state.start()
+    if storage is not None:
+        storage.start()
     log.info("listening address=%s telemetry_path=%s tls=%s basic_auth=%s engines=%d gpu_backend=%s mode=%s",
              args.listen_address, args.telemetry_path, web.tls, bool(web_config and web_config.current.auth),
              len(config.engines), config.gpu.backend, config.pricing.mode)
+    stop = _stop_on_signals()
+    previous_sighup = reload_on_sighup(exporter) if config.source_path else None
+    wait_for_signal(stop)
+    if previous_sighup is not None:
+        signal.signal(signal.SIGHUP, previous_sighup)
+    web.stop()
+    exporter.stop()
+    if storage is not None:
+        storage.stop()
+    log.info("stopped")
+    return _exit_promptly(0)
+
+
+def _demo(args) -> int:
+    from exporter.demo.node import INSTANCE_HOURLY, INSTANCE_TYPE, Demo
+
+    web_config = _web_config(args.web_config_file)
+    if web_config == 2:
+        return 2
+    try:
+        demo = Demo(args.listen_address, args.speed, constant_load=args.constant_load, web_config=web_config)
+    except OSError as err:
+        print(f"llm-cost-exporter demo: cannot listen on {args.listen_address}: {err}", file=sys.stderr)
+        return 1
+    demo.start()
+    port, scheme = demo.web.port, "https" if demo.web.tls else "http"
+    print(f"llm-cost-exporter demo: 4 simulated A10G GPUs ({INSTANCE_TYPE} at ${INSTANCE_HOURLY}/h), "
+          f"2 simulated vLLM servers, time x{args.speed:g}", flush=True)
+    print(f"  metrics:  {scheme}://localhost:{port}/metrics\n  summary:  {scheme}://localhost:{port}/\n"
+          f"  engines:  {', '.join(s.url for s in demo.servers)}\nCtrl-C to stop.", flush=True)
+    stop = _stop_on_signals()
+    deadline = time.monotonic() + args.duration if args.duration > 0 else None
+    while not wait_for_signal(stop, args.summary_every):
+        print(demo.summary_line(), flush=True)
+        if deadline and time.monotonic() >= deadline:
+            break
+    demo.stop()
+    print("demo stopped", file=sys.stderr, flush=True)
+    return _exit_promptly(0)
+
+
+def _stop_on_signals() -> threading.Event:
+    """An Event that SIGINT and SIGTERM set."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    wait_for_signal(stop)
-    web.stop()
-    exporter.stop()
-    if state is not None:
-        state.stop()
-    log.info("stopped")
-    return _exit_promptly(0)
+    return stop
+
+
+def reload_on_sighup(exporter):
+    """SIGHUP reloads the configuration, as for Prometheus; returns the previous handler."""
+
+    def on_sighup(*_):  # do the work in a thread: a signal handler must not take our locks
+        threading.Thread(target=exporter.reload_config, name="config-reload", daemon=True).start()
+
+    return signal.signal(signal.SIGHUP, on_sighup)

@@ -14,7 +14,7 @@ log = logging.getLogger("exporter.health")
 
 
 @dataclass
-class HealthSnapshot:
+class HealthStatus:
     source: str
     name: str
     up: bool
@@ -58,7 +58,7 @@ class SourceHealth:
         with self._lock:
             self._errors[reason] = self._errors.get(reason, 0) + 1
 
-    def snapshot(self) -> HealthSnapshot:
+    def status(self) -> HealthStatus:
         with self._lock:
-            return HealthSnapshot(self.source, self.name, self._up, self._last_success,
+            return HealthStatus(self.source, self.name, self._up, self._last_success,
                                   self._last_duration, dict(self._errors), self._reason)

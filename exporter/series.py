@@ -54,7 +54,7 @@ class ResetAwareTotals:
                 del table[key]
 
     def state(self) -> dict:
-        """A JSON-ready copy, for exporter.state (keys are tuples of strings)."""
+        """A JSON-ready copy, for exporter.storage (keys are tuples of strings)."""
         return {"baselined": self.baselined, "resets": self.resets,
                 "totals": [[*k, v] for k, v in self.totals.items()],
                 "last_raw": [[*k, v] for k, v in self._last_raw.items()]}

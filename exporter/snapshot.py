@@ -10,10 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from exporter import costmodel
-from exporter.accounting import SpendSnapshot
-from exporter.engines.source import ModelSnapshot
+from exporter.accounting import SpendTotals
+from exporter.engines.source import ModelTotals
 from exporter.gpu.source import GpuReading
-from exporter.health import HealthSnapshot
+from exporter.health import HealthStatus
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class ApiComparison:
 
 @dataclass(frozen=True)
 class ModelFigures:
-    model: ModelSnapshot
+    model: ModelTotals
     tokens_per_second: float | None = None  # over the live window
     cost_per_million: float | None = None  # allocation basis, over the live window
     cost_per_million_full: float | None = None  # the published figure: at 100% utilization
@@ -52,8 +52,8 @@ class Snapshot:
     window_s: float
     gpus: list[GpuReading]
     models: list[ModelFigures]
-    spend: SpendSnapshot | None
-    health: list[HealthSnapshot]
+    spend: SpendTotals | None
+    health: list[HealthStatus]
     engine_resets: dict[str, int]
     payback_months: dict[str, float | None] = field(default_factory=dict)  # owned mode, per API
     info: ExporterInfo | None = None
@@ -63,25 +63,25 @@ class Snapshot:
         return Snapshot(0.0, 0.0, [], [], None, [], {})
 
 
-def take(clock, config, gpu_source, engines, accountant, retired=frozenset(), extra_health=(), info=None) -> Snapshot:
+def take_snapshot(clock, config, gpu_source, engines, accountant, retired=frozenset(), extra_health=(), info=None) -> Snapshot:
     """Call with the state lock held. `retired`: engines that are gone but keep their (frozen)
     totals for a while: no gauges, no health; `extra_health`: other sources (Kubernetes)."""
     models = []
     for engine in engines:
-        engine_models = engine.snapshot()
+        engine_models = engine.model_totals()
         if engine.name in retired:
             engine_models = [dataclasses.replace(m, gauges={}) for m in engine_models]
         for m in engine_models:
             models.append(_figures(m, engine_models, accountant))
-    health = ([gpu_source.health.snapshot()] if gpu_source else []) + \
-        [e.health.snapshot() for e in engines if e.name not in retired] + [h.snapshot() for h in extra_health]
+    health = ([gpu_source.health.status()] if gpu_source else []) + \
+        [e.health.status() for e in engines if e.name not in retired] + [h.status() for h in extra_health]
     now = clock.now()
     return Snapshot(
         time=now,
         window_s=config.window,
         gpus=gpu_source.readings() if gpu_source else [],
         models=models,
-        spend=accountant.snapshot(),
+        spend=accountant.totals(),
         health=health,
         engine_resets={e.name: e.resets for e in engines},
         payback_months=_payback(now, config, engines, accountant) if config.pricing.mode == "owned" else {},
@@ -89,7 +89,7 @@ def take(clock, config, gpu_source, engines, accountant, retired=frozenset(), ex
     )
 
 
-def _figures(model: ModelSnapshot, engine_models: list[ModelSnapshot], accountant) -> ModelFigures:
+def _figures(model: ModelTotals, engine_models: list[ModelTotals], accountant) -> ModelFigures:
     if model.window is None:
         return ModelFigures(model, apis=_apis(model, None))
     t0, tokens0, t1, tokens1 = model.window
@@ -111,7 +111,7 @@ def _figures(model: ModelSnapshot, engine_models: list[ModelSnapshot], accountan
         apis=_apis(model, full))
 
 
-def _apis(model: ModelSnapshot, cost_full: float | None) -> list[ApiComparison]:
+def _apis(model: ModelTotals, cost_full: float | None) -> list[ApiComparison]:
     tokens = sum(model.tokens.values())
     out = []
     for api, spend in sorted(model.api_equivalent.items()):

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from exporter.demo.run import INSTANCE_HOURLY, Demo  # noqa: E402
+from exporter.demo.node import INSTANCE_HOURLY, Demo  # noqa: E402
 
 RSS_LIMIT_MIB = 5.0
 
@@ -107,8 +107,8 @@ def soak(hours: float = 24.0, speed: float = 360.0, gpu_interval: str = "50ms", 
     ticks: list[float] = []  # the time of the first tick, which opens the ledger (private state, read by a harness)
     tick = exporter.accountant.tick
 
-    def first_tick_recorded():
-        tick()
+    def first_tick_recorded(*args, **kwargs):
+        tick(*args, **kwargs)
         if not ticks:
             ticks.append(exporter.accountant._last_time)
 
@@ -118,7 +118,7 @@ def soak(hours: float = 24.0, speed: float = 360.0, gpu_interval: str = "50ms", 
     try:
         first_tick = ticks[0]
         deadline = time.monotonic() + 30
-        while not all(e.health.snapshot().up for e in exporter.engines):  # the baseline scrape (counters at 0)
+        while not all(e.health.status().up for e in exporter.engines):  # the baseline scrape (counters at 0)
             assert time.monotonic() < deadline, "engines never answered"
             time.sleep(0.02)
         for server in demo.servers:
@@ -160,7 +160,7 @@ def soak(hours: float = 24.0, speed: float = 360.0, gpu_interval: str = "50ms", 
         time.sleep(2 * _seconds(engine_interval))  # a scrape in flight at the freeze (timeout < interval) is over
         mark = clock.now()
         deadline = time.monotonic() + 30
-        while not all((e.health.snapshot().last_success or 0) > mark for e in exporter.engines):
+        while not all((e.health.status().last_success or 0) > mark for e in exporter.engines):
             assert time.monotonic() < deadline, "no engine scrape after the freeze"
             time.sleep(0.02)
         exporter.stop()
@@ -173,7 +173,7 @@ def soak(hours: float = 24.0, speed: float = 360.0, gpu_interval: str = "50ms", 
         demo.stop()
 
     tokens_ok, tokens = True, {}
-    for server, (name, *_rest) in zip(demo.servers, __import__("exporter.demo.run", fromlist=["ENGINES"]).ENGINES):
+    for server, (name, *_rest) in zip(demo.servers, __import__("exporter.demo.node", fromlist=["ENGINES"]).ENGINES):
         served = server.served_counters()
         for direction in ("input", "output"):
             got = samples[("llmcost_tokens_total", (("direction", direction), ("engine", name), ("model", server.model)))]

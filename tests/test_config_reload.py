@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import MODEL, run_for, value
+from exporter.cli import reload_on_sighup
 from exporter.app import Exporter
 from exporter.config import load_file
 
@@ -138,7 +139,7 @@ def test_a_deleted_or_unreadable_file_keeps_the_running_config(setup, clock, cap
         exporter.check_config_file()
     assert reload_metrics(exporter) == (1, clock.now())
     lines = [r.getMessage() for r in caplog.records if "config" in r.getMessage()]
-    why = "No such file or directory" if fault == "deleted" else "Is a directory"
+    why = "No such file or directory" if fault == "deleted" else "not a regular file"
     assert len(lines) == 2 and "key=config.file" in lines[0] and why in lines[0], lines
     assert "configuration file unchanged" in lines[1]
 
@@ -199,7 +200,8 @@ def test_sighup_reloads(setup, clock):
     path, server, make = setup
     exporter = make()
     previous = signal.getsignal(signal.SIGHUP)
-    exporter.start()  # pytest runs tests in the main thread, where handlers can be set
+    exporter.start()
+    replaced = reload_on_sighup(exporter)  # what `run` installs; pytest runs tests in the main thread
     try:
         write(path, hourly=8.8, engines=[("a", server.url)], reload="1h")
         os.kill(os.getpid(), signal.SIGHUP)
@@ -209,7 +211,8 @@ def test_sighup_reloads(setup, clock):
         assert exporter.accountant.pricing.cloud.hourly == 8.8
     finally:
         exporter.stop()
-    assert signal.getsignal(signal.SIGHUP) is previous  # stop() puts the previous handler back
+        signal.signal(signal.SIGHUP, replaced)
+    assert replaced is previous  # the handler `run` puts back when it stops
 
 
 def test_the_run_command_reloads_its_file_and_reports_a_bad_one(tmp_path):
@@ -268,6 +271,6 @@ def test_a_file_still_being_written_is_loaded_once_it_settles(setup, clock):
     full = path.read_text().replace("hourly: 3.6", "hourly: 6.0")
     path.write_text(full[:25])  # an editor half way through rewriting it in place
     threading.Timer(0.02, path.write_text, args=(full,)).start()
-    assert exporter._check_config_file(force=False) == (True, "changing")  # nothing loaded, nothing reported
+    assert exporter.reloader.poll() == (True, "changing")  # nothing loaded, nothing reported
     exporter.check_config_file()
     assert exporter.accountant.pricing.cloud.hourly == 6.0 and exporter.reload_successful

@@ -62,7 +62,7 @@ def test_energy_counter_reset_never_goes_backwards(clock, nvml):
     assert after > before
     # The reset interval is integrated from power (150 W), not read as a huge or negative jump.
     assert after - before == pytest.approx(150.0 * 10, rel=0.01)
-    assert gpu_source.health.snapshot().errors == {"energy_counter_reset": 1}
+    assert gpu_source.health.status().errors == {"energy_counter_reset": 1}
 
 
 def test_lost_gpu_is_down_and_the_others_continue(clock, nvml):
@@ -74,7 +74,7 @@ def test_lost_gpu_is_down_and_the_others_continue(clock, nvml):
     first, lost = gpu_source.readings()
     assert first.up and first.power_watts == pytest.approx(150.0)
     assert not lost.up and lost.energy_joules == energy_lost_gpu
-    health = gpu_source.health.snapshot()
+    health = gpu_source.health.status()
     assert health.up and health.errors["gpu_lost"] == 5
 
 
@@ -90,20 +90,20 @@ def test_unsupported_reading_on_one_gpu_is_absent_and_the_gpu_stays_up(clock, nv
     assert first.utilization_ratio is None and second.utilization_ratio is not None
     assert first.memory_total_bytes == 24 * 1024**3
     assert first.energy_joules == pytest.approx(nvml.true_energy_joules(0) - start, rel=1e-4)
-    assert gpu_source.health.snapshot().errors == {"not_supported": 1}  # asked once, not every second
+    assert gpu_source.health.status().errors == {"not_supported": 1}  # asked once, not every second
 
 
 def test_library_missing_reports_down_then_reinitialises_with_backoff(clock, nvml):
     nvml.library_missing = True
     gpu_source = source(clock, nvml)
     assert gpu_source.sample() == []
-    health = gpu_source.health.snapshot()
+    health = gpu_source.health.status()
     assert not health.up and health.errors == {"library_not_found": 1}
     nvml.library_missing = False
     gpu_source.sample()  # inside the 1 s backoff: no retry yet
-    assert gpu_source.health.snapshot().errors == {"library_not_found": 1} and not gpu_source.health.snapshot().up
+    assert gpu_source.health.status().errors == {"library_not_found": 1} and not gpu_source.health.status().up
     time.sleep(1.1)
-    assert len(gpu_source.sample()) == 2 and gpu_source.health.snapshot().up
+    assert len(gpu_source.sample()) == 2 and gpu_source.health.status().up
 
 
 def test_driver_gone_mid_run_keeps_energy_and_recovers(clock, nvml):
@@ -113,19 +113,19 @@ def test_driver_gone_mid_run_keeps_energy_and_recovers(clock, nvml):
     nvml.fail("nvmlDeviceGetPowerUsage", pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
     clock.advance(1)
     gpu_source.sample()
-    assert not gpu_source.health.snapshot().up
+    assert not gpu_source.health.status().up
     assert all(not g.up for g in gpu_source.readings())
     assert gpu_source.total_energy_joules() == energy
     nvml.clear_failures()
     time.sleep(1.1)
     sample_for(gpu_source, clock, 2)
-    assert gpu_source.health.snapshot().up and gpu_source.total_energy_joules() > energy
+    assert gpu_source.health.status().up and gpu_source.total_energy_joules() > energy
 
 
 def test_real_pynvml_without_a_gpu_reports_library_not_found(clock):
     """This machine (and CI) has no NVIDIA driver: the real binding must fail cleanly."""
     gpu_source = GpuSource(load_pynvml, clock)
     assert gpu_source.sample() == []
-    health = gpu_source.health.snapshot()
+    health = gpu_source.health.status()
     assert not health.up
     assert set(health.errors) <= {"library_not_found", "driver_not_loaded"} and health.errors

@@ -497,7 +497,7 @@ def test_start_reads_the_node_before_the_first_tick_and_schedules_the_refreshes(
     try:
         assert pricing_source(exporter) == "node_labels:aws/g5.12xlarge/us-east-1/spot"
         assert exporter.accountant.pricing.cloud.hourly == pytest.approx(2.1824)
-        jobs = {job.id: job.trigger.interval.total_seconds() for job in exporter._scheduler.get_jobs()}
+        jobs = exporter.jobs.intervals()
         assert jobs["kubernetes:node"] == 300 and jobs["kubernetes:pods"] == 30
     finally:
         exporter.stop()

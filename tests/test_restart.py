@@ -15,11 +15,12 @@ import pytest
 import yaml
 
 from conftest import MODEL, make_config, run_for, value
-from exporter import state as state_module
+from exporter import storage as storage_module
+from exporter.app import Exporter
 from exporter.clock import SystemClock
 from exporter.demo.vllm_server import SimulatedVllm
 from exporter.demo.workload import Workload
-from exporter.state import StateStore
+from exporter.storage import Storage
 from prometheus import Prometheus, free_port
 
 HOURLY = 3.6
@@ -33,9 +34,8 @@ def node(clock, vllm, nvml, exporter_for, tmp_path):
     config = make_config([("vllm", server.url, {})], hourly=HOURLY, energy=ENERGY)
 
     def start_exporter(max_gap=3600.0, config=config, sample=True):
-        exporter = exporter_for(config)
-        store = StateStore(exporter, str(tmp_path), interval=30.0, max_gap=max_gap)
-        store.restore()
+        store = Storage(str(tmp_path), interval=30.0, max_gap=max_gap, clock=clock)
+        exporter = Exporter(config, clock=clock, nvml_backend=nvml, storage=store)
         if sample:
             exporter.sample_all()  # what start() does first
         return exporter, store
@@ -89,7 +89,7 @@ def test_a_gap_over_max_gap_continues_totals_without_billing_it(clock, node, cap
     before, counted = spend(first), tokens(first)
     store.stop()
     clock.advance(7200)  # two hours: maybe the node was stopped, not billed
-    with caplog.at_level(logging.WARNING, logger="exporter.state"):
+    with caplog.at_level(logging.WARNING, logger="exporter.storage"):
         second, _ = start_exporter(max_gap=3600.0)
     assert "not accrued" in caplog.text
     assert spend(second) == pytest.approx(before)
@@ -161,7 +161,7 @@ def test_after_a_crash_and_a_gap_over_max_gap_nothing_is_restored(clock, node, c
     run_for(clock, first, 600)
     assert store.save()
     clock.advance(7200)
-    with caplog.at_level(logging.WARNING, logger="exporter.state"):
+    with caplog.at_level(logging.WARNING, logger="exporter.storage"):
         second, _ = start_exporter()
     assert "without a final write" in caplog.text
     assert spend(second) == 0 and value(second, "llmcost_state_restored_gap_seconds") is None
@@ -170,10 +170,10 @@ def test_after_a_crash_and_a_gap_over_max_gap_nothing_is_restored(clock, node, c
 @pytest.mark.parametrize("content", [b"{not json", b'{"version": 99}', b"\xff\xfe", b'{"version": 1, "gpus": 3}'])
 def test_an_unusable_state_file_is_one_line_and_a_fresh_start(clock, node, tmp_path, caplog, content):
     _, start_exporter = node
-    (tmp_path / state_module.FILE_NAME).write_bytes(content)
+    (tmp_path / storage_module.FILE_NAME).write_bytes(content)
     with caplog.at_level(logging.INFO, logger="exporter"):
         exporter, store = start_exporter()
-    assert [r.levelname for r in caplog.records if r.name == "exporter.state"] == ["WARNING"]
+    assert [r.levelname for r in caplog.records if r.name == "exporter.storage"] == ["WARNING"]
     assert value(exporter, "llmcost_state_restored_gap_seconds") is None
     run_for(clock, exporter, 60)
     assert spend(exporter) == pytest.approx(HOURLY * 60 / 3600) and store.save()
@@ -189,15 +189,16 @@ def test_a_state_for_another_currency_is_not_restored(clock, node, vllm):
     assert value(second, "llmcost_spend_total", component="instance", currency="EUR") == 0
 
 
-def test_write_failures_are_counted_logged_once_and_never_stop_the_exporter(clock, exporter_for, vllm, tmp_path, caplog):
+def test_write_failures_are_counted_logged_once_and_never_stop_the_exporter(clock, nvml, vllm, tmp_path, caplog):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    exporter = exporter_for(make_config([("vllm", vllm().url, {})]))
-    store = StateStore(exporter, str(blocker / "state"), interval=30.0)
-    with caplog.at_level(logging.INFO, logger="exporter.state"):
+    store = Storage(str(blocker / "state"), interval=30.0, clock=clock)
+    exporter = Exporter(make_config([("vllm", vllm().url, {})]), clock=clock, nvml_backend=nvml, storage=store)
+    caplog.clear()  # the start's one line: no saved state readable there
+    with caplog.at_level(logging.INFO, logger="exporter.storage"):
         assert not store.save() and not store.save() and not store.save()
     assert value(exporter, "llmcost_state_write_errors_total") == 3
-    assert len([r for r in caplog.records if r.name == "exporter.state"]) == 1
+    assert len([r for r in caplog.records if r.name == "exporter.storage"]) == 1
     run_for(clock, exporter, 10)
     assert spend(exporter) > 0
 
@@ -207,9 +208,9 @@ def test_state_file_is_replaced_atomically(clock, node, tmp_path):
     exporter, store = start_exporter()
     run_for(clock, exporter, 60)
     assert store.save()
-    path = tmp_path / state_module.FILE_NAME
+    path = tmp_path / storage_module.FILE_NAME
     data = json.loads(path.read_text())
-    assert data["version"] == state_module.VERSION and not (tmp_path / f"{state_module.FILE_NAME}.tmp").exists()
+    assert data["version"] == storage_module.VERSION and not (tmp_path / f"{storage_module.FILE_NAME}.tmp").exists()
     assert data["accountant"]["components"]["instance"] == pytest.approx(HOURLY * 60 / 3600)
 
 
@@ -294,4 +295,4 @@ def test_spend_by_increase_across_a_restart_matches_ground_truth(tmp_path):
             stderr = _stop(process)
         server.stop()
     assert "state restored" in stderr and "accrue" in stderr
-    assert os.path.exists(storage / state_module.FILE_NAME)
+    assert os.path.exists(storage / storage_module.FILE_NAME)

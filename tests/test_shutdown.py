@@ -15,7 +15,7 @@ from conftest import MODEL
 from exporter.clock import SystemClock
 from exporter.demo.vllm_server import SimulatedVllm
 from exporter.demo.workload import Workload
-from exporter.state import FILE_NAME
+from exporter.storage import FILE_NAME
 from test_demo_and_promtool import free_port
 
 BUDGET_S = 2.0

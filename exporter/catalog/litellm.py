@@ -76,7 +76,7 @@ def convert(data: dict, providers: set[str] | None = None, modes=("chat",), chec
             result.skipped.append((name, str(err)))
             continue
         provider = provider if isinstance(provider, str) and provider else "unknown"
-        result.imported.append(ApiPrice(name, provider, *prices, source=source, checked=checked))
+        result.imported.append(ApiPrice(name, *prices, provider=provider, source=source, checked=checked))
     return result
 
 

@@ -35,7 +35,7 @@ RETIRE_AFTER_S = 3600.0  # a model absent from the engine this long may be evict
 
 
 @dataclass(frozen=True)
-class ModelSnapshot:
+class ModelTotals:
     engine: str
     model: str
     tokens: dict[str, float]  # direction -> total since the exporter started
@@ -162,7 +162,7 @@ class EngineSource:
             return self.config.capacity_tokens_per_s, "configured"
         return (self._observed_peak or None), "observed"
 
-    def snapshot(self) -> list[ModelSnapshot]:
+    def model_totals(self) -> list[ModelTotals]:
         """Call with the state lock held."""
         if self._provisional:
             return []  # restored after a crash: not shown until a scrape confirms the totals
@@ -172,7 +172,7 @@ class EngineSource:
         for model in sorted(self._model_names()):
             totals = self._totals.totals
             window = self._windows.get(model)
-            out.append(ModelSnapshot(
+            out.append(ModelTotals(
                 engine=self.name,
                 model=model,
                 tokens={d: totals.get((model, "counter", f"{d}_tokens"), 0.0) for d in TOKEN_DIRECTIONS},
@@ -252,7 +252,7 @@ class EngineSource:
             log.warning("engine=%s %s (reason=%s; logged once)", self.name, detail, reason)
             self._capped_logged.add(reason)
 
-    # -- persisted state (exporter.state) ---------------------------------------------------
+    # -- persisted state (exporter.storage) ---------------------------------------------------
 
     def export_state(self) -> dict:
         """Everything cumulative, JSON-ready (call with the state lock held)."""

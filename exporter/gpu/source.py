@@ -279,7 +279,7 @@ class GpuSource:
         return (counter_mj - previous) / 1000.0
 
 
-    # -- persisted state (exporter.state) ---------------------------------------------------
+    # -- persisted state (exporter.storage) ---------------------------------------------------
 
     def export_state(self) -> list[dict]:
         with self._lock:

@@ -34,47 +34,62 @@ import json
 import logging
 import os
 import threading
+from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-log = logging.getLogger("exporter.state")
+from exporter.clock import SystemClock
+
+log = logging.getLogger("exporter.storage")
 
 FILE_NAME = "llm-cost-exporter-state.json"
 VERSION = 1
 MAX_STATE_BYTES = 16 * 1024 * 1024  # bounded by the series caps; anything larger is not ours
 
 
-class StateStore:
-    def __init__(self, exporter, directory: str, interval: float = 30.0, max_gap: float = 3600.0):
-        self.exporter = exporter
+@dataclass(frozen=True)
+class SavedTotals:
+    """What a previous run saved, and how to continue from it."""
+    accountant: dict
+    gpus: list
+    engines: dict  # engine name -> its totals
+    accrue_gap: bool  # bill the time since the last saved tick
+    provisional: bool  # saved by a periodic write, not a final one (the last run crashed)
+
+
+class Storage:
+    """The state file: read once at start (load), written every `interval` and at stop."""
+
+    def __init__(self, directory: str, interval: float = 30.0, max_gap: float = 3600.0, clock=None):
         self.directory = directory
         self.path = os.path.join(directory, FILE_NAME)
         self.interval = interval
         self.max_gap = max_gap
+        self._clock = clock or SystemClock()
         self.write_errors = 0
         self.last_write: float | None = None
         self.restored_gap: float | None = None  # seconds of downtime accrued at start; None: nothing restored
         self._failing = False
-        self._pending_engines: dict[str, dict] = {}
-        self._provisional = False  # restored from a periodic write, not a final one (the last run crashed)
+        self._dump = None  # () -> dict of the totals to write, set by bind()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._write_lock = threading.Lock()
-        exporter.registry.register(_StateCollector(self))
 
     # -- start ------------------------------------------------------------------------------
 
-    def restore(self) -> bool:
-        """Read the saved state into the exporter's sources. Call before exporter.start()."""
+    def load(self, mode: str, currency: str) -> SavedTotals | None:
+        """The totals to continue from, or None to count from 0 (each reason logged once)."""
         data = self._read()
         if data is None:
-            return False
-        exporter = self.exporter
-        now = exporter.clock.now()
+            return None
         accountant = data["accountant"]
+        if (accountant.get("mode"), accountant.get("currency")) != (mode, currency):
+            log.warning("saved state path=%s is for mode=%s currency=%s, not this configuration; starting from 0",
+                        self.path, accountant.get("mode"), accountant.get("currency"))
+            return None
         clean = data.get("clean") is True
         last_tick = accountant.get("last_time")
-        gap = None if last_tick is None else now - float(last_tick)
+        gap = None if last_tick is None else self._clock.now() - float(last_tick)
         accrue = gap is not None and 0.0 <= gap <= self.max_gap
         if not clean and not accrue:
             # A crash may have exposed up to --storage.interval more than was saved, and without
@@ -83,18 +98,7 @@ class StateStore:
             log.warning("saved state path=%s not restored: the exporter stopped without a final write and was down "
                         "%s (over --storage.max-gap=%gs); counting from 0", self.path,
                         "an unknown time" if gap is None else f"{gap:.0f}s", self.max_gap)
-            return False
-        if not exporter.accountant.restore_state(accountant, accrue):
-            log.warning("saved state path=%s is for mode=%s currency=%s, not this configuration; starting from 0",
-                        self.path, accountant.get("mode"), accountant.get("currency"))
-            return False
-        if exporter.gpu is not None:
-            exporter.gpu.restore_state(data["gpus"], accrue)
-        self._provisional = not clean
-        self._pending_engines = dict(data["engines"])
-        for engine in list(exporter.engines):
-            self.restore_engine(engine)
-        exporter.restore_engine = self.restore_engine  # engines that appear later (discovered pods)
+            return None
         self.restored_gap = gap if accrue else 0.0
         if accrue:
             log.info("state restored path=%s; the %.1fs since the last saved tick accrue", self.path, gap)
@@ -102,21 +106,7 @@ class StateStore:
             log.warning("state restored path=%s; totals continue, but the gap of %s is not accrued (over "
                         "--storage.max-gap=%gs, or the clock went back)", self.path,
                         "unknown" if gap is None else f"{gap:.0f}s", self.max_gap)
-        return True
-
-    def restore_engine(self, engine) -> None:
-        """Give an engine the totals saved under its name (once; before its first scrape)."""
-        saved = self._pending_engines.pop(engine.name, None)
-        if saved is None:
-            return
-        try:
-            with self.exporter.lock:
-                restored = engine.restore_state(saved, self.exporter.clock.now(), self._provisional)
-        except (KeyError, TypeError, ValueError) as err:
-            log.warning("saved state of engine=%s unusable (%s); it starts from 0", engine.name, type(err).__name__)
-            return
-        if not restored:
-            log.info("saved state of engine=%s was for another URL; it starts from 0", engine.name)
+        return SavedTotals(accountant, data["gpus"], dict(data["engines"]), accrue, provisional=not clean)
 
     def _read(self) -> dict | None:
         try:
@@ -144,23 +134,15 @@ class StateStore:
 
     # -- saving -----------------------------------------------------------------------------
 
-    def snapshot(self, final: bool = False) -> dict:
-        exporter = self.exporter
-        gpus = exporter.gpu.export_state() if exporter.gpu is not None else []
-        with exporter.lock:
-            accountant = exporter.accountant.export_state()
-            engines = {e.name: e.export_state() for e in exporter.engines}
-        for name, saved in self._pending_engines.items():  # not seen yet since the start: keep them
-            engines.setdefault(name, saved)
-        # clean: written at shutdown, after the web server stopped, so nothing was exposed after it.
-        return {"version": VERSION, "clean": final, "saved_at": exporter.clock.now(), "accountant": accountant,
-                "gpus": gpus, "engines": engines}
-
     def save(self, final: bool = False) -> bool:
-        """Write the state atomically (final: the last write, at shutdown). Never raises."""
+        """Write the totals atomically (final: the last write, at shutdown). Never raises."""
+        if self._dump is None:
+            return False
         with self._write_lock:
             try:
-                data = json.dumps(self.snapshot(final), separators=(",", ":"), allow_nan=False).encode()
+                # clean: written at shutdown, after the web server stopped, so nothing was exposed after it.
+                document = {"version": VERSION, "clean": final, "saved_at": self._clock.now(), **self._dump()}
+                data = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
                 os.makedirs(self.directory, exist_ok=True)
                 tmp = f"{self.path}.tmp"
                 with open(tmp, "wb") as handle:
@@ -179,11 +161,16 @@ class StateStore:
             if self._failing:
                 log.info("state written again path=%s", self.path)
                 self._failing = False
-            self.last_write = self.exporter.clock.now()
+            self.last_write = self._clock.now()
             return True
 
+    def bind(self, dump) -> None:
+        """What to write: dump() returns a dict with accountant, gpus and engines (the exporter's)."""
+        self._dump = dump
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="state", daemon=True)
+        """Write every interval from now on."""
+        self._thread = threading.Thread(target=self._loop, name="storage", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
@@ -211,12 +198,12 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-class _StateCollector:
+class StorageCollector:
     """llmcost_state_last_write_timestamp_seconds 1.7e+09
     llmcost_state_write_errors_total 0.0
     llmcost_state_restored_gap_seconds 2.4"""
 
-    def __init__(self, store: StateStore):
+    def __init__(self, store: Storage):
         self.store = store
 
     def describe(self):

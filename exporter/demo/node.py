@@ -1,11 +1,8 @@
-"""`llm-cost-exporter demo`: a simulated GPU node and two simulated vLLM servers, scraped over
-real HTTP by the real exporter, with time optionally accelerated."""
+"""The node of `llm-cost-exporter demo`: a simulated GPU node and two simulated vLLM servers,
+scraped over real HTTP by the real exporter, with time optionally accelerated. The CLI runs it."""
 
 from __future__ import annotations
 
-import logging
-import signal
-import sys
 import threading
 import time
 
@@ -16,8 +13,6 @@ from exporter.demo.vllm_server import SimulatedVllm
 from exporter.demo.workload import Workload
 from exporter.gpu.simulated import SimulatedNVML
 from exporter.web import WebServer
-
-log = logging.getLogger("exporter.demo")
 
 # A g5.12xlarge-like node: 4x A10G, two models on two GPUs each.
 INSTANCE_TYPE = "g5.12xlarge"
@@ -88,31 +83,3 @@ class Demo:
             parts.append(f"{name}: ${f.cost_per_million:,.2f}/1M{util}{full}" + (f"; {apis}" if apis else ""))
         return " | ".join(parts)
 
-
-def run(listen_address: str, speed: float, duration: float, summary_every: float,
-        constant_load: float | None = None, web_config=None) -> int:
-    try:
-        demo = Demo(listen_address, speed, constant_load=constant_load, web_config=web_config)
-    except OSError as err:
-        print(f"llm-cost-exporter demo: cannot listen on {listen_address}: {err}", file=sys.stderr)
-        return 1
-    demo.start()
-    port = demo.web.port
-    print(f"llm-cost-exporter demo: 4 simulated A10G GPUs ({INSTANCE_TYPE} at ${INSTANCE_HOURLY}/h), "
-          f"2 simulated vLLM servers, time x{speed:g}", flush=True)
-    scheme = "https" if demo.web.tls else "http"
-    print(f"  metrics:  {scheme}://localhost:{port}/metrics\n  summary:  {scheme}://localhost:{port}/\n"
-          f"  engines:  {', '.join(s.url for s in demo.servers)}\nCtrl-C to stop.", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    deadline = time.monotonic() + duration if duration > 0 else None
-    from exporter.cli import wait_for_signal
-
-    while not wait_for_signal(stop, summary_every):
-        print(demo.summary_line(), flush=True)
-        if deadline and time.monotonic() >= deadline:
-            break
-    demo.stop()
-    print("demo stopped", file=sys.stderr, flush=True)
-    return 0

@@ -1,0 +1,210 @@
+"""The engines this exporter scrapes, static (from the config) and discovered (from pods), and
+their lifecycle: added, updated, retired, expired.
+
+An engine that goes away (removed from the config, pod gone) is retired: its totals stay, frozen,
+for `removed_engine_retention` so that Prometheus scrapes their final values, then it expires and
+its series are dropped. While an engine exists its totals never go backwards: a changed URL or a
+re-created pod restarts its counting from a new baseline (or from zero, for a pod that started
+since the last listing), never from its old values.
+
+Every change is published to the accountant (which engines share the node's spend, on which
+GPUs) and to the jobs (one scrape job per active engine).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from exporter.config import Config, EngineConfig
+from exporter.engines.source import EngineSource
+
+log = logging.getLogger("exporter")
+
+
+@dataclass
+class _Engine:
+    source: EngineSource
+    gpus: list[int] | None
+    pod: object = None  # kube.discovery.PodTarget for a discovered engine
+    removed_at: float | None = None  # gone since: frozen until removed_at + removed_engine_retention
+
+    @property
+    def active(self) -> bool:
+        return self.removed_at is None
+
+
+class EngineRegistry:
+    """Call every method with the exporter's state lock held (`lock`)."""
+
+    def __init__(self, config: Config, clock, lock, accountant, jobs):
+        self._config = config
+        self._clock = clock
+        self._lock = lock
+        self._accountant = accountant
+        self._jobs = jobs
+        self._engines: dict[str, _Engine] = {}
+        self.sources: list[EngineSource] = []  # every engine with series, the retained ones included
+        self._retired_requests = 0.0  # finished requests of expired engines: the node total stays monotonic
+        self._saved: dict[str, dict] = {}  # persisted totals of engines not seen yet since the start
+        self._saved_provisional = False
+
+    # -- what the rest of the exporter reads ----------------------------------------------
+
+    def active_sources(self) -> list[EngineSource]:
+        return [e.source for e in self._engines.values() if e.active]
+
+    def retired_names(self) -> set[str]:
+        return {name for name, e in self._engines.items() if not e.active}
+
+    def idle_names(self) -> set[str]:
+        """Engines whose spend is idle spend now: no tokens flowing, or retired."""
+        return {name for name, e in self._engines.items() if not e.active or not e.source.tokens_flowing}
+
+    def requests_total(self) -> float:
+        return self._retired_requests + sum(e.requests_total() for e in self.sources)
+
+    def pods(self) -> dict[str, tuple[str, str]]:
+        """Discovered engine -> (namespace, pod)."""
+        return {name: (e.pod.namespace, e.pod.pod) for name, e in self._engines.items() if e.pod}
+
+    def apis_in_use(self) -> list:
+        compared = {api.name: api for engine in self.sources for api in engine.apis}
+        return sorted(compared.values(), key=lambda a: a.name)
+
+    # -- persisted totals ---------------------------------------------------------------------
+
+    def export_totals(self) -> dict[str, dict]:
+        engines = {e.name: e.export_state() for e in self.sources}
+        return {**self._saved, **engines}  # engines not seen yet since the start keep their saved totals
+
+    def restore_totals(self, saved: dict[str, dict], provisional: bool) -> None:
+        """Saved totals by engine name: given to each engine as it appears, before its first scrape."""
+        self._saved, self._saved_provisional = dict(saved), provisional
+        for source in self.sources:
+            self._restore(source)
+
+    def _restore(self, source: EngineSource) -> None:
+        saved = self._saved.pop(source.name, None)
+        if saved is None:
+            return
+        try:
+            restored = source.restore_state(saved, self._clock.now(), self._saved_provisional)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            log.warning("saved state of engine=%s unusable (%s); it starts from 0", source.name, type(err).__name__)
+            return
+        if not restored:
+            log.info("saved state of engine=%s was for another URL; it starts from 0", source.name)
+
+    # -- changes --------------------------------------------------------------------------------
+
+    def sync_static(self, config: Config) -> None:
+        """Make the configured engines those of `config` (at start and after a reload)."""
+        self._config = config
+        wanted = {e.name: e for e in config.engines}
+        for name, engine in self._engines.items():
+            if engine.pod is None and engine.active and name not in wanted:
+                self._retire(name, "removed from the configuration")
+        for name, engine_config in wanted.items():
+            engine = self._engines.get(name)
+            if engine is None:
+                self._add(engine_config)
+            else:  # a new URL may be another process: its next scrape is a new baseline
+                restart = "baseline" if engine_config.url != engine.source.config.url else None
+                self._update(engine, engine_config, restart)
+        for engine in self._engines.values():  # discovered engines follow compare.apis
+            apis = self._apis_for(engine.source.config)
+            if engine.pod is not None and apis != engine.source.apis:
+                engine.source.reconfigure(engine.source.config, apis)
+        self._publish()
+
+    def reconcile_pods(self, targets, listed_before: float | None) -> None:
+        """Engines follow the pods listed: new ones are added, gone ones retired, changed ones
+        updated. `listed_before`: when the previous listing was taken (None: this is the first)."""
+
+        def started_since_last_list(target) -> bool:
+            # A pod that started after our previous listing counted from 0 while we did not
+            # watch it: all of its counts are new. Otherwise its first scrape is a baseline.
+            return listed_before is not None and target.started is not None and target.started > listed_before
+
+        seen = set()
+        for target in targets:
+            name = target.engine
+            engine = self._engines.get(name)
+            if engine is not None and engine.pod is None:
+                continue  # a configured engine of that name (config validation forbids '/' in them)
+            seen.add(name)
+            engine_config = self._pod_engine_config(target)
+            if engine is None:
+                self._add(engine_config, target, "from_zero" if started_since_last_list(target) else None)
+                log.info("engine discovered engine=%s url=%s", name, target.url)
+                continue
+            restart = None
+            if target.uid != engine.pod.uid:  # re-created under the same name (a StatefulSet pod)
+                restart = "from_zero" if started_since_last_list(target) else "baseline"
+            elif target.url != engine.pod.url:
+                restart = "baseline"
+            engine.pod = target
+            self._update(engine, engine_config, restart)
+        for name, engine in self._engines.items():
+            if engine.pod is not None and engine.active and name not in seen:
+                self._retire(name, "pod gone")
+        self._publish()
+
+    def drop_expired(self) -> None:
+        now = self._clock.now()
+        retention = self._config.removed_engine_retention
+        expired = [name for name, e in self._engines.items() if not e.active and now - e.removed_at >= retention]
+        for name in expired:
+            self._retired_requests += self._engines.pop(name).source.requests_total()
+            self._accountant.forget(name)
+            log.info("engine series dropped engine=%s", name)
+        if expired:
+            self._publish()
+
+    # -- one engine -------------------------------------------------------------------------------
+
+    def _apis_for(self, engine_config: EngineConfig) -> list:
+        names = engine_config.apis if engine_config.apis is not None else self._config.compare.apis
+        return [self._config.api_prices[name] for name in names]
+
+    def _add(self, engine_config: EngineConfig, pod=None, restart: str | None = None) -> None:
+        source = EngineSource(engine_config, self._clock, self._lock, self._config.window, self._apis_for(engine_config))
+        self._restore(source)
+        if restart:
+            source.reconfigure(engine_config, source.apis, restart)
+        self._engines[engine_config.name] = _Engine(source, engine_config.gpus, pod)
+        self._schedule(engine_config.name)
+
+    def _update(self, engine: _Engine, engine_config: EngineConfig, restart: str | None = None) -> None:
+        apis = self._apis_for(engine_config)
+        if restart or engine_config != engine.source.config or apis != engine.source.apis:
+            interval_changed = engine_config.interval != engine.source.config.interval
+            engine.source.reconfigure(engine_config, apis, restart)
+            if interval_changed:
+                self._schedule(engine_config.name)
+        engine.gpus = engine_config.gpus
+        if not engine.active:
+            engine.removed_at = None
+            self._schedule(engine_config.name)
+            log.info("engine back engine=%s", engine_config.name)
+
+    def _retire(self, name: str, why: str) -> None:
+        self._engines[name].removed_at = self._clock.now()
+        self._jobs.remove(f"engine:{name}")
+        log.info("engine gone engine=%s reason=%s; its series stay, frozen, for %gs",
+                 name, why, self._config.removed_engine_retention)
+
+    def _schedule(self, name: str) -> None:
+        source = self._engines[name].source
+        self._jobs.add(source.sample, source.config.interval, f"engine:{name}")
+
+    def _publish(self) -> None:
+        self.sources = [e.source for e in self._engines.values()]
+        self._accountant.set_engines({name: e.gpus for name, e in self._engines.items() if e.active})
+
+    def _pod_engine_config(self, target) -> EngineConfig:
+        discovery = self._config.kubernetes.discovery
+        return EngineConfig(url=target.url, name=target.engine, kind=target.kind, interval=discovery.interval,
+                            timeout=discovery.timeout, capacity_tokens_per_s=target.capacity,
+                            gpus=list(target.gpus) if target.gpus is not None else None)
