@@ -30,10 +30,6 @@ def energy_cost(joules: float, price_per_kwh: float, pue: float = 1.0) -> float:
     return energy_kwh(joules) * pue * price_per_kwh
 
 
-def hourly_energy_cost(watts: float, price_per_kwh: float, pue: float = 1.0) -> float:
-    return energy_cost(watts * SECONDS_PER_HOUR, price_per_kwh, pue)
-
-
 def cost_per_million(spend: float, tokens: float) -> float | None:
     """Actual cost per 1M tokens over a period. None when no tokens flowed (cost is unbounded)."""
     if tokens <= 0:
@@ -65,10 +61,13 @@ def api_equivalent(input_tokens: float, output_tokens: float, input_per_million:
             + output_tokens * output_per_million) / PER_MILLION
 
 
-def blended_price_per_million(input_per_million: float, output_per_million: float,
-                              input_share: float) -> float:
-    """One price per 1M tokens for a traffic mix with `input_share` of tokens being input."""
-    return input_share * input_per_million + (1.0 - input_share) * output_per_million
+def blended_price_per_million(input_per_million: float, output_per_million: float, input_share: float,
+                              cached_input_per_million: float | None = None, cached_share: float = 0.0) -> float:
+    """One price per 1M tokens for a traffic mix: `input_share` of the tokens are input, and
+    `cached_share` of those are cached input (billed at the cached price where the API has one)."""
+    cached_price = input_per_million if cached_input_per_million is None else cached_input_per_million
+    input_price = (1.0 - cached_share) * input_per_million + cached_share * cached_price
+    return input_share * input_price + (1.0 - input_share) * output_per_million
 
 
 def breakeven_utilization(cost_per_million_full: float, api_blended_per_million: float) -> float | None:

@@ -13,9 +13,9 @@ import argparse
 import json
 import sys
 
-import yaml
-
+from exporter import catalog, pricing
 from exporter import costmodel as cm
+from exporter.validation import InputError, load_mapping, show
 
 SWEEP = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 _SCENARIO_KEYS = {
@@ -25,30 +25,29 @@ _SCENARIO_KEYS = {
 }
 
 
-class ScenarioError(Exception):
-    pass
+class ScenarioError(InputError):
+    """A bad scenario: `KEY: got VALUE, allowed: WHAT`."""
 
 
 def _api_prices(entries) -> list:
     """Catalog names or inline {name, input_per_million, output_per_million, cached_input_per_million}."""
-    from exporter import catalog
-
     known = None
     prices = []
     for i, entry in enumerate(entries or []):
         if isinstance(entry, str):
-            known = known or catalog.load_apis()
+            known = known or pricing.bundled_apis()
             if entry not in known:
-                raise ScenarioError(f"apis[{i}]: got {entry!r}, allowed: a catalog API ({', '.join(sorted(known)[:6])}, ...) "
+                raise ScenarioError(f"apis[{i}]", f"got {show(entry)}, allowed: a catalog API ({', '.join(sorted(known)[:6])}, ...) "
                                     "or an inline price")
             prices.append(known[entry])
         elif isinstance(entry, dict) and "name" in entry:
             try:
-                prices.append(catalog.api_from_dict(entry["name"], {k: v for k, v in entry.items() if k != "name"}))
+                prices.append(catalog.api_from_dict(str(entry["name"]), {k: v for k, v in entry.items() if k != "name"},
+                                                    key=f"apis[{i}]"))
             except catalog.CatalogError as err:
-                raise ScenarioError(f"apis[{i}]: {err}") from None
+                raise ScenarioError(err.key, err.problem) from None
         else:
-            raise ScenarioError(f"apis[{i}]: got {entry!r}, allowed: an API name or a mapping with name and prices")
+            raise ScenarioError(f"apis[{i}]", f"got {show(entry)}, allowed: an API name or a mapping with name and prices")
     return prices
 
 
@@ -57,7 +56,7 @@ def _number(scenario: dict, key: str, default=None):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ScenarioError(f"{key}: got {value!r}, allowed: a number >= 0")
+        raise ScenarioError(key, f"got {show(value)}, allowed: a number >= 0")
     return float(value)
 
 
@@ -65,7 +64,7 @@ def compute(scenario: dict) -> dict:
     """All figures the scenario determines, by name."""
     unknown = sorted(set(scenario) - _SCENARIO_KEYS)
     if unknown:
-        raise ScenarioError(f"{unknown[0]}: unknown key, allowed keys: {', '.join(sorted(_SCENARIO_KEYS))}")
+        raise ScenarioError(unknown[0], f"unknown key, allowed keys: {', '.join(sorted(_SCENARIO_KEYS))}")
     hpm = _number(scenario, "hours_per_month", 730.0)
     out: dict = {"hours_per_month": hpm}
     apis = _api_prices(scenario.get("apis"))
@@ -109,11 +108,10 @@ def _monthly_costs(scenario, hpm, out):
     owned = scenario.get("owned")
     hourly = _number(scenario, "hourly")
     if hourly is None and scenario.get("instance_type"):
-        from exporter import catalog
-
-        found = catalog.find_instance(catalog.load_instances(), scenario["instance_type"], scenario.get("region"))
+        found = pricing.find_instance(scenario["instance_type"], scenario.get("region"))
         if found is None:
-            raise ScenarioError(f"instance_type: got {scenario['instance_type']!r}, not in the price catalog; set hourly")
+            raise ScenarioError("instance_type", f"got {show(scenario['instance_type'])}, not in the price catalog; "
+                                "set hourly")
         hourly = found.hourly
     if hourly is not None:
         out["hourly"] = hourly
@@ -121,7 +119,7 @@ def _monthly_costs(scenario, hpm, out):
     if owned is None:
         return None, None, None
     if not isinstance(owned, dict):
-        raise ScenarioError("owned: allowed: a mapping (capex, gpu_count, gpu_power_w, ...)")
+        raise ScenarioError("owned", f"got {show(owned)}, allowed: a mapping (capex, gpu_count, gpu_power_w, ...)")
     watts = _number(owned, "gpu_count", 1) * _number(owned, "gpu_power_w", 0) + _number(owned, "overhead_power_w", 0)
     kwh = cm.energy_kwh_for(watts, hpm)
     energy = cm.energy_cost(kwh * cm.JOULES_PER_KWH, _number(owned, "electricity_per_kwh", 0), _number(owned, "pue", 1))
@@ -136,10 +134,8 @@ def _monthly_costs(scenario, hpm, out):
 
 
 def _blended(api, input_share: float, cached_share: float) -> float:
-    """The API's price per 1M tokens of a traffic mix (cached_share: of input tokens)."""
-    cached_price = api.cached_input_per_million if api.cached_input_per_million is not None else api.input_per_million
-    return (input_share * (1 - cached_share) * api.input_per_million + input_share * cached_share * cached_price
-            + (1 - input_share) * api.output_per_million)
+    return cm.blended_price_per_million(api.input_per_million, api.output_per_million, input_share,
+                                        api.cached_input_per_million, cached_share)
 
 
 def _compare_apis(out, apis, tokens, input_share, cached_share, opex, capex):
@@ -170,7 +166,7 @@ def _per_request(out, scenario, apis, input_share, cached_share):
         return
     api = apis[0] if apis else None
     if api is None:
-        raise ScenarioError("tokens_per_request: needs one entry in apis to price requests with")
+        raise ScenarioError("tokens_per_request", "needs one entry in apis to price requests with")
     api_per_request = tokens_per_request * _blended(api, input_share, cached_share) / cm.PER_MILLION
     fee = _number(scenario, "per_request_fees_per_million", 0) / cm.PER_MILLION
     daily_fixed = out["hourly"] * 24
@@ -293,14 +289,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     try:
-        with open(args.scenario, encoding="utf-8") as handle:
-            scenario = yaml.safe_load(handle)
-        if not isinstance(scenario, dict):
-            raise ScenarioError("the top level must be a mapping")
-        figures = compute(scenario)
-    except (OSError, yaml.YAMLError) as err:
-        print(f"llm-cost-exporter estimate: cannot read {args.scenario}: {err}".replace("\n", " "), file=sys.stderr)
-        return 2
+        figures = compute(load_mapping(args.scenario, "scenario", ScenarioError))
     except ScenarioError as err:
         print(f"llm-cost-exporter estimate: {args.scenario}: {err}", file=sys.stderr)
         return 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import math
 from collections import deque
 
 
@@ -114,6 +113,3 @@ class SlidingWindow:
         v0, v1 = self._values[i - 1], self._values[i]
         return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 
-
-def finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))

@@ -39,10 +39,6 @@ class InputError(Exception):
         text = f"{key}: {message}" if key else message
         super().__init__((f"{source}: {text}" if source else text).replace("\n", " "))
 
-    @classmethod
-    def got(cls, key: str, value, allowed: str, **extra):
-        return cls(key, f"got {show(value)}, allowed: {allowed}", **extra)
-
 
 def _got(error, key: str, value, allowed: str) -> Exception:
     return error(key, f"got {show(value)}, allowed: {allowed}")

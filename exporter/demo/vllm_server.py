@@ -19,9 +19,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-FAULTS = ("none", "http_500", "garbage", "huge", "hang", "drip", "not_http")
-
-
 class SimulatedVllm:
     def __init__(self, workload, model: str, host: str = "127.0.0.1", port: int = 0, data_parallel: int = 1):
         self.workload = workload

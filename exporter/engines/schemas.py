@@ -8,7 +8,7 @@ families of the right type: never by a `_total` suffix, because vLLM's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,6 @@ class EngineSchema:
     gauges: dict[str, tuple[Candidate, ...]]
     requests: Candidate | None = None  # counter of finished requests
     request_reason_label: str | None = None
-    summed_labels: tuple[str, ...] = field(default=())  # documented; every other label is summed away
 
 
 def _c(*names) -> tuple[Candidate, ...]:
@@ -51,7 +50,6 @@ VLLM = EngineSchema(
     },
     requests=Candidate("vllm:request_success_total"),
     request_reason_label="finished_reason",
-    summed_labels=("engine",),
 )
 
 SCHEMAS = {"vllm": VLLM}

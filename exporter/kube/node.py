@@ -21,7 +21,6 @@ CAPACITY_TYPE_LABELS = (
     ("cloud.google.com/gke-preemptible", {"true": "spot"}),
     ("kubernetes.azure.com/scalesetpriority", {"spot": "spot", "regular": "on-demand"}),
 )
-CAPACITY_TYPES = ("on-demand", "spot", "reserved")
 # spec.providerID scheme -> cloud: aws:///us-east-1a/i-..., gce://project/zone/name, azure:///subscriptions/...
 CLOUDS = {"aws": "aws", "gce": "gcp", "azure": "azure"}
 
@@ -31,7 +30,7 @@ class NodeInfo:
     name: str
     instance_type: str  # "" when the node has no instance-type label
     region: str  # "" when unlabelled
-    capacity_type: str  # one of CAPACITY_TYPES
+    capacity_type: str  # on-demand | spot | reserved
     gpu_product: str  # "" when unlabelled
     cloud: str  # aws | gcp | azure | the providerID's own scheme (kind, ...) | unknown
 
