@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import os
 import typing
 from dataclasses import dataclass, field
@@ -244,6 +245,9 @@ def _check_kubernetes(kube: KubernetesConfig) -> None:
         raise ConfigError("kubernetes.discovery.enabled", "got True, allowed: true only with kubernetes.enabled: true")
     if not kube.enabled:
         return
+    if importlib.util.find_spec("kubernetes") is None:
+        raise ConfigError("kubernetes.enabled", "got true, allowed: false, or install the kubernetes client: "
+                          "pip install 'llm-cost-exporter[kubernetes]'")
     if not kube.node_name:
         raise ConfigError("kubernetes.node_name", "required when kubernetes.enabled is true: set it, or the "
                           f"{NODE_NAME_VARIABLE} environment variable (downward API fieldRef spec.nodeName)")
