@@ -20,6 +20,7 @@ from exporter import costmodel
 from exporter.config import Pricing
 from exporter.series import SlidingWindow
 
+
 @dataclass(frozen=True)
 class SpendTotals:
     mode: str
@@ -151,7 +152,8 @@ class Accountant:
             for component, value in state["components"].items():
                 if component in self._components:
                     self._components[component] = float(value)
-            self._restored_engines = {e: tuple(float(v) for v in values) for e, values in state["engines"].items()}
+            self._restored_engines = {e: (float(spend), float(joules), float(idle))
+                                      for e, (spend, joules, idle) in state["engines"].items()}
             for engine in list(self._spend):  # engines already set: take their totals now
                 saved = self._restored_engines.pop(engine, None)
                 if saved is not None:
@@ -205,8 +207,9 @@ class Accountant:
         else:
             shared["amortization"] = costmodel.amortization_hourly(p.owned.capex, p.owned.amortization_months, p.hours_per_month) * hours
             shared["fixed"] = costmodel.fixed_hourly(p.owned.fixed_monthly, p.hours_per_month) * hours
-            shared["energy"] = costmodel.energy_cost(overhead_joules, energy_price, p.energy.pue)
-            per_gpu_energy_cost = {i: costmodel.energy_cost(j, energy_price, p.energy.pue) for i, j in gpu_joules.items()}
+            owned_price = energy_price or 0.0  # required in owned mode (config validation)
+            shared["energy"] = costmodel.energy_cost(overhead_joules, owned_price, p.energy.pue)
+            per_gpu_energy_cost = {i: costmodel.energy_cost(j, owned_price, p.energy.pue) for i, j in gpu_joules.items()}
         for component, amount in shared.items():
             self._components[component] += amount
         if "energy" in self._components:

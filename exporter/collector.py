@@ -126,9 +126,10 @@ class CostCollector:
             if not g.up or g.power_watts is None:
                 continue  # stale readings of a lost GPU would lie; only up and energy remain
             power.add_metric(key, g.power_watts)
-            util.add_metric(key, g.utilization_ratio)
-            used.add_metric(key, g.memory_used_bytes)
-            total.add_metric(key, g.memory_total_bytes)
+            for family, reading in ((util, g.utilization_ratio), (used, g.memory_used_bytes),
+                                    (total, g.memory_total_bytes)):
+                if reading is not None:  # a MIG GPU has no utilization reading
+                    family.add_metric(key, reading)
         yield from (info, up, power, limit, util, used, total, energy)
 
     def _model_families(self, snap: Snapshot):
@@ -209,6 +210,20 @@ class CostCollector:
         breakeven = GaugeMetricFamily(P + "breakeven_utilization_ratio", "Utilization at which self-hosting costs what the "
                                       "API costs: cost per 1M at 100% / API blended price. Above 1: never cheaper.",
                                       labels=ids + ["api"])
+        for f in snap.models:
+            key = [f.model.engine, f.model.model]
+            for c in f.apis:
+                equivalent.add_metric(key + [c.api, currency], c.equivalent_spend)
+                if c.price_per_million is not None:
+                    blended.add_metric(key + [c.api, currency], c.price_per_million)
+                if c.breakeven_utilization is not None:
+                    breakeven.add_metric(key + [c.api], c.breakeven_utilization)
+        yield from (prices, equivalent, blended, breakeven)
+        yield from self._capacity_families(snap, currency)
+        yield from self._owned_families(snap, currency)
+
+    def _capacity_families(self, snap: Snapshot, currency: str):
+        ids = ["engine", "model"]
         savings = GaugeMetricFamily(P + "api_savings", "API-equivalent spend minus self-hosted spend of the engine since "
                                     "start; negative when the API would have been cheaper.", labels=["engine", "api", "currency"])
         capacity = GaugeMetricFamily(P + "capacity_tokens_per_second", "Engine throughput at saturation: configured from a "
@@ -222,12 +237,6 @@ class CostCollector:
         capacities: dict[str, tuple[float, str]] = {}
         for f in snap.models:
             key = [f.model.engine, f.model.model]
-            for c in f.apis:
-                equivalent.add_metric(key + [c.api, currency], c.equivalent_spend)
-                if c.price_per_million is not None:
-                    blended.add_metric(key + [c.api, currency], c.price_per_million)
-                if c.breakeven_utilization is not None:
-                    breakeven.add_metric(key + [c.api], c.breakeven_utilization)
             if f.model.capacity:
                 capacities[f.model.engine] = (f.model.capacity, f.model.capacity_source)
             if f.cost_per_million_full is not None:
@@ -240,8 +249,7 @@ class CostCollector:
             capacity.add_metric([engine, source], value)
         for (engine, api), value in sorted(engine_savings(snap).items()):
             savings.add_metric([engine, api, currency], value)
-        yield from (prices, equivalent, blended, breakeven, savings, capacity, full, utilization, per_token)
-        yield from self._owned_families(snap, currency)
+        yield from (savings, capacity, full, utilization, per_token)
 
     def _owned_families(self, snap: Snapshot, currency: str):
         payback = GaugeMetricFamily(P + "payback_months", "Owned hardware: months until the capex is paid back by not "

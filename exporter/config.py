@@ -14,10 +14,11 @@ import os
 import typing
 from dataclasses import dataclass, field
 
-from exporter.pricing import CONFIGURED, PricingError, from_node_labels, resolve as resolve_prices
 from exporter.catalog import ApiPrice, InstancePrice
-from exporter.validation import InputError, build, choices, duration, internal, number, parse_yaml, \
-    read_file as read_input, show, size
+from exporter.pricing import CONFIGURED, PricingError, from_node_labels
+from exporter.pricing import resolve as resolve_prices
+from exporter.validation import InputError, build, choices, duration, internal, number, parse_yaml, show, size
+from exporter.validation import read_file as read_input
 
 DEFAULT_LISTEN_ADDRESS = ":9848"
 
@@ -73,7 +74,7 @@ class SimulatedGpus:
 @dataclass(frozen=True)
 class GpuConfig:
     backend: str = choices("nvml", "simulated", "none", default="nvml")
-    interval: float = duration("1s")
+    interval: float = duration("1s", positive=True)
     simulated: SimulatedGpus = field(default_factory=SimulatedGpus)
 
 
@@ -82,8 +83,8 @@ class EngineConfig:
     url: str
     name: str = "vllm"
     kind: str = choices("vllm", default="vllm")
-    interval: float = duration("5s")
-    timeout: float = duration("3s")
+    interval: float = duration("5s", positive=True)
+    timeout: float = duration("3s", positive=True)
     max_body_bytes: int = size("4MiB")
     max_models: int = number(50, minimum=1)
     gpus: list[int] | None = None  # GPU indices this engine holds; None = all GPUs of the node
@@ -107,9 +108,9 @@ class KubernetesDiscovery:
     enabled: bool = False
     label_selector: str = "llmcost.io/scrape=true"  # which pods on this node are engines
     namespace: str | None = None  # None = all namespaces
-    refresh_interval: float = duration("30s")  # how often the pods on this node are listed
-    interval: float = duration("5s")  # scrape cadence of each discovered engine
-    timeout: float = duration("3s")  # whole response of one engine scrape, < interval
+    refresh_interval: float = duration("30s", positive=True)  # how often the pods on this node are listed
+    interval: float = duration("5s", positive=True)  # scrape cadence of each discovered engine
+    timeout: float = duration("3s", positive=True)  # whole response of one engine scrape, < interval
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,8 @@ class KubernetesConfig:
     enabled: bool = False
     node_name: str | None = None  # None = the NODE_NAME environment variable (downward API spec.nodeName)
     node_labels_pricing: bool = True  # price the node from its instance-type/region/capacity-type labels
-    refresh_interval: float = duration("5m")  # how often the node's labels are read
-    timeout: float = duration("5s")  # per request to the API server
+    refresh_interval: float = duration("5m", positive=True)  # how often the node's labels are read
+    timeout: float = duration("5s", positive=True)  # per request to the API server
     api_url: str | None = None  # None = in-cluster (service account); e.g. http://127.0.0.1:8001 (kubectl proxy)
     kubeconfig: str | None = None  # a kubeconfig file instead of the in-cluster service account
     discovery: KubernetesDiscovery = field(default_factory=KubernetesDiscovery)
@@ -129,7 +130,7 @@ class Config:
     pricing: Pricing = field(default_factory=Pricing)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     engines: list[EngineConfig] = field(default_factory=list)
-    window: float = duration("5m")  # the live windowed gauges (tokens/s, $/1M) look back this far
+    window: float = duration("5m", positive=True)  # the live windowed gauges (tokens/s, $/1M) look back this far
     compare: Compare = field(default_factory=Compare)
     catalog: CatalogOverrides = field(default_factory=CatalogOverrides)
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
@@ -196,7 +197,7 @@ def _apply_env(raw: dict, environ) -> dict:
     for var, path in ENV_OVERRIDES.items():
         if var not in environ:
             continue
-        node = raw
+        node: typing.Any = raw
         for i, key in enumerate(path[:-1]):
             nxt = path[i + 1]
             if isinstance(key, int):
@@ -221,6 +222,11 @@ def _check(config: Config) -> None:
     sim = config.gpu.simulated
     if sim.max_watts <= sim.idle_watts:
         raise ConfigError("gpu.simulated.max_watts", f"got {sim.max_watts:g}, allowed: a number > idle_watts ({sim.idle_watts:g})")
+    _check_engines(config)
+    _check_kubernetes(config.kubernetes)
+
+
+def _check_engines(config: Config) -> None:
     names = set()
     for i, engine in enumerate(config.engines):
         if not engine.url.startswith(("http://", "https://")):
@@ -236,7 +242,6 @@ def _check(config: Config) -> None:
         if config.kubernetes.discovery.enabled and "/" in engine.name:
             raise ConfigError(f"engines[{i}].name", f"got {show(engine.name)}, allowed: a name without '/' "
                               "(namespace/pod names are the discovered engines')")
-    _check_kubernetes(config.kubernetes)
 
 
 def _check_kubernetes(kube: KubernetesConfig) -> None:

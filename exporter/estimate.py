@@ -72,14 +72,7 @@ def compute(scenario: dict) -> dict:
     cached_share = _number(scenario, "cached_input_share", 0.0)
 
     monthly, opex, capex = _monthly_costs(scenario, hpm, out)
-    capacity = _number(scenario, "throughput_tokens_per_s")
-    full_tokens = _number(scenario, "tokens_per_month_at_full_utilization")
-    if capacity is None and full_tokens is not None:
-        capacity = full_tokens / (hpm * cm.SECONDS_PER_HOUR)
-    utilization = _number(scenario, "utilization", 1.0)
-    tokens = _number(scenario, "tokens_per_month")
-    if tokens is None and capacity is not None:
-        tokens = cm.tokens_in_period(capacity, hpm, utilization)
+    capacity, tokens = _volume(scenario, hpm)
     if capacity is not None:
         out["throughput_tokens_per_s"] = capacity
     if tokens is not None:
@@ -101,6 +94,18 @@ def compute(scenario: dict) -> dict:
         out["sweep"] = [{"utilization": u, "cost_per_million": cm.cost_per_million(monthly, cm.tokens_in_period(capacity, hpm, u))}
                         for u in SWEEP]
     return out
+
+
+def _volume(scenario, hpm):
+    """(capacity in tokens/s, tokens per month), each None where the scenario does not say."""
+    capacity = _number(scenario, "throughput_tokens_per_s")
+    full_tokens = _number(scenario, "tokens_per_month_at_full_utilization")
+    if capacity is None and full_tokens is not None:
+        capacity = full_tokens / (hpm * cm.SECONDS_PER_HOUR)
+    tokens = _number(scenario, "tokens_per_month")
+    if tokens is None and capacity is not None:
+        tokens = cm.tokens_in_period(capacity, hpm, _number(scenario, "utilization", 1.0))
+    return capacity, tokens
 
 
 def _monthly_costs(scenario, hpm, out):
@@ -225,22 +230,33 @@ _LABELS = [
 def render_table(figures: dict) -> str:
     lines = [f"{label:<42} {fmt.format(figures[key])}" for key, label, fmt in _LABELS if figures.get(key) is not None]
     for name, row in figures.get("apis", {}).items():
-        lines.append(f"\ncompared with {name}:")
-        for key, label, fmt in (("api_blended_per_million", "API price per 1M tokens (this mix)", "{:,.4f}"),
-                                ("api_equivalent_per_month", "API bill per month", "{:,.2f}"),
-                                ("monthly_saving", "saving per month by self-hosting", "{:,.2f}"),
-                                ("breakeven_utilization", "break-even utilization", "{:.1%}"),
-                                ("payback_months", "payback (months)", "{:,.1f}")):
-            if key not in row:
-                continue
-            value = row[key]
-            text = "never" if value is None else fmt.format(value)  # only payback is None: never pays back
-            if text:
-                lines.append(f"  {label:<40} {text}")
-        if (row.get("breakeven_utilization") or 0) > 1:
-            lines.append("  -> this hardware cannot beat the API at any utilization")
+        lines += _api_lines(name, row)
     for name, bill in figures.get("api_bill", {}).items():
         lines.append(f"API bill with {name:<27} {bill:,.2f}")
+    lines += _sweep_lines(figures)
+    return "\n".join(lines)
+
+
+_API_LABELS = (("api_blended_per_million", "API price per 1M tokens (this mix)", "{:,.4f}"),
+               ("api_equivalent_per_month", "API bill per month", "{:,.2f}"),
+               ("monthly_saving", "saving per month by self-hosting", "{:,.2f}"),
+               ("breakeven_utilization", "break-even utilization", "{:.1%}"),
+               ("payback_months", "payback (months)", "{:,.1f}"))
+
+
+def _api_lines(name: str, row: dict) -> list[str]:
+    lines = [f"\ncompared with {name}:"]
+    for key, label, fmt in _API_LABELS:
+        if key in row:
+            value = row[key]
+            lines.append(f"  {label:<40} {'never' if value is None else fmt.format(value)}")  # None: never pays back
+    if (row.get("breakeven_utilization") or 0) > 1:
+        lines.append("  -> this hardware cannot beat the API at any utilization")
+    return lines
+
+
+def _sweep_lines(figures: dict) -> list[str]:
+    lines: list[str] = []
     if "sweep" in figures:
         lines.append("\nutilization   cost per 1M tokens" + "".join(f"   vs {n}" for n in figures.get("apis", {})))
         for point in figures["sweep"]:
@@ -252,7 +268,7 @@ def render_table(figures: dict) -> str:
             b = row.get("breakeven_utilization")
             if b is not None:
                 lines.append(f"break-even with {name}: {b:.1%} utilization" + (" (unreachable)" if b > 1 else ""))
-    return "\n".join(lines)
+    return lines
 
 
 def write_chart(figures: dict, path: str) -> None:

@@ -58,18 +58,19 @@ class ConfigReloader:
         if not self.path:
             return True, "no configuration file to reload"
         with self._lock:
+            data: bytes | ConfigError
             try:
                 data = read_file(self.path)  # ConfigMap updates swap a symlink: read the target anew
-                state, error = _digest(data), None
+                state = _digest(data)
             except ConfigError as err:
-                data, state, error = None, f"error:{err}", err
+                data, state = err, f"error:{err}"
             if state == self._last_seen and not force:
                 return self.successful, "unchanged"
-            if not force and data is not None and not self._settled(data):
+            if not force and isinstance(data, bytes) and not self._settled(self.path, data):
                 return self.successful, "changing"  # an editor still writing it: look at the next poll
             self._last_seen = state
-            if error is not None:
-                return self._failed(error)
+            if isinstance(data, ConfigError):
+                return self._failed(data)
             if state == self._running_digest:
                 return self._succeeded("configuration file unchanged", applied=False)
             try:
@@ -79,12 +80,13 @@ class ConfigReloader:
             self._running_digest = state
             return self._succeeded("configuration reloaded", applied=True)
 
-    def _settled(self, data: bytes) -> bool:
+    @staticmethod
+    def _settled(path: str, data: bytes) -> bool:
         """Is the file still the same a moment later? A file rewritten in place can be read half
         written (a ConfigMap update, a rename, cannot)."""
         time.sleep(SETTLE_SECONDS)
         try:
-            return read_file(self.path) == data
+            return read_file(path) == data
         except ConfigError:
             return False
 

@@ -333,7 +333,7 @@ def _table(headers, rows) -> list[str]:
 
     def line(cells):
         return "  ".join(str(v).ljust(w) if h in _LEFT else str(v).rjust(w)
-                         for h, v, w in zip(headers, cells, widths)).rstrip()
+                         for h, v, w in zip(headers, cells, widths, strict=True)).rstrip()
     return [line(headers)] + [line(r) for r in rows]
 
 
@@ -381,7 +381,7 @@ def write_chart(prometheus: PrometheusAPI, report: Report, step: float, path: st
     figure = Figure(figsize=(12, 1.2 + 3.4 * len(report.models)), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(report.models), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, model in zip(axes, report.models):
+    for ax, model in zip(axes, report.models, strict=True):
         _plot_model(ax, model, series, report.currency)
     axes[-1].set_xlabel("time (UTC)")
     axes[-1].set_xlim(datetime.fromtimestamp(report.start, timezone.utc), datetime.fromtimestamp(report.end, timezone.utc))

@@ -59,7 +59,7 @@ class Snapshot:
     info: ExporterInfo | None = None
 
     @staticmethod
-    def empty() -> "Snapshot":
+    def empty() -> Snapshot:
         return Snapshot(0.0, 0.0, [], [], None, [], {})
 
 

@@ -184,7 +184,7 @@ def build(cls, data, path: str = "", error=InputError, key_value: str | None = N
         raise _got(error, path or "config", data, "a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     hints = typing.get_type_hints(cls)
-    unknown = sorted((str(k) for k in set(data) - set(fields)))
+    unknown = sorted(str(k) for k in set(data) - set(fields))
     if unknown:
         raise error(_join(path, unknown[0]), f"unknown key, allowed keys: {', '.join(fields)}")
     values = {}
@@ -204,46 +204,61 @@ def _convert(hint, value, key: str, meta, error):
         if value is None:
             return None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    unit = meta.get("unit")
-    if unit:
-        return _convert_unit(unit, value, key, meta, error)
+    if meta.get("unit"):
+        return _convert_unit(meta["unit"], value, key, meta, error)
     if dataclasses.is_dataclass(hint):
         return build(hint, value, key, error)
-    origin = typing.get_origin(hint)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _got(error, key, value, "a mapping")
-        _, item = typing.get_args(hint)
-        if dataclasses.is_dataclass(item):
-            return {str(k): build(item, v, f"{key}.{k}", error, key_value=str(k)) for k, v in value.items()}
-        return {str(k): _convert(item, v, f"{key}.{k}", {}, error) for k, v in value.items()}
-    if origin is list:
-        if not isinstance(value, list):
-            raise _got(error, key, value, "a list")
-        (item,) = typing.get_args(hint)
-        return [_convert(item, v, f"{key}[{i}]", {}, error) for i, v in enumerate(value)]
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _got(error, key, value, "true, false")
-        return value
-    if hint in (int, float):
-        kind = "a whole number" if hint is int else "a number"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _got(error, key, value, kind)
-        if not math.isfinite(value):
-            raise _got(error, key, value, f"a finite {kind[2:]}")
-        if hint is int and not float(value).is_integer():
-            raise _got(error, key, value, kind)
-        _check_range(value, key, meta, error, kind)
-        return hint(value)
-    if hint is str:
-        if not isinstance(value, str) or not value.strip():
-            raise _got(error, key, value, "a non-empty string")
-        allowed = meta.get("choices")
-        if allowed and value not in allowed:
-            raise _got(error, key, value, ", ".join(allowed))
-        return value
-    raise TypeError(f"no converter for {hint}")  # a programming error, not bad input
+    convert = _CONVERTERS.get(typing.get_origin(hint) or hint)
+    if convert is None:
+        raise TypeError(f"no converter for {hint}")  # a programming error, not bad input
+    return convert(hint, value, key, meta, error)
+
+
+def _convert_dict(hint, value, key, meta, error):
+    if not isinstance(value, dict):
+        raise _got(error, key, value, "a mapping")
+    _, item = typing.get_args(hint)
+    if dataclasses.is_dataclass(item):
+        return {str(k): build(item, v, f"{key}.{k}", error, key_value=str(k)) for k, v in value.items()}
+    return {str(k): _convert(item, v, f"{key}.{k}", {}, error) for k, v in value.items()}
+
+
+def _convert_list(hint, value, key, meta, error):
+    if not isinstance(value, list):
+        raise _got(error, key, value, "a list")
+    (item,) = typing.get_args(hint)
+    return [_convert(item, v, f"{key}[{i}]", {}, error) for i, v in enumerate(value)]
+
+
+def _convert_bool(hint, value, key, meta, error):
+    if not isinstance(value, bool):
+        raise _got(error, key, value, "true, false")
+    return value
+
+
+def _convert_number(hint, value, key, meta, error):
+    kind = "a whole number" if hint is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _got(error, key, value, kind)
+    if not math.isfinite(value):
+        raise _got(error, key, value, f"a finite {kind[2:]}")
+    if hint is int and not float(value).is_integer():
+        raise _got(error, key, value, kind)
+    _check_range(value, key, meta, error, kind)
+    return hint(value)
+
+
+def _convert_str(hint, value, key, meta, error):
+    if not isinstance(value, str) or not value.strip():
+        raise _got(error, key, value, "a non-empty string")
+    allowed = meta.get("choices")
+    if allowed and value not in allowed:
+        raise _got(error, key, value, ", ".join(allowed))
+    return value
+
+
+_CONVERTERS = {dict: _convert_dict, list: _convert_list, bool: _convert_bool, int: _convert_number,
+               float: _convert_number, str: _convert_str}
 
 
 def _convert_unit(unit: str, value, key: str, meta, error):

@@ -70,13 +70,15 @@ def convert(data: dict, providers: set[str] | None = None, modes=("chat",), chec
             result.filtered.add(name)
             continue
         try:
-            prices = [_per_million(entry, key, required) for key, required in ((INPUT, True), (OUTPUT, True),
-                                                                                 (CACHED, False))]
+            input_price, output_price = _per_million(entry, INPUT, True), _per_million(entry, OUTPUT, True)
+            cached_price = _per_million(entry, CACHED, False)
         except ValueError as err:
             result.skipped.append((name, str(err)))
             continue
+        assert input_price is not None and output_price is not None  # required: raised above otherwise
         provider = provider if isinstance(provider, str) and provider else "unknown"
-        result.imported.append(ApiPrice(name, *prices, provider=provider, source=source, checked=checked))
+        result.imported.append(ApiPrice(name, input_price, output_price, cached_price, provider=provider, source=source,
+                                        checked=checked))
     return result
 
 
@@ -135,16 +137,16 @@ def _number(value: float | None) -> str:
 def import_file(json_path: str, output_path: str | None, providers=None) -> ImportResult:
     """Convert `json_path` and write the catalog to `output_path` (stdout when None). Nothing is
     written when nothing was imported, so a bad input never empties an existing catalog.
-    Raises ImportFailed when the file is unreadable, not JSON or not a JSON object."""
+    Raises ImportFailedError when the file is unreadable, not JSON or not a JSON object."""
     try:
         with open(json_path, encoding="utf-8") as handle:
             data = json.load(handle)
     except OSError as err:
-        raise ImportFailed(f"cannot read {json_path!r}: {err.strerror or err}") from None
+        raise ImportFailedError(f"cannot read {json_path!r}: {err.strerror or err}") from None
     except (ValueError, UnicodeDecodeError) as err:  # json.JSONDecodeError is a ValueError
-        raise ImportFailed(f"{json_path!r} is not valid JSON: {err}") from None
+        raise ImportFailedError(f"{json_path!r} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
-        raise ImportFailed(f"{json_path!r} is not a JSON object of model entries (got {type(data).__name__})")
+        raise ImportFailedError(f"{json_path!r} is not a JSON object of model entries (got {type(data).__name__})")
     result = convert(data, set(providers) if providers else None)
     if result.imported:
         text = dump_catalog(result.imported)
@@ -155,11 +157,11 @@ def import_file(json_path: str, output_path: str | None, providers=None) -> Impo
                 with open(output_path, "w", encoding="utf-8") as handle:
                     handle.write(text)
             except OSError as err:
-                raise ImportFailed(f"cannot write {output_path!r}: {err.strerror or err}") from None
+                raise ImportFailedError(f"cannot write {output_path!r}: {err.strerror or err}") from None
     return result
 
 
-class ImportFailed(Exception):
+class ImportFailedError(Exception):
     """The input file cannot be used at all (or the output cannot be written): one line for the user."""
 
 
@@ -176,7 +178,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         result = import_file(args.file, args.output, args.provider)
-    except ImportFailed as err:
+    except ImportFailedError as err:
         print(f"llm-cost-exporter: catalog import-litellm: {err}", file=sys.stderr)
         return 1
     print(f"imported {len(result.imported)}, skipped {len(result.skipped)}", file=sys.stderr)

@@ -33,7 +33,7 @@ class Demo:
         self.clock = AcceleratedClock(speed)
         self.servers: list[SimulatedVllm] = []
         loads = {}
-        for name, model, capacity, gpus, seed in ENGINES:
+        for _name, model, capacity, gpus, seed in ENGINES:
             workload = Workload(self.clock, capacity, seed=seed, constant_load=constant_load)  # None: the pattern
             self.servers.append(SimulatedVllm(workload, model).start())
             for gpu in gpus:
@@ -49,7 +49,7 @@ class Demo:
             "compare": {"apis": list(COMPARE_APIS)},
             "engines": [{"name": name, "url": server.url, "gpus": gpus, "interval": engine_interval, "timeout": engine_timeout,
                          "capacity_tokens_per_s": capacity}
-                        for (name, _, capacity, gpus, _), server in zip(ENGINES, self.servers)],
+                        for (name, _, capacity, gpus, _), server in zip(ENGINES, self.servers, strict=True)],
         }, environ={})
         self.exporter = Exporter(config, clock=self.clock, nvml_backend=self.nvml)
         self.web = WebServer(self.exporter, listen_address, web_config=web_config)
@@ -61,7 +61,7 @@ class Demo:
     def stop(self) -> None:
         """Everything at once: each HTTP server takes up to its poll interval to stop."""
         self.exporter.stop()
-        stoppers = [threading.Thread(target=s.stop) for s in (self.web, *self.servers)]
+        stoppers = [threading.Thread(target=self.web.stop)] + [threading.Thread(target=s.stop) for s in self.servers]
         for t in stoppers:
             t.start()
         for t in stoppers:

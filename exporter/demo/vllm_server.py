@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+
 class SimulatedVllm:
     def __init__(self, workload, model: str, host: str = "127.0.0.1", port: int = 0, data_parallel: int = 1):
         self.workload = workload
@@ -41,9 +42,9 @@ class SimulatedVllm:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/metrics"
+        return f"http://{host!s}:{port}/metrics"
 
-    def start(self) -> "SimulatedVllm":
+    def start(self) -> SimulatedVllm:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="sim-vllm", daemon=True)
         self._thread.start()
@@ -94,7 +95,7 @@ class _VllmCollector:
 
         def counter(name, doc, value):
             family = CounterMetricFamily(name, doc, labels=labels)
-            for rank, part in zip(ranks, _split(value, sim.data_parallel)):
+            for rank, part in zip(ranks, _split(value, sim.data_parallel), strict=True):
                 family.add_metric([sim.model, rank], part, created=created)
             return family
 
@@ -117,7 +118,7 @@ class _VllmCollector:
                                       labels=labels + ["finished_reason"])
         stops = _split(counters["requests"], 10)  # 90% stop, 10% hit the length limit
         for reason, value in (("stop", sum(stops[1:])), ("length", stops[0]), ("abort", 0)):
-            for rank, part in zip(ranks, _split(value, sim.data_parallel)):
+            for rank, part in zip(ranks, _split(value, sim.data_parallel), strict=True):
                 success.add_metric([sim.model, rank, reason], part, created=created)
         yield success
         # A histogram whose name ends in _total: matching counters by suffix would count it.
@@ -132,7 +133,7 @@ class _VllmCollector:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    sim: SimulatedVllm = None
+    sim: SimulatedVllm | None = None  # set on the per-server subclass
 
     def do_GET(self):  # noqa: N802
         sim = self.sim

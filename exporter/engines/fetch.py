@@ -65,7 +65,7 @@ def fetch(url: str, timeout: float, max_bytes: int) -> tuple[str, str]:
         raise
     except urllib.error.HTTPError as err:
         raise FetchError("http_status", f"HTTP {err.code} from {shown}") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise FetchError("timeout", f"no answer from {shown} within {timeout:g}s") from None
     except (urllib.error.URLError, ConnectionError, OSError) as err:
         detail = getattr(err, "reason", err)
@@ -86,7 +86,8 @@ def _read_capped(response, deadline: float, max_bytes: int) -> bytes:
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise FetchError("too_large", f"body of {declared} bytes exceeds the {max_bytes} byte cap")
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         if time.monotonic() > deadline:
             raise FetchError("timeout", "body not complete before the deadline")

@@ -43,17 +43,7 @@ def is_openmetrics(content_type: str) -> bool:
 
 
 def parse_exposition(content_type: str, text: str, schema: EngineSchema) -> dict[str, ModelReading]:
-    wanted = _wanted_samples(schema)
-    try:
-        found = _collect(parse_openmetrics if is_openmetrics(content_type) else parse_text, text, wanted)
-    except Exception as err:  # the parsers raise ValueError, IndexError, ... on bad input
-        if not (is_openmetrics(content_type) and _complete_openmetrics(text)):
-            raise ParseError(f"unparseable exposition: {type(err).__name__}: {err}"[:300]) from None
-        try:
-            found = _collect(parse_text, text, wanted)
-        except Exception:
-            raise ParseError(f"unparseable exposition: {type(err).__name__}: {err}"[:300]) from None
-
+    found = _parse_samples(content_type, text, _wanted_samples(schema))
     models: dict[str, ModelReading] = {}
 
     def model(labels) -> ModelReading:
@@ -80,6 +70,20 @@ def parse_exposition(content_type: str, text: str, schema: EngineSchema) -> dict
     # The KV-cache usage is a ratio per engine core: average, do not sum, across the engine label.
     _average_kv(found, schema, models)
     return models
+
+
+def _parse_samples(content_type: str, text: str, wanted: dict[str, str]) -> dict[str, list[tuple[str, dict, float]]]:
+    """The wanted samples, by the parser the Content-Type names; an OpenMetrics body that
+    prometheus_client cannot read (vLLM's escaped names) is read again as text."""
+    try:
+        return _collect(parse_openmetrics if is_openmetrics(content_type) else parse_text, text, wanted)
+    except Exception as err:  # the parsers raise ValueError, IndexError, ... on bad input
+        if not (is_openmetrics(content_type) and _complete_openmetrics(text)):
+            raise ParseError(f"unparseable exposition: {type(err).__name__}: {err}"[:300]) from None
+        try:
+            return _collect(parse_text, text, wanted)
+        except Exception:
+            raise ParseError(f"unparseable exposition: {type(err).__name__}: {err}"[:300]) from None
 
 
 def _collect(parser, text: str, wanted: dict[str, str]) -> dict[str, list[tuple[str, dict, float]]]:

@@ -14,10 +14,14 @@ GPUs) and to the jobs (one scrape job per active engine).
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import dataclass
 
 from exporter.config import Config, EngineConfig
 from exporter.engines.source import EngineSource
+
+if typing.TYPE_CHECKING:
+    from exporter.kube.discovery import PodTarget
 
 log = logging.getLogger("exporter")
 
@@ -26,7 +30,7 @@ log = logging.getLogger("exporter")
 class _Engine:
     source: EngineSource
     gpus: list[int] | None
-    pod: object = None  # kube.discovery.PodTarget for a discovered engine
+    pod: PodTarget | None = None  # for a discovered engine
     removed_at: float | None = None  # gone since: frozen until removed_at + removed_engine_retention
 
     @property
@@ -66,7 +70,7 @@ class EngineRegistry:
 
     def pods(self) -> dict[str, tuple[str, str]]:
         """Discovered engine -> (namespace, pod)."""
-        return {name: (e.pod.namespace, e.pod.pod) for name, e in self._engines.items() if e.pod}
+        return {name: (e.pod.namespace, e.pod.pod) for name, e in self._engines.items() if e.pod is not None}
 
     def apis_in_use(self) -> list:
         compared = {api.name: api for engine in self.sources for api in engine.apis}
@@ -106,12 +110,12 @@ class EngineRegistry:
             if engine.pod is None and engine.active and name not in wanted:
                 self._retire(name, "removed from the configuration")
         for name, engine_config in wanted.items():
-            engine = self._engines.get(name)
-            if engine is None:
+            existing = self._engines.get(name)
+            if existing is None:
                 self._add(engine_config)
             else:  # a new URL may be another process: its next scrape is a new baseline
-                restart = "baseline" if engine_config.url != engine.source.config.url else None
-                self._update(engine, engine_config, restart)
+                restart = "baseline" if engine_config.url != existing.source.config.url else None
+                self._update(existing, engine_config, restart)
         for engine in self._engines.values():  # discovered engines follow compare.apis
             apis = self._apis_for(engine.source.config)
             if engine.pod is not None and apis != engine.source.apis:
@@ -140,6 +144,7 @@ class EngineRegistry:
                 log.info("engine discovered engine=%s url=%s", name, target.url)
                 continue
             restart = None
+            assert engine.pod is not None
             if target.uid != engine.pod.uid:  # re-created under the same name (a StatefulSet pod)
                 restart = "from_zero" if started_since_last_list(target) else "baseline"
             elif target.url != engine.pod.url:

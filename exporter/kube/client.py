@@ -62,7 +62,6 @@ class KubeClient:
 
     def _call(self, request) -> dict:
         import urllib3.exceptions
-
         from kubernetes.client.exceptions import ApiException
 
         core = self._api()
@@ -77,13 +76,12 @@ class KubeClient:
             raise KubeError(_STATUS_REASONS.get(err.status, "http_status"),
                             f"HTTP {err.status}: {_status_message(err.body) or err.reason}") from None
         except (urllib3.exceptions.HTTPError, OSError) as err:
-            if isinstance(err, urllib3.exceptions.MaxRetryError) and err.reason is not None:
-                err = err.reason
-            if isinstance(err, urllib3.exceptions.NewConnectionError):  # a subclass of the timeouts
-                raise KubeError("connection", f"cannot connect to the API server: {err}") from None
-            if isinstance(err, (urllib3.exceptions.TimeoutError, TimeoutError)):
+            cause: Exception = err.reason if isinstance(err, urllib3.exceptions.MaxRetryError) and err.reason else err
+            if isinstance(cause, urllib3.exceptions.NewConnectionError):  # a subclass of the timeouts
+                raise KubeError("connection", f"cannot connect to the API server: {cause}") from None
+            if isinstance(cause, (urllib3.exceptions.TimeoutError, TimeoutError)):
                 raise KubeError("timeout", f"no answer from the API server within {timeout:g}s") from None
-            raise KubeError("connection", f"API server: {err}") from None
+            raise KubeError("connection", f"API server: {cause}") from None
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):

@@ -21,6 +21,8 @@ log = logging.getLogger("exporter.kube")
 class KubernetesSource:
     def __init__(self, config: KubernetesConfig, clock, client=None):
         self.config = config
+        assert config.node_name, "config validation requires kubernetes.node_name"
+        self._node_name: str = config.node_name
         self._clock = clock
         self._client = client or KubeClient(config)
         self.node_health = SourceHealth("kubernetes", "node")
@@ -36,7 +38,7 @@ class KubernetesSource:
         """Read the Node; True if what we know of it changed. A failure keeps the last values."""
         started = time.monotonic()
         try:
-            info = node_info(self._client.read_node(self.config.node_name))
+            info = node_info(self._client.read_node(self._node_name))
         except Exception as err:  # noqa: BLE001 - a refresh must never take the exporter down
             self._fail(self.node_health, err, started)
             return False
@@ -51,10 +53,12 @@ class KubernetesSource:
 
     def refresh_pods(self) -> list[PodTarget] | None:
         """The engine pods on this node now; None when the list could not be read (keep what you had)."""
+        if self.pods_health is None:  # discovery is off
+            return None
         started = time.monotonic()
         discovery = self.config.discovery
         try:
-            targets, skipped = pod_targets(self._client.list_pods(self.config.node_name, discovery.label_selector,
+            targets, skipped = pod_targets(self._client.list_pods(self._node_name, discovery.label_selector,
                                                                   discovery.namespace))
         except Exception as err:  # noqa: BLE001
             self._fail(self.pods_health, err, started)
