@@ -99,7 +99,7 @@ def test_an_invalid_change_keeps_the_last_good_config_and_names_the_key_once(set
     assert spend(exporter) == pytest.approx(3.6 * 2400 / 3600)  # still the last good price
     lines = [r.getMessage() for r in caplog.records if "config reload" in r.getMessage()]
     assert len(lines) == 1 and "key=pricing.cloud.hourly" in lines[0] and "got -1, allowed: a number >= 0" in lines[0]
-    ok, message = exporter.reload_config()  # the hook (SIGHUP, POST /-/reload) tries again and says why
+    ok, message = exporter.reload_config()  # the hook (SIGHUP) tries again and says why
     assert (ok, message) == (False, "pricing.cloud.hourly: got -1, allowed: a number >= 0")
     write(path, hourly=3.6, engines=[("a", server.url)])
     exporter.check_config_file()
