@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from conftest import MODEL, make_config, run_for, value
 from exporter import costmodel as cm
+from plugins.profiles import examples
 
 GPT_4O_MINI = (0.15, 0.60, 0.075)  # input, output, cached input per 1M, as in the bundled catalog
 
@@ -118,7 +119,7 @@ def test_zero_tokens_or_capacity_never_divide_by_zero(spend, x):  # token counts
     assert result is None or math.isfinite(result)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))  # each case samples a real HTTP engine
 @given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 3600)), min_size=1, max_size=12))
 def test_spend_and_api_equivalent_never_decrease(mutable_engine, sequence):
     """Whatever an engine reports (restarts, jumps, stalls), the money counters only go up."""
