@@ -1,8 +1,8 @@
 """The Helm chart (helm/llm-cost-exporter), the sidecar example and the Dockerfile.
 
 Every ci/*-values.yaml scenario (and docs/examples/vllm-sidecar-values.yaml) is rendered once with
-real Helm 3.18 and Helm 4 binaries (scripts/install-helm.sh puts them under .tools/; the fixture
-runs it when they are missing) and linted with `helm lint --strict`. Each rendered object is
+real Helm 3.18 and Helm 4 binaries (scripts/install-helm.sh puts them under .tools/ and
+scripts/test runs it; without them the tests fail, they install nothing) and linted with `helm lint --strict`. Each rendered object is
 validated offline against the Kubernetes 1.30 and newest schemas (kubernetes-validate, strict), the
 prometheus-operator objects against the CRD schemas (@kubernetes-models/prometheus-operator, run
 by node). Then the objects are asserted on: Pod Security "restricted", RBAC scope, selectors and
@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,10 +77,12 @@ EXPECTED_RBAC = {
 
 @pytest.fixture(scope="module")
 def helms() -> dict[str, Path]:
-    """Helm 3 and Helm 4 under .tools/, installed by scripts/install-helm.sh when missing."""
-    if not all(os.access(p, os.X_OK) for p in HELMS.values()) or not (TOOLS / "node_modules").is_dir():
-        result = subprocess.run([str(ROOT / "scripts" / "install-helm.sh")], capture_output=True, text=True, cwd=ROOT)
-        assert result.returncode == 0, f"scripts/install-helm.sh failed:\n{result.stderr}"
+    """Helm 3 and Helm 4 under .tools/ (and node with the CRD schemas), which scripts/test installs
+    through scripts/install-helm.sh. A test never installs anything: missing tools fail it."""
+    missing = [str(p.relative_to(ROOT)) for p in (*HELMS.values(), TOOLS / "node_modules") if not p.exists()]
+    missing += [] if shutil.which("node") else ["node (on PATH)"]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run ./scripts/install-helm.sh (./scripts/test runs it)")
     return HELMS
 
 
