@@ -295,7 +295,7 @@ def test_engine_redirects_are_not_followed(clock, exporter_for):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         exporter = exporter_for(make_config([("vllm", f"http://127.0.0.1:{server.server_address[1]}/metrics", {})]))
         exporter.sample_all()
