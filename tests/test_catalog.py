@@ -294,6 +294,7 @@ ENTRY = st.fixed_dictionaries({}, optional={
     "cache_read_input_token_cost": JSON}) | JSON
 
 
+@pytest.mark.slow  # 300 hypothesis cases
 @settings(max_examples=examples(300))
 @given(st.dictionaries(st.text(min_size=1, max_size=8), ENTRY, max_size=6))
 def test_convert_never_crashes_and_accounts_for_every_entry(data):

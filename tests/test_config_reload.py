@@ -212,6 +212,7 @@ def test_sighup_reloads(setup, clock):
     assert signal.getsignal(signal.SIGHUP) is previous  # stop() puts the previous handler back
 
 
+@pytest.mark.integration  # the run command as a subprocess
 def test_the_run_command_reloads_its_file_and_reports_a_bad_one(tmp_path):
     """`llm-cost-exporter run` as deployed: polling picks a new price up; a bad file on SIGHUP keeps
     the running one, sets the gauge to 0 and logs one line naming the key."""

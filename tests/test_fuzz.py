@@ -32,6 +32,8 @@ from exporter.engines.source import EngineSource
 from exporter.webconfig import WebConfigError, load as load_web_config
 from plugins.profiles import examples
 
+pytestmark = pytest.mark.slow  # 11,000 cases under the ci profile
+
 SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
