@@ -95,7 +95,9 @@ class GpuSource:
                  monotonic: Callable[[], float] | None = None):
         self._load_backend = backend_loader
         self._clock = clock
-        self._monotonic = monotonic or getattr(clock, "monotonic", time.monotonic)
+        if monotonic is None:
+            monotonic = getattr(clock, "monotonic", time.monotonic)
+        self._monotonic: Callable[[], float] = monotonic
         self.health = health or SourceHealth("nvml", "nvml")
         self._nvml = None
         self._gpus: list[_GpuTracker] = []
