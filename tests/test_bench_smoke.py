@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
 from prometheus_client.exposition import choose_encoder
 
 from conftest import make_config, run_for
@@ -64,6 +65,7 @@ def run_bench(name: str, tmp_path, timeout: float = 60.0) -> tuple[dict, str]:
     return data, result.stdout
 
 
+@pytest.mark.slow
 def test_scrape_latency(tmp_path):
     data, _ = run_bench("scrape_latency", tmp_path)
     assert data["samples"]["exporter"] == data["samples"]["baseline"] > 100  # the baseline holds the same samples
@@ -75,6 +77,7 @@ def test_scrape_latency(tmp_path):
     assert set(data["render"]) == {"exporter", "baseline", "exporter, library encoder"}
 
 
+@pytest.mark.slow
 def test_overhead(tmp_path):
     data, _ = run_bench("overhead", tmp_path)
     measured = data["measured"]
@@ -89,6 +92,7 @@ def test_overhead(tmp_path):
         assert 0 < data["startup"][name]["first_answer_s"] <= data["startup"][name]["first_complete_scrape_s"] < 30
 
 
+@pytest.mark.slow
 def test_energy_accuracy(tmp_path):
     data, _ = run_bench("energy_accuracy", tmp_path)
     settings = {(s["method"], s["interval_s"], s["power_reading"]): s for s in data["settings"]}
@@ -99,6 +103,7 @@ def test_energy_accuracy(tmp_path):
     assert 60 < data["trace"]["mean_power_w"] < 300
 
 
+@pytest.mark.slow
 def test_cost_accuracy(tmp_path):
     data, _ = run_bench("cost_accuracy", tmp_path)
     for mode in ("cloud", "owned"):
@@ -108,6 +113,7 @@ def test_cost_accuracy(tmp_path):
             assert f["n"] > 0 and f["max_abs_percent"] < 5, (mode, metric)
 
 
+@pytest.mark.slow
 def test_cardinality(tmp_path):
     data, out = run_bench("cardinality", tmp_path)
     assert len(data["points"]) >= 3
@@ -116,6 +122,7 @@ def test_cardinality(tmp_path):
     assert data["all_match"]
 
 
+@pytest.mark.slow
 def test_scale(tmp_path):
     data, _ = run_bench("scale", tmp_path)
     (point,) = data["points"]

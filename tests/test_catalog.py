@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from exporter import catalog
 from exporter.catalog import ApiPrice, CatalogError, InstancePrice, litellm
 from exporter.config import from_dict
+from plugins.profiles import examples
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "litellm_sample.json"
@@ -295,7 +296,8 @@ ENTRY = st.fixed_dictionaries({}, optional={
     "cache_read_input_token_cost": JSON}) | JSON
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.slow  # 300 hypothesis cases
+@settings(max_examples=examples(300))
 @given(st.dictionaries(st.text(min_size=1, max_size=8), ENTRY, max_size=6))
 def test_convert_never_crashes_and_accounts_for_every_entry(data):
     result = litellm.convert(data, providers={"openai"})

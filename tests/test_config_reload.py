@@ -215,6 +215,7 @@ def test_sighup_reloads(setup, clock):
     assert replaced is previous  # the handler `run` puts back when it stops
 
 
+@pytest.mark.integration  # the run command as a subprocess
 def test_the_run_command_reloads_its_file_and_reports_a_bad_one(tmp_path):
     """`llm-cost-exporter run` as deployed: polling picks a new price up; a bad file on SIGHUP keeps
     the running one, sets the gauge to 0 and logs one line naming the key."""

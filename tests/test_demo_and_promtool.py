@@ -12,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 PROMTOOL = shutil.which("promtool")
 
+pytestmark = pytest.mark.integration  # the demo as a subprocess
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from conftest import MODEL, make_config, run_for, value
 from exporter import costmodel as cm
+from plugins.profiles import examples
 
 GPT_4O_MINI = (0.15, 0.60, 0.075)  # input, output, cached input per 1M, as in the bundled catalog
 
@@ -50,6 +51,7 @@ def test_live_economics_match_the_analytical_values(clock, vllm, nvml, exporter_
     assert value(exporter, "llmcost_api_price_per_million_tokens", api="gpt-4o-mini", direction="cached_input", currency="USD") == c
 
 
+@pytest.mark.slow  # a long simulated run over real HTTP
 def test_idle_spend_is_what_accrued_while_no_tokens_flowed(clock, vllm, exporter_for):
     server = vllm(load=0.5)
     exporter = exporter_for(make_config([("vllm", server.url, {})], hourly=3.6))
@@ -62,6 +64,7 @@ def test_idle_spend_is_what_accrued_while_no_tokens_flowed(clock, vllm, exporter
     assert value(exporter, "llmcost_idle_spend_total", engine="vllm", currency="USD") == pytest.approx(3.6 * 0.5, rel=0.01)
 
 
+@pytest.mark.slow  # a long simulated run over real HTTP
 def test_observed_capacity_is_the_peak_of_the_windowed_throughput(clock, vllm, exporter_for):
     server = vllm(capacity=1000.0, load=0.3)
     exporter = exporter_for(make_config([("vllm", server.url, {})]))
@@ -118,7 +121,8 @@ def test_zero_tokens_or_capacity_never_divide_by_zero(spend, x):  # token counts
     assert result is None or math.isfinite(result)
 
 
-@settings(max_examples=60, deadline=None)
+@pytest.mark.slow  # 60 hypothesis cases over real HTTP
+@settings(max_examples=examples(60))  # each case samples a real HTTP engine
 @given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 3600)), min_size=1, max_size=12))
 def test_spend_and_api_equivalent_never_decrease(mutable_engine, sequence):
     """Whatever an engine reports (restarts, jumps, stalls), the money counters only go up."""

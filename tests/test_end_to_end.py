@@ -25,6 +25,7 @@ def get(samples, metric, **labels):
 
 
 
+@pytest.mark.slow  # a long simulated run over real HTTP
 def test_cloud_tokens_exact_spend_and_energy_within_half_percent(clock, vllm, nvml, exporter_for):
     server = vllm(capacity=1000.0, load=0.5)
     clock.advance(600)  # the engine ran for 10 minutes before the exporter started
@@ -64,6 +65,7 @@ def test_cloud_tokens_exact_spend_and_energy_within_half_percent(clock, vllm, nv
     assert get(samples, "llmcost_hourly_cost", currency="USD") == pytest.approx(3.6)
 
 
+@pytest.mark.slow  # a long simulated run over real HTTP
 def test_owned_mode_spend_by_component(clock, vllm, nvml, exporter_for):
     server = vllm(capacity=1000.0, load=0.5)
     config = make_config([("vllm", server.url, {})], mode="owned",
@@ -82,6 +84,7 @@ def test_owned_mode_spend_by_component(clock, vllm, nvml, exporter_for):
     assert get(samples, "llmcost_energy_cost_total", currency="USD") == pytest.approx(spend["energy"], rel=1e-9)
 
 
+@pytest.mark.slow  # a long simulated run over real HTTP
 def test_spend_is_split_by_the_gpus_each_engine_holds(clock, vllm, nvml, exporter_for):
     a, b = vllm(model="a"), vllm(model="b")
     config = make_config([("a", a.url, {"gpus": [0]}), ("b", b.url, {"gpus": [0, 1]})], hourly=4.0)

@@ -121,6 +121,7 @@ def test_huge_body_is_cut_at_the_cap_quickly(setup):
     assert errors(exporter, "too_large") == 1
 
 
+@pytest.mark.integration  # real-time timeouts
 @pytest.mark.parametrize("fault", ["hang", "drip"])
 def test_slow_engine_times_out_and_scrapes_stay_fast(setup, campaign, fault):
     server, exporter = setup(timeout="1s")
@@ -194,6 +195,7 @@ def test_model_cap_bounds_cardinality(static_server, exporter_for, campaign):
     assert up(exporter) == 1
 
 
+@pytest.mark.slow  # 45 scrapes of 200 new model names each, under tracemalloc
 def test_exploding_label_values_are_capped_per_engine_with_bounded_memory(dynamic_server, exporter_for, campaign):
     """Every scrape brings 200 model names never seen before and 100 finished reasons: the
     engine's tracked series stay under the caps, memory stops growing, requests stay exact."""
@@ -295,7 +297,7 @@ def test_engine_redirects_are_not_followed(clock, exporter_for):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         exporter = exporter_for(make_config([("vllm", f"http://127.0.0.1:{server.server_address[1]}/metrics", {})]))
         exporter.sample_all()

@@ -94,6 +94,7 @@ def test_catalog_instance_and_api_by_name(tmp_path):
     assert figures["apis"]["gpt-4o"]["breakeven_utilization"] < figures["apis"]["gpt-4o-mini"]["breakeven_utilization"]
 
 
+@pytest.mark.slow  # matplotlib
 def test_chart_is_written(tmp_path):
     scenario = {"hourly": 5.672, "throughput_tokens_per_s": 2400, "apis": ["gpt-4o"], "input_share": 0.75}
     chart = tmp_path / "sweep.png"

@@ -30,19 +30,21 @@ from exporter.engines.parse import ModelReading, ParseError, parse_exposition
 from exporter.engines.schemas import VLLM
 from exporter.engines.source import EngineSource
 from exporter.webconfig import WebConfigError, load as load_web_config
+from plugins.profiles import examples
 
-SCALE = 100 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 1
-SETTINGS = dict(deadline=None, derandomize=SCALE == 1, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+pytestmark = pytest.mark.slow  # 11,000 cases under the ci profile
+
+SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def run_cases(n: int, strategy, check) -> int:
-    """Run `check` on n generated cases; returns how many ran (asserted >= n by the callers)."""
+    """Run `check` on examples(n) generated cases (n under the ci profile, tests/plugins/profiles.py);
+    returns how many ran (asserted >= examples(n) by the callers)."""
     ran = [0]
 
-    @settings(max_examples=n * SCALE, **SETTINGS)
+    @settings(max_examples=examples(n), suppress_health_check=SUPPRESSED)
     @given(strategy)
     def inner(case):
         ran[0] += 1
@@ -143,16 +145,16 @@ def check_parse(case):
 
 
 def test_fuzz_generated_expositions_parse_or_raise_parse_error():
-    assert run_cases(3000, expositions, check_parse) >= 3000 * SCALE
+    assert run_cases(3000, expositions, check_parse) >= examples(3000)
 
 
 def test_fuzz_mutated_real_expositions_parse_or_raise_parse_error():
-    assert run_cases(2500, mutated(), check_parse) >= 2500 * SCALE
+    assert run_cases(2500, mutated(), check_parse) >= examples(2500)
 
 
 def test_fuzz_arbitrary_text_parses_or_raises_parse_error():
     arbitrary = st.tuples(st.sampled_from([TEXT, OPENMETRICS]), st.text(max_size=200))
-    assert run_cases(1000, arbitrary, check_parse) >= 1000 * SCALE
+    assert run_cases(1000, arbitrary, check_parse) >= examples(1000)
 
 
 # -- engine totals over sequences of expositions --------------------------------------------------
@@ -207,7 +209,7 @@ def check_totals(case):
 
 
 def test_fuzz_engine_totals_stay_monotonic_and_exact():
-    assert run_cases(1000, st.tuples(readings, st.booleans()), check_totals) >= 1000 * SCALE
+    assert run_cases(1000, st.tuples(readings, st.booleans()), check_totals) >= examples(1000)
 
 
 # -- the config loader ----------------------------------------------------------------------------
@@ -324,7 +326,7 @@ def _present(raw, key: str) -> bool:
 
 
 def test_fuzz_config_loader_names_the_key_of_every_rejection():
-    assert run_cases(2000, st.lists(mutation, min_size=1, max_size=3), check_config) >= 2000 * SCALE
+    assert run_cases(2000, st.lists(mutation, min_size=1, max_size=3), check_config) >= examples(2000)
 
 
 def check_config_bytes(data):
@@ -337,7 +339,7 @@ def check_config_bytes(data):
 def test_fuzz_config_files_of_any_bytes():
     yamlish = st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
                         st.lists(mutation, max_size=3).map(lambda m: yaml.safe_dump(BASE).encode() + b"\n" + repr(m).encode()))
-    assert run_cases(500, yamlish, check_config_bytes) >= 500 * SCALE
+    assert run_cases(500, yamlish, check_config_bytes) >= examples(500)
 
 
 # -- the web config loader ------------------------------------------------------------------------
@@ -383,4 +385,4 @@ def test_fuzz_web_config_loader_names_the_key_of_every_rejection(cert_dir, tmp_p
             assert err.key.split(".")[0] in set(WEB_KEYS) | {"web.config"}, str(err)
             assert "$2b$04$" not in str(err) and "-----BEGIN" not in str(err)  # no secret echoed
 
-    assert run_cases(1000, web_configs, check) >= 1000 * SCALE
+    assert run_cases(1000, web_configs, check) >= examples(1000)

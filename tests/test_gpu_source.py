@@ -1,7 +1,5 @@
 """The GPU source against the simulated NVML (real pynvml error types) and the real pynvml."""
 
-import time
-
 import pynvml
 import pytest
 
@@ -100,9 +98,30 @@ def test_library_missing_reports_down_then_reinitialises_with_backoff(clock, nvm
     health = gpu_source.health.status()
     assert not health.up and health.errors == {"library_not_found": 1}
     nvml.library_missing = False
+    clock.advance(0.9)
     gpu_source.sample()  # inside the 1 s backoff: no retry yet
     assert gpu_source.health.status().errors == {"library_not_found": 1} and not gpu_source.health.status().up
-    time.sleep(1.1)
+    clock.advance(0.1)
+    assert len(gpu_source.sample()) == 2 and gpu_source.health.status().up
+
+
+def test_reinitialisation_backoff_doubles_up_to_a_minute_of_monotonic_time(clock, nvml):
+    """The backoff runs on the injected monotonic clock: wall time (clock.now) does not move here."""
+    mono = [1000.0]
+    nvml.library_missing = True
+    gpu_source = GpuSource(lambda: nvml, clock, monotonic=lambda: mono[0])
+    tries = []
+    for tick in range(600):  # 300 s in 0.5 s steps
+        mono[0] = 1000.0 + tick * 0.5
+        gpu_source.sample()
+        if sum(gpu_source.health.status().errors.values()) > len(tries):
+            tries.append(mono[0] - 1000.0)
+    assert tries == [0, 1, 3, 7, 15, 31, 63, 123, 183, 243]  # waits of 1, 2, 4 ... 32, then 60 s each
+    nvml.library_missing = False
+    mono[0] = 1000.0 + 302.5
+    gpu_source.sample()
+    assert not gpu_source.health.status().up  # the library is back, but the next try is due at 303 s
+    mono[0] = 1000.0 + 303
     assert len(gpu_source.sample()) == 2 and gpu_source.health.status().up
 
 
@@ -117,8 +136,7 @@ def test_driver_gone_mid_run_keeps_energy_and_recovers(clock, nvml):
     assert all(not g.up for g in gpu_source.readings())
     assert gpu_source.total_energy_joules() == energy
     nvml.clear_failures()
-    time.sleep(1.1)
-    sample_for(gpu_source, clock, 2)
+    sample_for(gpu_source, clock, 2)  # the retry is due 1 s (of clock.monotonic) after the failure
     assert gpu_source.health.status().up and gpu_source.total_energy_joules() > energy
 
 

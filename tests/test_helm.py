@@ -1,8 +1,8 @@
 """The Helm chart (helm/llm-cost-exporter), the sidecar example and the Dockerfile.
 
 Every ci/*-values.yaml scenario (and docs/examples/vllm-sidecar-values.yaml) is rendered once with
-real Helm 3.18 and Helm 4 binaries (scripts/install-helm.sh puts them under .tools/; the fixture
-runs it when they are missing) and linted with `helm lint --strict`. Each rendered object is
+real Helm 3.18 and Helm 4 binaries (scripts/install-helm.sh puts them under .tools/ and
+scripts/test runs it; without them the tests fail, they install nothing) and linted with `helm lint --strict`. Each rendered object is
 validated offline against the Kubernetes 1.30 and newest schemas (kubernetes-validate, strict), the
 prometheus-operator objects against the CRD schemas (@kubernetes-models/prometheus-operator, run
 by node). Then the objects are asserted on: Pod Security "restricted", RBAC scope, selectors and
@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,10 +77,12 @@ EXPECTED_RBAC = {
 
 @pytest.fixture(scope="module")
 def helms() -> dict[str, Path]:
-    """Helm 3 and Helm 4 under .tools/, installed by scripts/install-helm.sh when missing."""
-    if not all(os.access(p, os.X_OK) for p in HELMS.values()) or not (TOOLS / "node_modules").is_dir():
-        result = subprocess.run([str(ROOT / "scripts" / "install-helm.sh")], capture_output=True, text=True, cwd=ROOT)
-        assert result.returncode == 0, f"scripts/install-helm.sh failed:\n{result.stderr}"
+    """Helm 3 and Helm 4 under .tools/ (and node with the CRD schemas), which scripts/test installs
+    through scripts/install-helm.sh. A test never installs anything: missing tools fail it."""
+    missing = [str(p.relative_to(ROOT)) for p in (*HELMS.values(), TOOLS / "node_modules") if not p.exists()]
+    missing += [] if shutil.which("node") else ["node (on PATH)"]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run ./scripts/install-helm.sh (./scripts/test runs it)")
     return HELMS
 
 
@@ -174,12 +177,14 @@ def merged_values(scenario: str) -> dict:
 # --- tools, lint, equal renders -----------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_helm_binaries_are_helm3_and_helm4(helms):
     versions = {h: helm(p, "version", "--short").stdout.strip() for h, p in helms.items()}
     assert versions["helm3"].startswith("v3.18."), versions
     assert versions["helm4"].startswith("v4."), versions
 
 
+@pytest.mark.integration
 def test_helm_lint_strict_every_scenario(helms):
     jobs = [(h, s) for h in helms for s in SCENARIOS]
 
@@ -193,11 +198,13 @@ def test_helm_lint_strict_every_scenario(helms):
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_helm3_and_helm4_render_the_same(rendered, scenario):
     assert rendered[("helm3", scenario)] == rendered[("helm4", scenario)]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rendered_kinds(objects, scenario):
     kinds: dict[str, int] = {}
@@ -211,6 +218,7 @@ def test_rendered_kinds(objects, scenario):
 # --- schemas ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_every_object_validates_against_kubernetes_schemas(objects):
     """Core objects (and the example Deployment) against the 1.30 and the newest schemas, strict:
     an unknown or misspelt field fails."""
@@ -236,6 +244,7 @@ def validate_crds(objs: list[dict]) -> list[dict]:
     return json.loads(result.stdout)
 
 
+@pytest.mark.integration
 def test_prometheus_operator_objects_validate_against_the_crd_schemas(helms, objects):
     crds = [o for objs in objects.values() for o in objs if o["apiVersion"] == MONITORING]
     assert {o["kind"] for o in crds} == {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
@@ -290,6 +299,7 @@ def restricted_violations(pod_template: dict, containers: list[dict]) -> list[st
     return bad
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_exporter_pod_meets_pod_security_restricted(objects, scenario):
     pod = pod_spec_of(objects[scenario], scenario)
@@ -300,6 +310,7 @@ def test_exporter_pod_meets_pod_security_restricted(objects, scenario):
     assert "nvidia.com/gpu" not in json.dumps(container.get("resources", {})), "the exporter must not take a GPU"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rbac_is_minimal_and_the_token_mounted_only_when_needed(objects, scenario):
     objs = objects[scenario]
@@ -339,6 +350,7 @@ def matches(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_selectors_ports_and_job_names_meet(objects, scenario):
     objs = objects[scenario]
@@ -373,6 +385,7 @@ def test_selectors_ports_and_job_names_meet(objects, scenario):
         assert port in ports
 
 
+@pytest.mark.integration
 def test_monitors_and_probes_follow_the_web_config(objects):
     objs = objects["web-config"]
     container = exporter_container(one(objs, "DaemonSet")["spec"]["template"])
@@ -406,6 +419,7 @@ def test_monitors_and_probes_follow_the_web_config(objects):
     assert not any(a.startswith("--web.config.file") for a in container["args"])
 
 
+@pytest.mark.integration
 def test_daemonset_defaults_target_gpu_nodes(objects):
     ds = one(objects["defaults"], "DaemonSet")
     spec = ds["spec"]["template"]["spec"]
@@ -428,6 +442,7 @@ def test_daemonset_defaults_target_gpu_nodes(objects):
     assert re.fullmatch(r"[0-9a-f]{64}", rolled["checksum/config"])
 
 
+@pytest.mark.integration
 def test_pods_roll_only_for_keys_the_exporter_cannot_reload(helms):
     """The exporter reloads config.yml itself, except exporter/app.py RESTART_KEYS: the pods carry
     a checksum of those keys, so a price change keeps them and a currency change rolls them."""
@@ -452,6 +467,7 @@ def test_pods_roll_only_for_keys_the_exporter_cannot_reload(helms):
     assert sums["defaults"] not in restart and len(set(restart)) == len(restart)
 
 
+@pytest.mark.integration
 def test_sidecar_mode_renders_no_workload(objects):
     for scenario in ("sidecar", "docs-example"):
         kinds = {o["kind"] for o in objects[scenario]}
@@ -462,6 +478,7 @@ def test_sidecar_mode_renders_no_workload(objects):
 # --- configuration ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_config_file_is_accepted_by_the_exporter(objects, scenario):
     """config.yml as the exporter reads it, with the container's literal environment and NODE_NAME."""
@@ -488,6 +505,7 @@ def test_config_file_is_accepted_by_the_exporter(objects, scenario):
         pytest.fail(f"the exporter rejects the rendered config.yml: {err}")
 
 
+@pytest.mark.integration
 def test_config_and_values_errors_fail_the_render(helms):
     cases = {
         ("--set", "mode=both"): "mode",
@@ -543,6 +561,7 @@ def expected_groups(values: dict) -> list[dict]:
     return groups
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scenario", ["all-monitors", "docs-example"])
 def test_prometheus_rule_is_the_rule_file(objects, scenario):
     rule = one(objects[scenario], "PrometheusRule")
@@ -564,6 +583,7 @@ def test_every_alert_of_the_rule_file_has_a_value_entry():
     assert list(default_values()["prometheusRule"]["rules"]) == alerts
 
 
+@pytest.mark.integration
 def test_a_recording_rule_can_be_turned_off(helms):
     result = template(helms["helm4"], "t", "default", "--set", "prometheusRule.enabled=true",
                       "--set", "prometheusRule.rules.cluster:llmcost_tokens:rate1d.enabled=false")
@@ -574,6 +594,7 @@ def test_a_recording_rule_can_be_turned_off(helms):
     assert "cluster:llmcost_tokens:rate1d" not in names and "cluster:llmcost_tokens:rate1h" in names
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("scenario", ["all-monitors", "docs-example"])
 def test_dashboard_configmaps_are_the_committed_json(objects, scenario):
     values = merged_values(scenario)["dashboards"]
@@ -597,6 +618,7 @@ def test_chart_copies_equal_the_originals():
 # --- the sidecar example --------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_sidecar_example_fits_the_chart(objects):
     objs = objects["docs-example"]
     deployment = example_deployment()
@@ -690,6 +712,7 @@ def test_docs_describe_the_chart():
         assert needle in doc, needle
 
 
+@pytest.mark.integration
 def test_notes_say_how_to_see_the_metrics(helms):
     result = helm(helms["helm4"], "install", "llm-cost-exporter", str(CHART), "--dry-run=client", "--namespace", "inference",
                   "-f", str(EXAMPLE_VALUES))

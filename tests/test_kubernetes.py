@@ -89,7 +89,7 @@ class FakeApiServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def pod_queries(self):
@@ -305,6 +305,7 @@ def test_unreachable_api_server_and_no_in_cluster_configuration(clock, exporter_
     assert value(exporter, "llmcost_source_up", source="kubernetes", name="node") == 0
 
 
+@pytest.mark.slow  # a fresh interpreter imports the exporter
 def test_kubernetes_client_is_imported_only_when_a_kubernetes_feature_is_on():
     code = ("import sys\nfrom exporter.app import Exporter\nfrom exporter.config import from_dict\n"
             "off = Exporter(from_dict({'pricing': {'cloud': {'hourly': 1}}, 'gpu': {'backend': 'none'}}, environ={}))\n"
@@ -503,6 +504,7 @@ def test_start_reads_the_node_before_the_first_tick_and_schedules_the_refreshes(
         exporter.stop()
 
 
+@pytest.mark.integration  # the run command as a subprocess
 def test_the_run_command_prices_its_node_and_scrapes_its_pods(cluster, clock, tmp_path):
     """`llm-cost-exporter run` as a DaemonSet runs it: NODE_NAME from the environment, the file's
     kubernetes section, the real client; its node and pods served by the local API server."""

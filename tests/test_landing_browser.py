@@ -12,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import make_config
 from exporter.web import WebServer
 
+pytestmark = pytest.mark.integration  # headless Chromium
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -2,8 +2,6 @@
 raises pynvml's own NVMLError codes, the exporter serves over real HTTP, and tests/faults.py
 checks the promises on every scrape (served, monotonic counters, one log line, recovery)."""
 
-import time
-
 import pynvml
 import pytest
 
@@ -49,14 +47,13 @@ def test_library_missing_at_start_then_installed(clock, vllm, nvml, exporter_for
     exporter = exporter_for(make_config([("vllm", server.url, {})], energy=ENERGY))
     c = campaign(exporter)
     with c.fault(warnings=1, max_lines=1):
-        c.step(times=4)
-        assert nvml_up(c) == 0 and nvml_errors(c, "library_not_found") == 1  # retried with backoff, not every tick
+        c.step(seconds=1, times=7)  # tried at 1 s, retried 1, 2, 4 ... 60 s later (clock.monotonic), not every tick
+        assert nvml_up(c) == 0 and nvml_errors(c, "library_not_found") == 3
         assert not any(k[0] == "llmcost_gpu_up" for k in c.samples)
         assert c.get("llmcost_spend_total", component="instance", currency="USD") > 0  # the node is billed anyway
         tokens = engine_keeps_counting(c, 0)
     nvml.library_missing = False
-    time.sleep(1.1)  # the first retry comes after 1 s (monotonic), then 2, 4 ... 60 s
-    c.step()
+    c.step(seconds=1)  # the retry due at 8 s finds the library
     start = [nvml.true_energy_joules(i) for i in range(2)]
     c.step(times=12)
     assert nvml_up(c) == 1
@@ -80,8 +77,7 @@ def test_library_gone_mid_run_keeps_totals_and_recovers(node, nvml, campaign):
         assert {k: v for k, v in c.samples.items() if k[0] == "llmcost_gpu_energy_joules_total"} == energy
         tokens = engine_keeps_counting(c, tokens)
     nvml.library_missing = False
-    time.sleep(1.1)
-    c.step(times=2)
+    c.step(times=2)  # 5 s steps: failed at 15 s, retried at 20, 25, 30 s; the one due at 38 s succeeds
     assert nvml_up(c) == 1 and all(gpu(c, "llmcost_gpu_up", i, g.uuid) == 1 for i, g in enumerate(nvml.gpus))
 
 

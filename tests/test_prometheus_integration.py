@@ -20,6 +20,8 @@ import pytest
 from prometheus import Prometheus, free_port
 from test_rules import FAST, RULE_FILE, generated
 
+pytestmark = pytest.mark.integration  # a real Prometheus scraping the demo subprocess
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 

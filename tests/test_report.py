@@ -71,6 +71,7 @@ def compared_apis(port: int) -> set[str]:
             if s.name == "llmcost_api_price_per_million_tokens"}
 
 
+@pytest.mark.integration
 def test_report_prints_every_model_and_compared_api(demo, printed):
     assert printed.result.returncode == 0, printed.result.stderr
     assert printed.result.stderr == ""
@@ -85,6 +86,7 @@ def test_report_prints_every_model_and_compared_api(demo, printed):
             assert len(verdict) == 1, (model, api, out)
 
 
+@pytest.mark.integration
 def test_actual_cost_matches_raw_samples(demo, printed):
     """ACTUAL/1M against last-minus-first of the raw counter samples: no increase() extrapolation."""
     window = f"{round(demo.end - demo.start)}s"
@@ -103,6 +105,7 @@ def test_actual_cost_matches_raw_samples(demo, printed):
         assert dollars(rows[model]["ACTUAL/1M"]) == pytest.approx(expected, rel=0.02), model
 
 
+@pytest.mark.integration
 def test_savings_are_api_equivalent_minus_self_hosted_share(printed):
     for model, row in model_rows(printed.result.stdout).items():
         assert dollars(row["SAVINGS"]) == pytest.approx(dollars(row["API-EQUIVALENT"]) - dollars(row["SELF-HOSTED"]),
@@ -110,6 +113,7 @@ def test_savings_are_api_equivalent_minus_self_hosted_share(printed):
         assert dollars(row["AT 100%/1M"]) < dollars(row["ACTUAL/1M"])  # the demo never runs at full load
 
 
+@pytest.mark.integration
 def test_output_writes_a_png_chart(printed):
     data = printed.chart.read_bytes()
     assert data.startswith(PNG_SIGNATURE)
@@ -125,11 +129,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, contains: str) ->
     assert contains in lines[0]
 
 
+@pytest.mark.integration
 def test_unreachable_prometheus(demo):
     closed_port = free_port()  # bound and released: nothing listens there
     assert_one_line_error(report(f"--prometheus.url=http://127.0.0.1:{closed_port}"), "cannot reach Prometheus")
 
 
+@pytest.mark.integration
 def test_range_without_data(demo):
     url = f"--prometheus.url={demo.prom.url}"
     assert_one_line_error(report(url, "--start=2001-01-01T00:00:00Z", "--end=2001-01-02T00:00:00Z"),
@@ -139,16 +145,19 @@ def test_range_without_data(demo):
                           "no llmcost_tokens_total series")
 
 
+@pytest.mark.integration
 def test_prometheus_without_llmcost_series():
     with Prometheus() as empty:
         assert_one_line_error(report(f"--prometheus.url={empty.url}", "--start=now-5m"), "no llmcost_tokens_total series")
 
 
+@pytest.mark.integration
 def test_end_before_start(demo):
     assert_one_line_error(report(f"--prometheus.url={demo.prom.url}", "--start=now", "--end=now-1h"),
                           "must be after --start")
 
 
+@pytest.mark.integration
 def test_prometheus_error_answer_is_one_line(demo):
     # A path that is not the API: a 404 page instead of JSON.
     assert_one_line_error(report(f"--prometheus.url={demo.prom.url}/nothing-here"), "answered HTTP 404")

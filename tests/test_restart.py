@@ -51,6 +51,7 @@ def tokens(exporter, direction="input"):
     return value(exporter, "llmcost_tokens_total", engine="vllm", model=MODEL, direction=direction)
 
 
+@pytest.mark.slow  # a long simulated run over real HTTP
 def test_a_restart_continues_every_total_and_accrues_the_downtime(clock, nvml, node):
     server, start_exporter = node
     first, store = start_exporter()
@@ -247,6 +248,7 @@ def _stop(process):
     return stderr
 
 
+@pytest.mark.integration  # a real Prometheus
 def test_spend_by_increase_across_a_restart_matches_ground_truth(tmp_path):
     """Prometheus' own increase() over a window holding a SIGTERM, 2 s of downtime and a new
     process: within 1% of hourly price x window (measured: docs/reliability.md)."""

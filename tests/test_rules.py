@@ -71,6 +71,7 @@ def test_promtool_check_rules_is_clean():
     assert f"SUCCESS: {count} rules found" in result.stdout
 
 
+@pytest.mark.slow  # promtool runs every unit test file
 def test_promtool_unit_tests_pass():
     """`promtool test rules rules/tests/*.yml`, one file per process, side by side (the slowest is ~10 s)."""
     assert TEST_FILES, "no rule tests in rules/tests/"

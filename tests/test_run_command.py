@@ -6,6 +6,7 @@ import sys
 import time
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import MODEL
@@ -13,6 +14,8 @@ from exporter.clock import SystemClock
 from exporter.demo.vllm_server import SimulatedVllm
 from exporter.demo.workload import Workload
 from test_demo_and_promtool import free_port
+
+pytestmark = pytest.mark.integration  # the run command as a subprocess
 
 
 def samples(url):

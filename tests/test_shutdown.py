@@ -18,6 +18,8 @@ from exporter.demo.workload import Workload
 from exporter.storage import FILE_NAME
 from test_demo_and_promtool import free_port
 
+pytestmark = pytest.mark.integration  # the run and demo commands as subprocesses
+
 BUDGET_S = 2.0
 
 

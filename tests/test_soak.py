@@ -5,6 +5,10 @@ import importlib.util
 import json
 import pathlib
 
+import pytest
+
+pytestmark = pytest.mark.slow  # six simulated hours
+
 SCRIPT = pathlib.Path(__file__).parent.parent / "scripts" / "soak.py"
 
 

@@ -146,6 +146,7 @@ def test_inline_certificate_and_key(serve, certs):
     assert get(web.port, context=client_context(certs))[0] == 200
 
 
+@pytest.mark.integration  # a real-time read timeout
 def test_a_silent_client_does_not_block_the_others(serve, certs):
     web, _ = serve(TLS, read_timeout=2.0)
     silent = socket.create_connection(("127.0.0.1", web.port))  # connects, never says hello
@@ -233,6 +234,7 @@ def test_rate_limit(serve):
 # -- reloading ----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # real-time waits for the file to be looked at
 def test_rotated_certificate_is_served_to_new_connections(serve, certs):
     web, path = serve(TLS)
 
@@ -249,6 +251,7 @@ def test_rotated_certificate_is_served_to_new_connections(serve, certs):
     assert served_cn() == "server2"
 
 
+@pytest.mark.integration  # real-time waits for the file to be looked at
 def test_a_broken_edit_keeps_the_last_good_config_with_one_line(serve, certs, hashed, caplog):
     web, path = serve(TLS + f"basic_auth_users:\n  prometheus: {hashed}\n")
     caplog.set_level(logging.INFO, logger="exporter.web")
@@ -348,6 +351,7 @@ def test_cli_exits_2_with_one_line_naming_the_key(tmp_path):
         assert len(lines) == 1 and "basic_auth_users.alice" in lines[0] and "correct-horse" not in lines[0]
 
 
+@pytest.mark.integration  # the run command as a subprocess
 def test_secrets_are_never_logged(certs, hashed, tmp_path):
     """The run command at debug level, asked with right and wrong passwords over TLS: its log
     holds neither a password nor the hash."""

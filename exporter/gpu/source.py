@@ -22,6 +22,7 @@ import importlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from exporter.health import SourceHealth
@@ -87,14 +88,21 @@ class _GpuTracker:
 
 
 class GpuSource:
-    def __init__(self, backend_loader, clock, health: SourceHealth | None = None):
+    """`monotonic` times the re-initialisation backoff: by default the clock's own monotonic()
+    (exporter.clock; a ManualClock steps it in tests), else time.monotonic."""
+
+    def __init__(self, backend_loader, clock, health: SourceHealth | None = None,
+                 monotonic: Callable[[], float] | None = None):
         self._load_backend = backend_loader
         self._clock = clock
+        if monotonic is None:
+            monotonic = getattr(clock, "monotonic", time.monotonic)
+        self._monotonic: Callable[[], float] = monotonic
         self.health = health or SourceHealth("nvml", "nvml")
         self._nvml = None
         self._gpus: list[_GpuTracker] = []
         self._backoff = 1.0
-        self._next_init = 0.0  # monotonic seconds
+        self._next_init = float("-inf")  # in self._monotonic() seconds: the first sample initialises
         self._samples = 0
         self._restored: dict[str, dict] = {}  # uuid -> saved state, applied when the GPU is found
         self._lock = threading.Lock()  # sample() against export_state() from the state writer
@@ -118,15 +126,15 @@ class GpuSource:
         return self.readings()
 
     def _sample(self) -> None:
-        started = time.monotonic()
-        if self._nvml is None and not self._initialise(started):
+        started = time.monotonic()  # how long NVML took: real time, whatever clock times the backoff
+        if self._nvml is None and not self._initialise(self._monotonic()):
             self._mark_all_down()
             return
         self._samples += 1
         changed = self._samples % RESCAN_EVERY == 0 and self._devices_changed()
         if changed:
             self._shutdown()
-            if not self._initialise(started, changed):
+            if not self._initialise(self._monotonic(), changed):
                 self._mark_all_down()
                 return
         now = self._clock.now()
@@ -148,7 +156,7 @@ class GpuSource:
         duration = time.monotonic() - started
         if fatal:
             self._shutdown()
-            self._schedule_retry(time.monotonic())
+            self._schedule_retry(self._monotonic())
             self.health.failure(fatal[0], str(fatal[1]), duration)
             self._mark_all_down()
         elif self._gpus and not any(g.reading.up for g in self._gpus):

@@ -1,0 +1,109 @@
+"""Engines on real loopback HTTP sockets: the simulated vLLM, a server whose body a test computes
+(or fixes), and one module-scoped engine whose counters a test sets (for hypothesis)."""
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from exporter.app import Exporter
+from exporter.clock import ManualClock
+from exporter.demo.vllm_server import SimulatedVllm
+from exporter.demo.workload import Workload
+from exporter.gpu.simulated import SimulatedNVML
+from plugins.nodes import MODEL
+
+
+@pytest.fixture
+def vllm(clock):
+    """A simulated vLLM server on a real loopback socket, at a constant 50% load."""
+    servers = []
+
+    def make(capacity=1000.0, load=0.5, model=MODEL, data_parallel=1, seed=1):
+        workload = Workload(clock, capacity, seed=seed)
+        workload.set_constant_load(load)
+        server = SimulatedVllm(workload, model, data_parallel=data_parallel).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def dynamic_server():
+    """A real HTTP engine whose body is computed on every GET: body_fn(n) for the n-th request."""
+    servers = []
+
+    def make(body_fn, content_type="text/plain; version=0.0.4"):
+        calls = [0]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                calls[0] += 1
+                data = body_fn(calls[0]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/metrics"
+
+    yield make
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def static_server(dynamic_server):
+    """A real HTTP server answering every GET with a fixed exposition body."""
+
+    def make(body: str, content_type="text/plain; version=0.0.4; charset=utf-8"):
+        return dynamic_server(lambda _call: body, content_type)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def mutable_engine(tmp_path_factory):
+    """One real HTTP engine whose counters a test sets directly (for hypothesis, module-scoped)."""
+    state = {"prompt": 0, "generated": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ("# TYPE vllm:prompt_tokens_total counter\n"
+                    f'vllm:prompt_tokens_total{{model_name="m"}} {state["prompt"]}\n'
+                    "# TYPE vllm:generation_tokens_total counter\n"
+                    f'vllm:generation_tokens_total{{model_name="m"}} {state["generated"]}\n').encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    clock = ManualClock()
+    nvml = SimulatedNVML(clock, count=1)
+
+    def set_counters(prompt, generated):
+        state.update(prompt=prompt, generated=generated)
+
+    def exporter_factory(config):
+        return Exporter(config, clock=clock, nvml_backend=nvml)
+
+    yield f"http://127.0.0.1:{server.server_address[1]}/metrics", set_counters, clock, exporter_factory
+    server.shutdown()
+    server.server_close()
