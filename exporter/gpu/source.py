@@ -18,12 +18,15 @@ GPU's energy total by UUID (a vanished GPU stays, down, with its total).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from exporter.health import SourceHealth
 
@@ -71,7 +74,7 @@ def load_pynvml():
 
 
 def nvml_reason(err: Exception) -> str:
-    return _REASONS.get(getattr(err, "value", None), "nvml_error")
+    return _REASONS.get(getattr(err, "value", -1), "nvml_error")
 
 
 class _GpuTracker:
@@ -99,7 +102,7 @@ class GpuSource:
             monotonic = getattr(clock, "monotonic", time.monotonic)
         self._monotonic: Callable[[], float] = monotonic
         self.health = health or SourceHealth("nvml", "nvml")
-        self._nvml = None
+        self._nvml: Any = None  # the pynvml module (or a backend with its interface) once initialised
         self._gpus: list[_GpuTracker] = []
         self._backoff = 1.0
         self._next_init = float("-inf")  # in self._monotonic() seconds: the first sample initialises
@@ -138,21 +141,7 @@ class GpuSource:
                 self._mark_all_down()
                 return
         now = self._clock.now()
-        fatal = None
-        for gpu in self._gpus:
-            if gpu.handle is None:
-                continue  # vanished at the last re-initialisation: down, keeping its total
-            try:
-                self._sample_gpu(gpu, now)
-            except Exception as err:  # pynvml.NVMLError or anything a broken binding raises
-                reason = nvml_reason(err)
-                if reason in ("uninitialized", "driver_not_loaded", "library_not_found"):
-                    fatal = (reason, err)  # the whole library: one line from health, below
-                    break
-                if gpu.reading.up:  # log the transition, not every failed sample
-                    log.warning("gpu down gpu=%d uuid=%s reason=%s detail=%s", gpu.index, gpu.reading.uuid, reason, err)
-                gpu.reading = replace(gpu.reading, up=False)
-                self.health.count(reason)
+        fatal = self._sample_gpus(now)
         duration = time.monotonic() - started
         if fatal:
             self._shutdown()
@@ -163,6 +152,23 @@ class GpuSource:
             self.health.failure("gpu_lost", "no GPU answered", duration)
         else:
             self.health.success(now, duration)
+
+    def _sample_gpus(self, now: float) -> tuple[str, Exception] | None:
+        """Sample every attached GPU; (reason, error) if the whole library failed."""
+        for gpu in self._gpus:
+            if gpu.handle is None:
+                continue  # vanished at the last re-initialisation: down, keeping its total
+            try:
+                self._sample_gpu(gpu, now)
+            except Exception as err:  # pynvml.NVMLError or anything a broken binding raises
+                reason = nvml_reason(err)
+                if reason in ("uninitialized", "driver_not_loaded", "library_not_found"):
+                    return reason, err  # the whole library: one line from health, by the caller
+                if gpu.reading.up:  # log the transition, not every failed sample
+                    log.warning("gpu down gpu=%d uuid=%s reason=%s detail=%s", gpu.index, gpu.reading.uuid, reason, err)
+                gpu.reading = replace(gpu.reading, up=False)
+                self.health.count(reason)
+        return None
 
     def total_energy_joules(self) -> float:
         return sum(g.reading.energy_joules for g in self._gpus)
@@ -182,7 +188,7 @@ class GpuSource:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
                 uuid = _text(nvml.nvmlDeviceGetUUID(handle))
                 name = _text(nvml.nvmlDeviceGetName(handle))
-                limit = _optional(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0)
+                limit = _optional(functools.partial(_power_limit_watts, nvml, handle))
                 tracker = _GpuTracker(index, handle, uuid, name, limit)
                 previous = known.pop(uuid, None)
                 if previous:  # keep the energy total and what we learnt about a GPU we already knew
@@ -224,10 +230,8 @@ class GpuSource:
         self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
 
     def _shutdown(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already broken; nothing to release
             self._nvml.nvmlShutdown()
-        except Exception:  # already broken; nothing to release
-            pass
         self._nvml = None
 
     def _mark_all_down(self) -> None:
@@ -303,11 +307,16 @@ class GpuSource:
         gap if the counter reset); without, that sample is a fresh baseline. Call before sampling."""
         with self._lock:
             for saved in gpus:
-                state = {"uuid": str(saved["uuid"]), "energy_joules": float(saved["energy_joules"])}
+                uuid = str(saved["uuid"])
+                state = {"uuid": uuid, "energy_joules": float(saved["energy_joules"])}
                 if accrue_gap:
                     state.update(last_counter_mj=saved.get("last_counter_mj"), last_power=saved.get("last_power"),
                                  last_time=saved.get("last_time"))
-                self._restored[state["uuid"]] = state
+                self._restored[uuid] = state
+
+
+def _power_limit_watts(nvml, handle) -> float:
+    return nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
 
 
 def _apply_state(tracker: _GpuTracker, state: dict) -> None:
