@@ -10,7 +10,8 @@ Output: one recording group per window (`llm-cost-exporter.recording.5m`, ...) a
 groups in a PrometheusRule. The output depends only on the configuration (deterministic), so the
 tests regenerate it and compare it with the committed file. Needs only PyYAML.
 
-Rule names follow `level:metric:operations` (docs: rules/README.md). Levels and the labels they keep:
+Rule names follow `level:metric:operations` (docs: rules/README.md). Levels and the labels they keep,
+each after the `cluster_labels` (none by default):
 
     engine_model_api  job, instance, engine, model, api      an engine is a process on one node
     engine_model      job, instance, engine, model
@@ -18,10 +19,10 @@ Rule names follow `level:metric:operations` (docs: rules/README.md). Levels and 
     engine            job, instance, engine
     instance_api      job, instance, api                     a node (one exporter)
     instance          job, instance
-    model_api         <cluster_labels>, model, api           cluster-wide: all nodes
-    model             <cluster_labels>, model
-    api               <cluster_labels>, api
-    cluster           <cluster_labels>
+    model_api         model, api                             cluster-wide: all nodes
+    model             model
+    api               api
+    cluster           (nothing but the cluster labels)
 
 Money-valued rules also keep `currency`. Rates are per second (currency/s, tokens/s, J/s = W).
 """
@@ -223,7 +224,7 @@ class Q:
         return f"{metric}{{{','.join(parts)}}}" if parts else metric
 
     def labels(self, level: str) -> list[str]:
-        node = ["job", "instance"]
+        node = self.cluster + ["job", "instance"]
         return {
             "engine_model_api": node + ["engine", "model", "api"],
             "engine_model": node + ["engine", "model"],
@@ -416,6 +417,14 @@ def _api_matcher(regex: str) -> str:
     return f'{{api=~"{regex}"}}' if regex else ""
 
 
+def _query(template: str, labels: list[str]) -> str:
+    """Opens a `{{ with }}` over Prometheus' template `query` of `template`, whose `{}` stands for the
+    alert's own series: a matcher per label of `labels` (a `name="value"` item is a fixed matcher)."""
+    matchers = ",".join(label if "=" in label else f"{label}=%q" for label in labels)
+    args = " ".join(f"$labels.{label}" for label in labels if "=" not in label)
+    return "{{ with printf `" + template.replace("{}", "{" + matchers + "}") + "` " + args + " | query }}"
+
+
 def alerts(q: Q, c: RulesConfig) -> list[dict]:
     E, EM = q.labels("engine"), q.labels("engine_model")
     node = 'on {{ $labels.instance }} (job {{ $labels.job }})'
@@ -426,12 +435,8 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
     threshold = api_price + _api_matcher(c.cost_alert_apis)
     if ratio != 1:
         threshold = f"{_num(ratio)} * {threshold}"
-    price_query = ('{{ with printf `' + api_price + '{job=%q,instance=%q,engine=%q,model=%q,api=%q}` $labels.job '
-                   '$labels.instance $labels.engine $labels.model $labels.api | query }}'
-                   '{{ . | first | value | printf "%.4g" }}{{ end }}')
-    rate_query = ('{{ with printf `engine_model:llmcost_tokens:rate' + w + '{job=%q,instance=%q,engine=%q,model=%q}` '
-                  '$labels.job $labels.instance $labels.engine $labels.model | query }}'
-                  '{{ . | first | value | humanize }}{{ end }}')
+    price_query = _query(api_price + "{}", q.labels("engine_model_api")) + '{{ . | first | value | printf "%.4g" }}{{ end }}'
+    rate_query = _query(f"engine_model:llmcost_tokens:rate{w}" + "{}", EM) + "{{ . | first | value | humanize }}{{ end }}"
     out.append(_alert(
         c, "LLMCostSelfHostingDearerThanAPI", c.cost_alert_for, c.cost_alert_severity,
         f"(\n  engine_model:llmcost_cost_per_million_tokens:ratio_rate{w}\n  > {on(money(EM))} group_right\n"
@@ -445,8 +450,7 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
 
     w = c.breakeven_alert_window
     be = f"engine_api:llmcost_breakeven_utilization:ratio_rate{w}"
-    be_query = ('{{ with printf `' + be + '{job=%q,instance=%q,engine=%q,api=%q}` $labels.job $labels.instance '
-                '$labels.engine $labels.api | query }}{{ $b := . | first | value }}{{ $b | humanizePercentage }}'
+    be_query = (_query(be + "{}", q.labels("engine_api")) + '{{ $b := . | first | value }}{{ $b | humanizePercentage }}'
                 '{{ if gt $b 1.0 }}, above 100%: this hardware cannot beat {{ $labels.api }} at any load{{ end }}{{ end }}')
     out.append(_alert(
         c, "LLMCostUtilizationBelowBreakEven", c.breakeven_alert_for, c.breakeven_alert_severity,
@@ -482,9 +486,9 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
         + (f"up{{{q.selector}}}" if q.selector else "up") + "): none is discovered, or all are down. "
         "No cost figures are recorded and no cost alert can fire."))
 
-    errors_query = ('{{ with printf `sort_desc(increase(llmcost_source_errors_total{job=%q,instance=%q,source="engine",'
-                    'name=%q}[' + c.engine_failing_for + ']))` $labels.job $labels.instance $labels.name | query }}'
-                    '; most frequent error: {{ . | first | label "reason" }}{{ end }}')
+    errors_query = (_query(f"sort_desc(increase(llmcost_source_errors_total{{}}[{c.engine_failing_for}]))",
+                           q.labels("instance") + [ENGINE_SOURCE, "name"])
+                    + '; most frequent error: {{ . | first | label "reason" }}{{ end }}')
     out.append(_alert(
         c, "LLMCostEngineScrapeFailing", c.engine_failing_for, c.engine_failing_severity,
         f"{q.sel('llmcost_source_up', ENGINE_SOURCE)} == 0",
@@ -497,7 +501,7 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
     w = c.nvml_errors_window
     out.append(_alert(
         c, "LLMCostNVMLErrors", c.nvml_errors_for, c.nvml_errors_severity,
-        f"sum by (job, instance, reason) (increase({q.sel('llmcost_source_errors_total', *matchers)}[{w}])) > 0",
+        f"sum{by(q.labels('instance') + ['reason'])} (increase({q.sel('llmcost_source_errors_total', *matchers)}[{w}])) > 0",
         "NVML keeps failing on {{ $labels.instance }} ({{ $labels.reason }})",
         "NVML reported {{ $value | humanize }} {{ $labels.reason }} errors in the last " + w + " " + node
         + ", in every " + w + " for more than " + c.nvml_errors_for + ". GPU power, energy and the energy "

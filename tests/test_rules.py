@@ -188,6 +188,52 @@ def test_cluster_labels_and_selector_reach_every_level(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_cluster_labels_keep_two_clusters_apart_at_every_level(tmp_path):
+    """Two clusters whose nodes have the same job, instance and engine (remote-write into one Mimir or
+    Thanos): every level keeps `cluster`, so the cluster-wide figures and the alerts stay per cluster."""
+    path, doc = generated(tmp_path, "cluster_labels=[cluster]", "idle_alert_for=5m")
+    for rule in rules_of(doc, "record") + rules_of(doc, "alert"):
+        for labels in re.findall(r"\b(?:by|on) \(([^)]*)\)", rule["expr"]):
+            assert labels.startswith("cluster,") or labels == "cluster", (rule.get("record") or rule["alert"], labels)
+    node = 'job="llmcost",instance="gpu-1:9848",engine="vllm"'
+    case = {
+        "rule_files": [str(path)],
+        "evaluation_interval": "1m",
+        "group_eval_order": [g["name"] for g in doc["groups"]],
+        "tests": [{
+            "interval": "1m",
+            "input_series": [  # cluster a serves 1 token/s, cluster b none; both spend 1 USD/s
+                {"series": f'llmcost_tokens_total{{cluster="a",{node},model="llama",direction="output"}}', "values": "0+60x30"},
+                {"series": f'llmcost_tokens_total{{cluster="b",{node},model="llama",direction="output"}}', "values": "0+0x30"},
+                {"series": f'llmcost_engine_spend_total{{cluster="a",{node},currency="USD"}}', "values": "0+60x30"},
+                {"series": f'llmcost_engine_spend_total{{cluster="b",{node},currency="USD"}}', "values": "0+60x30"},
+            ],
+            "promql_expr_test": [
+                {"expr": "cluster:llmcost_tokens:rate5m", "eval_time": "20m", "exp_samples": [
+                    {"labels": 'cluster:llmcost_tokens:rate5m{cluster="a"}', "value": 1},
+                    {"labels": 'cluster:llmcost_tokens:rate5m{cluster="b"}', "value": 0}]},
+                {"expr": "model:llmcost_cost_per_million_tokens:ratio_rate5m", "eval_time": "20m", "exp_samples": [
+                    {"labels": 'model:llmcost_cost_per_million_tokens:ratio_rate5m{cluster="a",model="llama",currency="USD"}',
+                     "value": 1e6}]},
+            ],
+            "alert_rule_test": [{"eval_time": "20m", "alertname": "LLMCostGPUsIdle", "exp_alerts": [{
+                "exp_labels": {"severity": "warning", "cluster": "b", "job": "llmcost", "instance": "gpu-1:9848",
+                               "engine": "vllm", "currency": "USD"},
+                "exp_annotations": {
+                    "summary": "GPUs of engine vllm are paid for but serve no tokens",
+                    "description": "Engine vllm on gpu-1:9848 (job llmcost) has served no tokens for more than 5m "
+                                   "while its GPUs cost 3600.00 USD per hour (allocation basis).",
+                    "runbook_url": "https://github.com/llm-cost-exporter/llm-cost-exporter/blob/main/docs/"
+                                   "runbook.md#llmcostgpusidle"},
+            }]}],
+        }],
+    }
+    test_file = tmp_path / "clusters_test.yml"
+    test_file.write_text(yaml.safe_dump(case, sort_keys=False))
+    result = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("override, message", [
     ("cost_alert_for=5x", "--set: cost_alert_for: got '5x', allowed: a PromQL duration (whole numbers"),
     ("cost_alert_window=2h", "--set: cost_alert_window: got '2h', allowed: one of windows (5m, 1h, 1d)"),
