@@ -41,6 +41,13 @@ def promtool() -> str:
     return path
 
 
+def promtool_test(path: Path, case: dict) -> None:
+    """`promtool test rules` of one test file written from `case`; fails the test with promtool's output."""
+    path.write_text(yaml.safe_dump(case, sort_keys=False))
+    result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def generate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(GENERATE), *args], capture_output=True, text=True, cwd=ROOT)
 
@@ -228,10 +235,7 @@ def test_cluster_labels_keep_two_clusters_apart_at_every_level(tmp_path):
             }]}],
         }],
     }
-    test_file = tmp_path / "clusters_test.yml"
-    test_file.write_text(yaml.safe_dump(case, sort_keys=False))
-    result = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_test(tmp_path / "clusters_test.yml", case)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -350,7 +354,4 @@ def test_fast_variant_fires_within_seconds_at_a_one_second_scrape(tmp_path):
             ],
         }],
     }
-    test_file = tmp_path / "fast_test.yml"
-    test_file.write_text(yaml.safe_dump(case, sort_keys=False))
-    result = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_test(tmp_path / "fast_test.yml", case)
