@@ -8,7 +8,11 @@
 Output: one recording group per window (`llm-cost-exporter.recording.5m`, ...) and one alert group
 (`llm-cost-exporter.alerts`), in plain Prometheus rule-file format; the Helm chart wraps the same
 groups in a PrometheusRule. The output depends only on the configuration (deterministic), so the
-tests regenerate it and compare it with the committed file. Needs only PyYAML.
+tests regenerate it and compare it with the committed file. Needs only PyYAML (and the checkout's
+exporter/ package: its duration parser and input validation).
+
+The config is also the dashboards' (dashboards/generate.py imports load_config and the CLI options
+below): `selector` and `cluster_labels` select and aggregate the same series in both.
 
 Rule names follow `level:metric:operations` (docs: rules/README.md). Levels and the labels they keep,
 each after the `cluster_labels` (none by default):
@@ -588,21 +592,31 @@ def render(config: RulesConfig, overrides: list[str] = (), config_path: Path | N
     return "\n".join(header) + "\n" + body
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Generate llm-cost-exporter's Prometheus rule file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--config FILE` and `--set KEY=VALUE`: every generator that reads this config takes them (the rules
+    and the dashboards), so a site's overlay gives both the same selector and cluster labels."""
     parser.add_argument("--config", type=Path, default=None,
                         help=f"YAML file whose keys override {DEFAULT_CONFIG.relative_to(HERE.parent)}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key (VALUE read as YAML); repeat for more keys")
+
+
+def config_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RulesConfig:
+    """The config that add_config_arguments' options select; a bad key exits 2 with one line."""
+    try:
+        return load_config(args.config, args.overrides)
+    except RulesConfigError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="generate.py", description="Generate llm-cost-exporter's Prometheus rule file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_arguments(parser)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the rule file")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-    except RulesConfigError as err:
-        print(f"generate.py: error: {err}", file=sys.stderr)
-        return 2
+    config = config_or_exit(parser, args)
     text = render(config, args.overrides, args.config)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
