@@ -9,59 +9,58 @@ a Prometheus that scrapes nothing but the exporters.
 from __future__ import annotations
 
 from dashboards.defaults import (
-    API, API_VARIABLE, COUNT, CURRENCY, GAIN, JOULE, MODEL, MODEL_VARIABLE, NODE_VARIABLE, RATIO, TIMES,
-    TOKENS_PER_SECOND, bargauge, column, dashboard as house_dashboard, gauge, m, of_selected_engines, q,
-    question, stat, table, thresholds, timeseries,
+    API, COUNT, CURRENCY, GAIN, JOULE, MODEL, RATIO, TIMES, TOKENS_PER_SECOND, Scope, bargauge, column,
+    dashboard as house_dashboard, gauge, q, question, stat, table, thresholds, timeseries,
 )
 
 UID = "llmcost-overview"
-
-SPEND = m("llmcost_engine_spend_total")
-TOKENS = m("llmcost_tokens_total")  # all models of an engine: the engine's spend buys all of them
-API_EQUIVALENT = m("llmcost_api_equivalent_spend_total", API)
-ENGINE_CAPACITY = f'max by (instance, engine) ({m("llmcost_capacity_tokens_per_second")})'
-FULL = f'max by (instance, engine) ({m("llmcost_cost_per_million_tokens_at_full_utilization")})'
-# Each model's tokens/s priced at each API's price for that model's traffic mix, per second.
-API_RATE = (f'{m("llmcost_api_blended_price_per_million_tokens", API)} '
-            f'* on (instance, engine, model) group_left {m("llmcost_tokens_per_second")}')
-PER_MODEL = "instance, engine, model"
+PER_MODEL = ("instance", "engine", "model")
 
 
-def api_tokens(window: str) -> str:
-    """Tokens of the selected engines, once per API each engine is compared with (label `api`)."""
-    return (f"sum by (instance, engine, model) (increase({TOKENS}[{window}])) "
-            f"* on (instance, engine, model) group_right () "
-            f"(0 * {of_selected_engines(API_EQUIVALENT)} + 1)")
+def dashboard(s: Scope):
+    spend = s.m("llmcost_engine_spend_total")
+    tokens = s.m("llmcost_tokens_total")  # all models of an engine: the engine's spend buys all of them
+    api_equivalent = s.m("llmcost_api_equivalent_spend_total", API)
+    per_engine = s.on("instance", "engine")
+    engine_capacity = f'max{s.by("instance", "engine")}({s.m("llmcost_capacity_tokens_per_second")})'
+    full = f'max{s.by("instance", "engine")}({s.m("llmcost_cost_per_million_tokens_at_full_utilization")})'
+    # Each model's tokens/s priced at each API's price for that model's traffic mix, per second.
+    api_rate = (f'{s.m("llmcost_api_blended_price_per_million_tokens", API)} '
+                f'* {s.on("instance", "engine", "model")} group_left {s.m("llmcost_tokens_per_second")}')
 
+    def api_tokens(window: str) -> str:
+        """Tokens of the selected engines, once per API each engine is compared with (label `api`)."""
+        return (f"sum{s.by('instance', 'engine', 'model')}(increase({tokens}[{window}])) "
+                f"* {s.on('instance', 'engine', 'model')} group_right () "
+                f"(0 * {s.of_selected_engines(api_equivalent)} + 1)")
 
-def savings(window: str) -> str:
-    """API-equivalent spend minus self-hosted spend of the same engines, by API."""
-    return (f"sum by (api) ("
-            f"sum by (instance, engine, api) ({of_selected_engines(f'increase({API_EQUIVALENT}[{window}])')}) "
-            f"- on (instance, engine) group_left "
-            f"sum by (instance, engine) (increase({SPEND}[{window}])))")
+    def savings(window: str) -> str:
+        """API-equivalent spend minus self-hosted spend of the same engines, by API."""
+        return (f"sum{s.by('api')}("
+                f"sum{s.by('instance', 'engine', 'api')}({s.of_selected_engines(f'increase({api_equivalent}[{window}])')}) "
+                f"- {per_engine} group_left "
+                f"sum{s.by('instance', 'engine')}(increase({spend}[{window}])))")
 
-
-def dashboard():
     return house_dashboard(
+        scope=s,
         uid=UID,
         title="LLM cost: self-hosted vs API",
         description="What a million tokens costs to self-host, live, against the APIs it replaces "
                     "(llm-cost-exporter).",
-        variables=[NODE_VARIABLE, MODEL_VARIABLE, API_VARIABLE],
+        variables=[s.node_variable, s.model_variable, s.api_variable],
         questions=[
             question("What does a million tokens cost us, and what would the API charge?", [
                 stat("Self-hosted $/1M tokens",
-                     q(f"sum({of_selected_engines(f'increase({SPEND}[$__range])')}) "
-                       f"/ (sum({of_selected_engines(f'increase({TOKENS}[$__range])')}) > 0) * 1e6"),
+                     q(f"sum{s.by()}({s.of_selected_engines(f'increase({spend}[$__range])')}) "
+                       f"/ (sum{s.by()}({s.of_selected_engines(f'increase({tokens}[$__range])')}) > 0) * 1e6"),
                      unit=CURRENCY, description="""
                      What a million tokens actually cost over the dashboard's time range, allocation basis
                      (idle time is paid for): increase of llmcost_engine_spend_total over the range divided by
                      the increase of llmcost_tokens_total (input + output) of the same engines, × 10⁶. Engines
                      serving the selected models, on the selected nodes; empty while no tokens flowed."""),
                 stat("$/1M at 100% utilization, now",
-                     q(f"sum({of_selected_engines(f'{FULL} * on (instance, engine) {ENGINE_CAPACITY}')}) "
-                       f"/ sum({of_selected_engines(f'{ENGINE_CAPACITY} and on (instance, engine) {FULL}')})"),
+                     q(f"sum{s.by()}({s.of_selected_engines(f'{full} * {per_engine} {engine_capacity}')}) "
+                       f"/ sum{s.by()}({s.of_selected_engines(f'{engine_capacity} and {per_engine} {full}')})"),
                      unit=CURRENCY, description="""
                      The figure published analyses quote: what a million tokens would cost if the engines
                      ran at capacity all the time, now. Each engine's
@@ -70,35 +69,35 @@ def dashboard():
                      llmcost_capacity_tokens_per_second. The gap to the actual figure is the price of idle
                      capacity."""),
                 stat("API price for our traffic",
-                     q(f"sum by (api) ({of_selected_engines(f'increase({API_EQUIVALENT}[$__range])')}) "
-                       f"/ (sum by (api) ({api_tokens('$__range')}) > 0) * 1e6", "{{api}}"),
+                     q(f"sum{s.by('api')}({s.of_selected_engines(f'increase({api_equivalent}[$__range])')}) "
+                       f"/ (sum{s.by('api')}({api_tokens('$__range')}) > 0) * 1e6", "{{api}}"),
                      unit=CURRENCY, width=6, description="""
                      What each API would charge per million tokens of our actual traffic mix (input, cached
                      input and output at its list prices) over the range: increase of
                      llmcost_api_equivalent_spend_total divided by the increase of llmcost_tokens_total of
                      the engines compared with that API, × 10⁶. Compare with the self-hosted $/1M."""),
                 stat("Projected monthly cost",
-                     q(f'sum({m("llmcost_hourly_cost")}) * 730'),
+                     q(f'sum{s.by()}({s.m("llmcost_hourly_cost")}) * 730'),
                      unit=CURRENCY, description="""
                      What the selected nodes cost per month at the current rate: sum of llmcost_hourly_cost
                      (all cost components of each node, allocation basis, unallocated GPUs included) × 730
                      hours. Not filtered by model."""),
                 stat("Projected monthly API bill",
-                     q(f"sum by (api) ({of_selected_engines(API_RATE)}) * 3600 * 730 / 1e6", "{{api}}"),
+                     q(f"sum{s.by('api')}({s.of_selected_engines(api_rate)}) * 3600 * 730 / 1e6", "{{api}}"),
                      unit=CURRENCY, width=6, description="""
                      What each API would bill per month for the current traffic of the selected engines:
                      llmcost_api_blended_price_per_million_tokens (the API's price for each model's traffic
                      mix) × llmcost_tokens_per_second (live window) × 3600 × 730 hours / 10⁶, summed over
                      models. Compare with the projected monthly cost."""),
                 timeseries("$/1M tokens: actual vs at 100% utilization vs API",
-                           q(f"sum by (instance, engine) ({of_selected_engines(f'rate({SPEND}[$__rate_interval])')}) "
-                             f"/ (sum by (instance, engine) (rate({TOKENS}[$__rate_interval])) > 0) * 1e6",
+                           q(f"sum{s.by('instance', 'engine')}({s.of_selected_engines(f'rate({spend}[$__rate_interval])')}) "
+                             f"/ (sum{s.by('instance', 'engine')}(rate({tokens}[$__rate_interval])) > 0) * 1e6",
                              "actual · {{engine}} @ {{instance}}"),
-                           q(of_selected_engines(FULL), "at 100% · {{engine}} @ {{instance}}"),
-                           q(f"sum by (instance, engine, api) "
-                             f"({of_selected_engines(f'rate({API_EQUIVALENT}[$__rate_interval])')}) "
-                             f"/ on (instance, engine) group_left () "
-                             f"(sum by (instance, engine) (rate({TOKENS}[$__rate_interval])) > 0) * 1e6",
+                           q(s.of_selected_engines(full), "at 100% · {{engine}} @ {{instance}}"),
+                           q(f"sum{s.by('instance', 'engine', 'api')}"
+                             f"({s.of_selected_engines(f'rate({api_equivalent}[$__rate_interval])')}) "
+                             f"/ {per_engine} group_left () "
+                             f"(sum{s.by('instance', 'engine')}(rate({tokens}[$__rate_interval])) > 0) * 1e6",
                              "{{api}} · {{engine}} @ {{instance}}"),
                            unit=CURRENCY, width=24, description="""
                            Cost per million tokens per engine, interval by interval ($__rate_interval).
@@ -113,13 +112,13 @@ def dashboard():
             ]),
             question("How much have we spent, and what would the API have billed?", [
                 stat("Self-hosted spend",
-                     q(f"sum({of_selected_engines(f'increase({SPEND}[$__range])')})"),
+                     q(f"sum{s.by()}({s.of_selected_engines(f'increase({spend}[$__range])')})"),
                      unit=CURRENCY, description="""
                      Spend allocated to the selected engines over the time range: increase of
                      llmcost_engine_spend_total (instance price and request fees, or amortization + energy
                      + fixed costs for owned hardware, split by the GPUs each engine holds)."""),
                 stat("API-equivalent spend",
-                     q(f"sum by (api) ({of_selected_engines(f'increase({API_EQUIVALENT}[$__range])')})", "{{api}}"),
+                     q(f"sum{s.by('api')}({s.of_selected_engines(f'increase({api_equivalent}[$__range])')})", "{{api}}"),
                      unit=CURRENCY, width=6, description="""
                      What each API would have billed for the same tokens over the time range: increase of
                      llmcost_api_equivalent_spend_total (uncached input, cached input and output tokens at
@@ -132,14 +131,14 @@ def dashboard():
                      llmcost_engine_spend_total, matched per node and engine. Negative (red): the API would
                      have been cheaper."""),
                 stat("Node spend by component",
-                     q(f'sum by (component) (increase({m("llmcost_spend_total")}[$__range]))', "{{component}}"),
+                     q(f'sum{s.by("component")}(increase({s.m("llmcost_spend_total")}[$__range]))', "{{component}}"),
                      unit=CURRENCY, width=8, description="""
                      Everything the selected nodes cost over the time range, by component (instance,
                      requests; or amortization, energy, fixed): increase of llmcost_spend_total. Includes
                      GPUs no engine holds, so it can exceed the self-hosted spend. Not filtered by model."""),
                 timeseries("Spend per day: self-hosted vs API-equivalent",
-                           q(f"sum({of_selected_engines(f'increase({SPEND}[1d])')})", "self-hosted"),
-                           q(f"sum by (api) ({of_selected_engines(f'increase({API_EQUIVALENT}[1d])')})",
+                           q(f"sum{s.by()}({s.of_selected_engines(f'increase({spend}[1d])')})", "self-hosted"),
+                           q(f"sum{s.by('api')}({s.of_selected_engines(f'increase({api_equivalent}[1d])')})",
                              "{{api}} equivalent"),
                            unit=CURRENCY, min=0, description="""
                            Spend in the 24 hours before each point (rolling day): increase over 1d of
@@ -156,16 +155,16 @@ def dashboard():
             ]),
             question("Are we busy enough to beat the API?", [
                 gauge("Utilization now",
-                      q(of_selected_engines(f'sum by (instance, engine) ({m("llmcost_utilization_ratio")})'),
+                      q(s.of_selected_engines(f'sum{s.by("instance", "engine")}({s.m("llmcost_utilization_ratio")})'),
                         "{{engine}} @ {{instance}}"),
                       unit=RATIO, height=9, description="""
                       Share of each engine's capacity in use over the exporter's live window: sum over the
                       engine's models of llmcost_utilization_ratio (tokens per second / capacity). Above 100%
                       when the configured capacity is below the real peak."""),
                 bargauge("Utilization ÷ break-even",
-                         q(f'sum by (instance, engine) ({m("llmcost_utilization_ratio")}) '
-                           f"/ on (instance, engine) group_right "
-                           f'max by ({PER_MODEL}, api) ({m("llmcost_breakeven_utilization_ratio", MODEL, API)})',
+                         q(f'sum{s.by("instance", "engine")}({s.m("llmcost_utilization_ratio")}) '
+                           f"/ {per_engine} group_right "
+                           f'max{s.by(*PER_MODEL, "api")}({s.m("llmcost_breakeven_utilization_ratio", MODEL, API)})',
                            "{{model}} vs {{api}} @ {{instance}}"),
                          unit=TIMES, width=6, height=9, steps=thresholds("red", (1, "green")), description="""
                          How far above (green, ≥ 1×) or below (red) break-even each model runs, per API: the
@@ -173,9 +172,9 @@ def dashboard():
                          llmcost_breakeven_utilization_ratio (cost per 1M at 100% / the API's blended price).
                          At 1× self-hosting costs what the API costs; below it the API is cheaper."""),
                 timeseries("Utilization vs break-even utilization",
-                           q(of_selected_engines(f'sum by (instance, engine) ({m("llmcost_utilization_ratio")})'),
+                           q(s.of_selected_engines(f'sum{s.by("instance", "engine")}({s.m("llmcost_utilization_ratio")})'),
                              "utilization · {{engine}} @ {{instance}}"),
-                           q(m("llmcost_breakeven_utilization_ratio", MODEL, API),
+                           q(s.m("llmcost_breakeven_utilization_ratio", MODEL, API),
                              "break-even vs {{api}} · {{model}} @ {{instance}}"),
                            unit=RATIO, min=0, description="""
                            Utilization (sum over the engine's models of llmcost_utilization_ratio: tokens per
@@ -186,20 +185,20 @@ def dashboard():
             ]),
             question("What does each model cost, and against which API?", [
                 table("Per model",
-                      column("tok/s", q(f'max by ({PER_MODEL}) ({m("llmcost_tokens_per_second", MODEL)})'),
+                      column("tok/s", q(f'max{s.by(*PER_MODEL)}({s.m("llmcost_tokens_per_second", MODEL)})'),
                              TOKENS_PER_SECOND),
-                      column("utilization", q(f'max by ({PER_MODEL}) ({m("llmcost_utilization_ratio", MODEL)})'),
+                      column("utilization", q(f'max{s.by(*PER_MODEL)}({s.m("llmcost_utilization_ratio", MODEL)})'),
                              RATIO),
-                      column("$/1M actual", q(f'max by ({PER_MODEL}) ({m("llmcost_cost_per_million_tokens", MODEL)})'),
+                      column("$/1M actual", q(f'max{s.by(*PER_MODEL)}({s.m("llmcost_cost_per_million_tokens", MODEL)})'),
                              CURRENCY),
                       column("$/1M at 100%",
-                             q(f"max by ({PER_MODEL}) "
-                               f'({m("llmcost_cost_per_million_tokens_at_full_utilization", MODEL)})'),
+                             q(f"max{s.by(*PER_MODEL)}"
+                               f'({s.m("llmcost_cost_per_million_tokens_at_full_utilization", MODEL)})'),
                              CURRENCY),
-                      column("J/token", q(f'max by ({PER_MODEL}) ({m("llmcost_energy_per_token_joules", MODEL)})'),
+                      column("J/token", q(f'max{s.by(*PER_MODEL)}({s.m("llmcost_energy_per_token_joules", MODEL)})'),
                              JOULE),
                       column("tokens in range",
-                             q(f'sum by ({PER_MODEL}) (increase({m("llmcost_tokens_total", MODEL)}[$__range]))'),
+                             q(f'sum{s.by(*PER_MODEL)}(increase({s.m("llmcost_tokens_total", MODEL)}[$__range]))'),
                              COUNT),
                       unit=COUNT, height=8, description="""
                       One row per model, as the exporter computes it over its live window: throughput
@@ -211,20 +210,20 @@ def dashboard():
                       llmcost_tokens_total)."""),
                 table("Per model and API",
                       column("API $/1M for this mix",
-                             q(f"max by ({PER_MODEL}, api) "
-                               f'({m("llmcost_api_blended_price_per_million_tokens", MODEL, API)})'),
+                             q(f"max{s.by(*PER_MODEL, 'api')}"
+                               f'({s.m("llmcost_api_blended_price_per_million_tokens", MODEL, API)})'),
                              CURRENCY),
                       column("break-even utilization",
-                             q(f'max by ({PER_MODEL}, api) ({m("llmcost_breakeven_utilization_ratio", MODEL, API)})'),
+                             q(f'max{s.by(*PER_MODEL, "api")}({s.m("llmcost_breakeven_utilization_ratio", MODEL, API)})'),
                              RATIO),
                       column("utilization ÷ break-even",
-                             q(f'sum by (instance, engine) ({m("llmcost_utilization_ratio")}) '
-                               f"/ on (instance, engine) group_right "
-                               f'max by ({PER_MODEL}, api) ({m("llmcost_breakeven_utilization_ratio", MODEL, API)})'),
+                             q(f'sum{s.by("instance", "engine")}({s.m("llmcost_utilization_ratio")}) '
+                               f"/ {per_engine} group_right "
+                               f'max{s.by(*PER_MODEL, "api")}({s.m("llmcost_breakeven_utilization_ratio", MODEL, API)})'),
                              TIMES),
                       column("API-equivalent spend in range",
-                             q(f"sum by ({PER_MODEL}, api) "
-                               f'(increase({m("llmcost_api_equivalent_spend_total", MODEL, API)}[$__range]))'),
+                             q(f"sum{s.by(*PER_MODEL, 'api')}"
+                               f'(increase({s.m("llmcost_api_equivalent_spend_total", MODEL, API)}[$__range]))'),
                              CURRENCY),
                       unit=CURRENCY, width=16, height=8, description="""
                       One row per model and compared API: the API's price per 1M tokens for this model's
@@ -235,7 +234,7 @@ def dashboard():
                       llmcost_api_equivalent_spend_total)."""),
                 table("API list prices",
                       column("$/1M tokens",
-                             q(f'max by (api, direction) ({m("llmcost_api_price_per_million_tokens", API)})'),
+                             q(f'max{s.by("api", "direction")}({s.m("llmcost_api_price_per_million_tokens", API)})'),
                              CURRENCY),
                       unit=CURRENCY, width=8, height=8, description="""
                       The catalog list price per million tokens of each compared API, by direction (input,

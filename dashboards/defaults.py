@@ -1,13 +1,17 @@
 """House defaults for the llm-cost-exporter dashboards.
 
 Everything a dashboard file would otherwise repeat lives here: the `datasource` variable and the
-node/model/api filters, the datasource reference every panel and query uses, the units, the panel
-sizes and the grid layout, the schema version. A dashboard file is then a list of questions, each
-answered by a few panels:
+node/model/api filters, the site's scope (`Scope`: the job selector and cluster labels of
+rules/config.yaml, in every query), the datasource reference every panel and query uses, the units,
+the panel sizes and the grid layout, the schema version. A dashboard file is a function of the
+scope that lists questions, each answered by a few panels:
 
-    question("What does a million tokens cost us?", [
-        stat("Self-hosted $/1M tokens", q(expr), unit=CURRENCY, description="..."),
-    ])
+    def dashboard(s: Scope):
+        ...
+        question("What does a million tokens cost us?", [
+            stat("Self-hosted $/1M tokens", q(f"sum{s.by()}(increase({s.m('llmcost_spend_total')}[$__range]))"),
+                 unit=CURRENCY, description="..."),
+        ])
 
 Only React panel types are built (timeseries, stat, gauge, bargauge, table). Every builder takes
 `unit` and `description` as required keyword arguments, so no panel ships without them.
@@ -25,6 +29,8 @@ import string
 
 import attr
 from grafanalib import core
+
+from rules.generate import Q, RulesConfig, on
 
 # Grafana 9.1+ dashboard model: datasource references are objects; nothing older is targeted.
 SCHEMA_VERSION = 37
@@ -52,25 +58,11 @@ SIZES = {
 }
 GRID_WIDTH = 24
 
-# Label matchers. `instance` is the scrape target (one exporter per node); `model` and `api` exist
-# only on the families that carry them.
+# Label matchers of the template variables. `instance` is the scrape target (one exporter per node);
+# `model` and `api` exist only on the families that carry them.
 NODE = 'instance=~"$node"'
 MODEL = 'model=~"$model"'
 API = 'api=~"$api"'
-
-
-def m(metric: str, *matchers: str) -> str:
-    """A selector filtered by the node variable and any further matchers: m(name, MODEL)."""
-    return metric + "{" + ", ".join((NODE,) + matchers) + "}"
-
-
-def of_selected_engines(expr: str) -> str:
-    """Keep the series of engines that serve a selected model.
-
-    Spend, capacity, energy and idle spend are per engine (no `model` label): an engine's spend is
-    not split between its models, so the model filter selects whole engines.
-    """
-    return f'(({expr}) and on (instance, engine) {m("llmcost_tokens_total", MODEL)})'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,13 +99,70 @@ def query_variable(name: str, label: str, query: str, description: str) -> Varia
 DATASOURCE_VARIABLE = Variable(name="datasource", label="Data source", query="prometheus", type="datasource",
                                regex="", refresh=core.REFRESH_ON_DASHBOARD_LOAD,
                                description="The Prometheus that scrapes the exporters.")
-NODE_VARIABLE = query_variable("node", "Node", "label_values(llmcost_build_info, instance)",
-                               "Exporters (one per GPU node or sidecar), by scrape target.")
-MODEL_VARIABLE = query_variable("model", "Model", 'label_values(llmcost_tokens_total{instance=~"$node"}, model)',
-                                "Models served on the selected nodes. Per-engine figures (spend, capacity, "
-                                "energy) cover every engine serving a selected model.")
-API_VARIABLE = query_variable("api", "API", "label_values(llmcost_api_price_per_million_tokens, api)",
-                              "APIs the engines are compared with (catalog names).")
+
+
+# ---------------------------------------------------------------------------------------------
+# The site's scope: its job selector and cluster labels
+
+
+class Scope:
+    """What a site selects, from the rules' config (rules/config.yaml, `--config` overlays, `--set`
+    overrides; read by rules.generate.load_config), so that the rules and the dashboards see the same
+    series:
+
+    - `selector` goes into every metric selector (`s.m(name)`) and every variable's query;
+    - with `cluster_labels`, the first one gets a `$cluster` variable that every selector filters on
+      (`cluster=~"$cluster"`), every aggregation and vector match keeps them all (`s.by(...)`,
+      `s.on(...)`), as every level of the rules does, and legends name the cluster; without, none
+      of that is there.
+    """
+
+    def __init__(self, config: RulesConfig):
+        self._rules = Q(config)
+        self.cluster_labels = list(config.cluster_labels)
+        first = self.cluster_labels[0] if self.cluster_labels else None
+        self._cluster = (f'{first}=~"$cluster"',) if first else ()
+        self.cluster_variable = first and query_variable(
+            "cluster", "Cluster", f"label_values({self._rules.sel('llmcost_build_info')}, {first})",
+            f"Clusters: the {first} label of the exporters' series.")
+        self.node_variable = query_variable(
+            "node", "Node", f"label_values({self.m('llmcost_build_info', node=False)}, instance)",
+            "Exporters (one per GPU node or sidecar), by scrape target.")
+        self.model_variable = query_variable(
+            "model", "Model", f"label_values({self.m('llmcost_tokens_total')}, model)",
+            "Models served on the selected nodes. Per-engine figures (spend, capacity, energy) cover every "
+            "engine serving a selected model.")
+        self.api_variable = query_variable(
+            "api", "API", f"label_values({self.m('llmcost_api_price_per_million_tokens', node=False)}, api)",
+            "APIs the engines are compared with (catalog names).")
+
+    def m(self, metric: str, *matchers: str, node: bool = True) -> str:
+        """A selector of the site's series filtered by the cluster and node variables and any further
+        matchers: m(name, MODEL)."""
+        return self._rules.sel(metric, *self._cluster, *((NODE,) if node else ()), *matchers)
+
+    def by(self, *labels: str) -> str:
+        """The grouping of an aggregation, cluster labels first: f"sum{s.by('api')}(x)" is
+        `sum by (cluster, api) (x)`, or `sum(x)` with neither."""
+        kept = self.cluster_labels + list(labels)
+        return f" by ({', '.join(kept)}) " if kept else ""
+
+    def on(self, *labels: str) -> str:
+        """A vector match on the cluster labels and `labels`."""
+        return on(self.cluster_labels + list(labels))
+
+    def of_selected_engines(self, expr: str) -> str:
+        """Keep the series of engines that serve a selected model.
+
+        Spend, capacity, energy and idle spend are per engine (no `model` label): an engine's spend is
+        not split between its models, so the model filter selects whole engines.
+        """
+        return f"(({expr}) and {self.on('instance', 'engine')} {self.m('llmcost_tokens_total', MODEL)})"
+
+    def legend(self, text: str) -> str:
+        """A legend that names the cluster, where there are cluster labels."""
+        return f"{text} ({{{{{self.cluster_labels[0]}}}}})" if text and self.cluster_labels else text
+
 
 # ---------------------------------------------------------------------------------------------
 # Queries
@@ -326,13 +375,17 @@ def layout(questions: list[Question]) -> list:
     return placed
 
 
+def _legends(panel, scope: Scope):
+    return attr.evolve(panel, targets=[attr.evolve(t, legendFormat=scope.legend(t.legendFormat)) for t in panel.targets])
+
+
 _UID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
-def dashboard(*, uid: str, title: str, description: str, questions: list[Question], variables: list[Variable],
-              time_from: str = "now-6h") -> core.Dashboard:
-    """A house dashboard: fixed uid, `datasource` variable first, shared crosshair, tagged and
-    linked to the other llm-cost-exporter dashboards."""
+def dashboard(*, scope: Scope, uid: str, title: str, description: str, questions: list[Question],
+              variables: list[Variable], time_from: str = "now-6h") -> core.Dashboard:
+    """A house dashboard: fixed uid, `datasource` variable first, then the scope's `cluster` variable
+    (if any), shared crosshair, tagged and linked to the other llm-cost-exporter dashboards."""
     if not _UID.match(uid):
         raise ValueError(f"dashboard uid {uid!r}: lowercase letters, digits and '-', at most 40 characters")
     return core.Dashboard(
@@ -345,9 +398,9 @@ def dashboard(*, uid: str, title: str, description: str, questions: list[Questio
         refresh="1m",
         schemaVersion=SCHEMA_VERSION,
         graphTooltip=core.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR,
-        templating=core.Templating(list=[DATASOURCE_VARIABLE, *variables]),
+        templating=core.Templating(list=[DATASOURCE_VARIABLE, *filter(None, [scope.cluster_variable]), *variables]),
         links=[{"asDropdown": False, "icon": "external link", "includeVars": True, "keepTime": True,
                 "tags": ["llm-cost-exporter"], "targetBlank": False, "title": "llm-cost-exporter",
                 "type": "dashboards"}],
-        panels=layout(questions),
+        panels=layout([question(item.text, [_legends(panel, scope) for panel in item.panels]) for item in questions]),
     ).auto_panel_ids()

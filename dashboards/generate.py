@@ -2,6 +2,12 @@
 
     python -m dashboards.generate            # rewrite dashboards/json/<uid>.json
     python -m dashboards.generate --check    # exit 1 if the committed JSON differs
+    python -m dashboards.generate --config site.yaml --output-dir site-dashboards/
+
+The dashboards read the rules' config (rules/config.yaml, through rules.generate.load_config, with
+the same `--config FILE` overlays and `--set KEY=VALUE` overrides): its `selector` is in every
+query, and its `cluster_labels` add a `$cluster` variable and keep the cluster in every
+aggregation (defaults.Scope). One overlay, given to both generators, retargets rules and dashboards.
 
 The output is deterministic (sorted keys, indent 2, UTF-8, trailing newline), so a regenerated
 file is byte-equal to the committed one unless a source changed.
@@ -26,12 +32,14 @@ if __package__ in (None, ""):  # run as a file: python dashboards/generate.py
 from grafanalib._gen import DashboardEncoder  # noqa: E402
 
 from dashboards import cost_overview, utilization_energy  # noqa: E402
+from dashboards.defaults import Scope  # noqa: E402
+from rules.generate import RulesConfig, add_config_arguments, config_or_exit, load_config  # noqa: E402
 
 SOURCES = (cost_overview, utilization_energy)
 JSON_DIR = pathlib.Path(__file__).resolve().parent / "json"
 
-# Every node, model and API ("All" in Grafana sends the allValue, `.*`).
-ALL = {"node": ".*", "model": ".*", "api": ".*"}
+# Every cluster, node, model and API ("All" in Grafana sends the allValue, `.*`).
+ALL = {"cluster": ".*", "node": ".*", "model": ".*", "api": ".*"}
 
 # Grafana's built-in variables, as a panel a few hundred pixels wide over the last hour sees them.
 BUILTINS = {
@@ -50,11 +58,13 @@ def render(dashboard) -> str:
                       ensure_ascii=False) + "\n"
 
 
-def generated() -> dict[str, str]:
-    """File name (`<uid>.json`) -> JSON text, for every dashboard source."""
+def generated(config: RulesConfig | None = None) -> dict[str, str]:
+    """File name (`<uid>.json`) -> JSON text, for every dashboard source; `config` defaults to
+    rules/config.yaml."""
+    scope = Scope(config or load_config())
     files = {}
     for source in SOURCES:
-        board = source.dashboard()
+        board = source.dashboard(scope)
         name = f"{board.uid}.json"
         if name in files:
             raise ValueError(f"two dashboards share the uid {board.uid!r}")
@@ -62,9 +72,9 @@ def generated() -> dict[str, str]:
     return files
 
 
-def differences(directory: pathlib.Path = JSON_DIR) -> list[str]:
+def differences(directory: pathlib.Path = JSON_DIR, config: RulesConfig | None = None) -> list[str]:
     """What differs between the sources and the JSON in `directory` (empty: up to date)."""
-    wanted = generated()
+    wanted = generated(config)
     problems = []
     for name, text in sorted(wanted.items()):
         path = directory / name
@@ -78,10 +88,10 @@ def differences(directory: pathlib.Path = JSON_DIR) -> list[str]:
     return problems
 
 
-def write(directory: pathlib.Path = JSON_DIR) -> list[pathlib.Path]:
+def write(directory: pathlib.Path = JSON_DIR, config: RulesConfig | None = None) -> list[pathlib.Path]:
     """Write every dashboard and remove JSON that no source generates any more."""
     directory.mkdir(parents=True, exist_ok=True)
-    wanted = generated()
+    wanted = generated(config)
     for path in directory.glob("*.json"):
         if path.name not in wanted:
             path.unlink()
@@ -93,9 +103,9 @@ def write(directory: pathlib.Path = JSON_DIR) -> list[pathlib.Path]:
     return written
 
 
-def dashboards_json() -> list[dict]:
+def dashboards_json(config: RulesConfig | None = None) -> list[dict]:
     """The generated dashboards as Grafana dashboard models (parsed JSON)."""
-    return [json.loads(text) for _, text in sorted(generated().items())]
+    return [json.loads(text) for _, text in sorted(generated(config).items())]
 
 
 def panels(dashboard: dict) -> list[dict]:
@@ -107,10 +117,10 @@ def panels(dashboard: dict) -> list[dict]:
     return found
 
 
-def panel_queries() -> list[tuple[str, str, str]]:
+def panel_queries(config: RulesConfig | None = None) -> list[tuple[str, str, str]]:
     """(dashboard uid, panel title, PromQL expr) for every query of every panel, in dashboard order."""
     return [(board["uid"], panel["title"], target["expr"])
-            for board in dashboards_json()
+            for board in dashboards_json(config)
             for panel in panels(board)
             for target in panel.get("targets", [])]
 
@@ -143,20 +153,23 @@ def substitute(expr: str, variables: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Generate dashboards/json/<uid>.json from the grafanalib sources.")
+    parser = argparse.ArgumentParser(prog="dashboards.generate",
+                                     description="Generate dashboards/json/<uid>.json from the grafanalib sources.")
+    add_config_arguments(parser)
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the committed JSON differs from the sources")
     parser.add_argument("--output-dir", type=pathlib.Path, default=JSON_DIR, help="where the JSON goes")
     args = parser.parse_args(argv)
+    config = config_or_exit(parser, args)
     if args.check:
-        problems = differences(args.output_dir)
+        problems = differences(args.output_dir, config)
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
             print("run: python -m dashboards.generate", file=sys.stderr)
             return 1
         return 0
-    for path in write(args.output_dir):
+    for path in write(args.output_dir, config):
         print(path)
     return 0
 

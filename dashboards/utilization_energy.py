@@ -9,69 +9,68 @@ cover the engines serving the selected models; GPU figures are per node.
 from __future__ import annotations
 
 from dashboards.defaults import (
-    COUNT, CURRENCY, JOULE, MODEL, MODEL_VARIABLE, NODE_VARIABLE, RATIO, REQUESTS_PER_SECOND, TOKENS_PER_SECOND,
-    WATT, bargauge, dashboard as house_dashboard, gauge, m, of_selected_engines, q, question, stat, thresholds,
-    timeseries,
+    COUNT, CURRENCY, JOULE, MODEL, RATIO, REQUESTS_PER_SECOND, TOKENS_PER_SECOND, WATT, Scope, bargauge,
+    dashboard as house_dashboard, gauge, q, question, stat, thresholds, timeseries,
 )
 
 UID = "llmcost-utilization-energy"
-
-ENGINE_TOKENS = m("llmcost_tokens_total")  # all models of an engine: its energy and spend cover all of them
-CAPACITY = m("llmcost_capacity_tokens_per_second")
-ENGINE_ENERGY = m("llmcost_engine_energy_joules_total")
-GPU_ENERGY = m("llmcost_gpu_energy_joules_total")
-OVERHEAD_ENERGY = m("llmcost_overhead_energy_joules_total")
-ENERGY_COST = m("llmcost_energy_cost_total")
-SPEND = m("llmcost_engine_spend_total")
-IDLE = m("llmcost_idle_spend_total")
-PER_MODEL = "instance, engine, model"
+PER_MODEL = ("instance", "engine", "model")
 BUSY = thresholds("blue", (0.8, "orange"), (0.95, "red"))
 
 
-def dashboard():
+def dashboard(s: Scope):
+    engine_tokens = s.m("llmcost_tokens_total")  # all models of an engine: its energy and spend cover all of them
+    capacity = s.m("llmcost_capacity_tokens_per_second")
+    engine_energy = s.m("llmcost_engine_energy_joules_total")
+    gpu_energy = s.m("llmcost_gpu_energy_joules_total")
+    overhead_energy = s.m("llmcost_overhead_energy_joules_total")
+    energy_cost = s.m("llmcost_energy_cost_total")
+    spend = s.m("llmcost_engine_spend_total")
+    idle = s.m("llmcost_idle_spend_total")
     return house_dashboard(
+        scope=s,
         uid=UID,
         title="LLM cost: utilization and energy",
         description="How much of the GPU capacity the engines use, what it draws and what idle time costs "
                     "(llm-cost-exporter).",
-        variables=[NODE_VARIABLE, MODEL_VARIABLE],
+        variables=[s.node_variable, s.model_variable],
         questions=[
             question("How much of our capacity do we use?", [
                 gauge("Utilization now",
-                      q(of_selected_engines(f'sum by (instance, engine) ({m("llmcost_utilization_ratio")})'),
+                      q(s.of_selected_engines(f'sum{s.by("instance", "engine")}({s.m("llmcost_utilization_ratio")})'),
                         "{{engine}} @ {{instance}}"),
                       unit=RATIO, height=6, steps=BUSY, description="""
                       Share of each engine's capacity in use over the exporter's live window: sum over the
                       engine's models of llmcost_utilization_ratio (tokens per second / capacity). The lower it
                       is, the further the real cost per token is above the 100%-utilization figure."""),
                 stat("Throughput now",
-                     q(f'sum({m("llmcost_tokens_per_second", MODEL)})'),
+                     q(f'sum{s.by()}({s.m("llmcost_tokens_per_second", MODEL)})'),
                      unit=TOKENS_PER_SECOND, height=6, description="""
                      Input + output tokens per second of the selected models over the exporter's live
                      window: llmcost_tokens_per_second, summed. Utilization is this over the capacity."""),
                 stat("Capacity",
-                     q(f"sum({of_selected_engines(CAPACITY)})"),
+                     q(f"sum{s.by()}({s.of_selected_engines(capacity)})"),
                      unit=TOKENS_PER_SECOND, height=6, description="""
                      Tokens per second the selected engines sustain at saturation, summed:
                      llmcost_capacity_tokens_per_second (configured from a benchmark, else the observed peak
                      of the windowed throughput)."""),
                 stat("GPU busy now",
-                     q(f'avg by (instance) ({m("llmcost_gpu_utilization_ratio")})', "{{instance}}"),
+                     q(f'avg{s.by("instance")}({s.m("llmcost_gpu_utilization_ratio")})', "{{instance}}"),
                      unit=RATIO, height=6, steps=BUSY, width=6, description="""
                      Average share of time a kernel was running, over the GPUs of each node:
                      llmcost_gpu_utilization_ratio from NVML. A GPU can be busy while producing few tokens;
                      token utilization is the figure that sets the cost."""),
                 stat("Requests in flight",
-                     q(f'sum({m("llmcost_requests_running", MODEL)})', "running"),
-                     q(f'sum({m("llmcost_requests_waiting", MODEL)})', "waiting"),
+                     q(f'sum{s.by()}({s.m("llmcost_requests_running", MODEL)})', "running"),
+                     q(f'sum{s.by()}({s.m("llmcost_requests_waiting", MODEL)})', "waiting"),
                      unit=COUNT, height=6, description="""
                      Requests the selected models' engines are running and queueing now:
                      llmcost_requests_running and llmcost_requests_waiting, summed. Waiting requests mean the
                      engines are at capacity."""),
                 timeseries("Throughput vs capacity",
-                           q(f'sum by (instance, engine) ({m("llmcost_tokens_per_second", MODEL)})',
+                           q(f'sum{s.by("instance", "engine")}({s.m("llmcost_tokens_per_second", MODEL)})',
                              "tokens/s · {{engine}} @ {{instance}}"),
-                           q(f"max by (instance, engine, source) ({of_selected_engines(CAPACITY)})",
+                           q(f"max{s.by('instance', 'engine', 'source')}({s.of_selected_engines(capacity)})",
                              "capacity ({{source}}) · {{engine}} @ {{instance}}"),
                            unit=TOKENS_PER_SECOND, min=0, description="""
                            Input + output tokens per second of the selected models per engine over the
@@ -79,13 +78,13 @@ def dashboard():
                            (llmcost_capacity_tokens_per_second, configured or observed). The gap is idle
                            capacity that is paid for."""),
                 timeseries("Utilization by model",
-                           q(m("llmcost_utilization_ratio", MODEL), "{{model}} · {{engine}} @ {{instance}}"),
+                           q(s.m("llmcost_utilization_ratio", MODEL), "{{model}} · {{engine}} @ {{instance}}"),
                            unit=RATIO, min=0, description="""
                            Each model's share of its engine's capacity over the exporter's live window:
                            llmcost_utilization_ratio = llmcost_tokens_per_second / capacity. An engine's models
                            sum to the engine's utilization."""),
                 timeseries("GPU busy ratio",
-                           q(m("llmcost_gpu_utilization_ratio"), "GPU {{gpu}} @ {{instance}}"),
+                           q(s.m("llmcost_gpu_utilization_ratio"), "GPU {{gpu}} @ {{instance}}"),
                            unit=RATIO, min=0, width=24, height=7, description="""
                            Share of time a kernel was running on each GPU (llmcost_gpu_utilization_ratio,
                            sampled from NVML). Busy GPUs with low token utilization point at small batches or
@@ -93,23 +92,23 @@ def dashboard():
             ]),
             question("What do the GPUs draw?", [
                 timeseries("Power per GPU vs limit",
-                           q(m("llmcost_gpu_power_watts"), "GPU {{gpu}} @ {{instance}}"),
-                           q(m("llmcost_gpu_power_limit_watts"), "limit GPU {{gpu}} @ {{instance}}"),
+                           q(s.m("llmcost_gpu_power_watts"), "GPU {{gpu}} @ {{instance}}"),
+                           q(s.m("llmcost_gpu_power_limit_watts"), "limit GPU {{gpu}} @ {{instance}}"),
                            unit=WATT, min=0, description="""
                            Power draw of each GPU (llmcost_gpu_power_watts, sampled from NVML) against its
                            enforced power limit (llmcost_gpu_power_limit_watts)."""),
                 bargauge("Power as share of limit",
-                         q(f'{m("llmcost_gpu_power_watts")} / {m("llmcost_gpu_power_limit_watts")}',
+                         q(f'{s.m("llmcost_gpu_power_watts")} / {s.m("llmcost_gpu_power_limit_watts")}',
                            "GPU {{gpu}} @ {{instance}}"),
                          unit=RATIO, max=1, width=6, height=9, steps=BUSY, description="""
                          Each GPU's power draw now as a share of its enforced limit:
                          llmcost_gpu_power_watts / llmcost_gpu_power_limit_watts."""),
                 timeseries("Power by engine",
-                           q(f"sum by (instance, engine) "
-                             f"({of_selected_engines(f'rate({ENGINE_ENERGY}[$__rate_interval])')})",
+                           q(f"sum{s.by('instance', 'engine')}"
+                             f"({s.of_selected_engines(f'rate({engine_energy}[$__rate_interval])')})",
                              "{{engine}} @ {{instance}}"),
-                           q(f"sum by (instance) (rate({GPU_ENERGY}[$__rate_interval]))", "all GPUs @ {{instance}}"),
-                           q(f"sum by (instance) (rate({OVERHEAD_ENERGY}[$__rate_interval]))",
+                           q(f"sum{s.by('instance')}(rate({gpu_energy}[$__rate_interval]))", "all GPUs @ {{instance}}"),
+                           q(f"sum{s.by('instance')}(rate({overhead_energy}[$__rate_interval]))",
                              "rest of the box @ {{instance}}"),
                            unit=WATT, min=0, width=6, height=9, legend_calcs=("mean",), description="""
                            Average power over each interval, from the energy counters (joules per second =
@@ -119,56 +118,56 @@ def dashboard():
             ]),
             question("How much energy, at what cost, per token?", [
                 stat("GPU energy",
-                     q(f"sum(increase({GPU_ENERGY}[$__range]))", "GPUs"),
-                     q(f"sum(increase({OVERHEAD_ENERGY}[$__range]))", "rest of the box"),
+                     q(f"sum{s.by()}(increase({gpu_energy}[$__range]))", "GPUs"),
+                     q(f"sum{s.by()}(increase({overhead_energy}[$__range]))", "rest of the box"),
                      unit=JOULE, width=8, description="""
                      Energy used over the time range on the selected nodes: increase of
                      llmcost_gpu_energy_joules_total (NVML energy counter, or integrated power) for all GPUs,
                      and of llmcost_overhead_energy_joules_total (configured overhead watts × time). Before
                      PUE."""),
                 stat("Energy cost",
-                     q(f"sum(increase({ENERGY_COST}[$__range]))"),
+                     q(f"sum{s.by()}(increase({energy_cost}[$__range]))"),
                      unit=CURRENCY, width=8, description="""
                      Cost of that energy over the time range: increase of llmcost_energy_cost_total ((GPU +
                      overhead energy) × PUE × electricity price). In cloud mode for information only: the
                      instance price already includes it. Empty without an electricity price."""),
                 stat("Energy per token",
-                     q(f"sum({of_selected_engines(f'increase({ENGINE_ENERGY}[$__range])')}) "
-                       f"/ (sum({of_selected_engines(f'increase({ENGINE_TOKENS}[$__range])')}) > 0)"),
+                     q(f"sum{s.by()}({s.of_selected_engines(f'increase({engine_energy}[$__range])')}) "
+                       f"/ (sum{s.by()}({s.of_selected_engines(f'increase({engine_tokens}[$__range])')}) > 0)"),
                      unit=JOULE, width=8, description="""
                      Joules per token over the time range for the selected engines: increase of
                      llmcost_engine_energy_joules_total (the engines' GPUs plus their share of the overhead)
                      divided by the increase of llmcost_tokens_total (input + output) of the same engines.
                      Idle power is included, so it falls as utilization rises."""),
                 timeseries("Energy per token by model",
-                           q(m("llmcost_energy_per_token_joules", MODEL), "{{model}} · {{engine}} @ {{instance}}"),
+                           q(s.m("llmcost_energy_per_token_joules", MODEL), "{{model}} · {{engine}} @ {{instance}}"),
                            unit=JOULE, min=0, description="""
                            Joules per token over the exporter's live window (llmcost_energy_per_token_joules):
                            the engine's energy divided by its tokens; every model of an engine gets the
                            engine's figure. Absent while no tokens flow."""),
                 timeseries("Energy cost per hour",
-                           q(f"sum by (instance) (rate({ENERGY_COST}[$__rate_interval])) * 3600", "{{instance}}"),
+                           q(f"sum{s.by('instance')}(rate({energy_cost}[$__rate_interval])) * 3600", "{{instance}}"),
                            unit=CURRENCY, min=0, description="""
                            Energy cost rate per node, as an hourly figure: rate of llmcost_energy_cost_total ×
                            3600 ((GPU + overhead energy) × PUE × electricity price)."""),
             ]),
             question("What do we pay for while idle?", [
                 stat("Idle spend",
-                     q(f"sum({of_selected_engines(f'increase({IDLE}[$__range])')})"),
+                     q(f"sum{s.by()}({s.of_selected_engines(f'increase({idle}[$__range])')})"),
                      unit=CURRENCY, height=7, description="""
                      Spend of the selected engines over the time range accrued while they produced no tokens
                      (or did not answer): increase of llmcost_idle_spend_total, a part of
                      llmcost_engine_spend_total."""),
                 stat("Idle share of spend",
-                     q(f"sum({of_selected_engines(f'increase({IDLE}[$__range])')}) "
-                       f"/ sum({of_selected_engines(f'increase({SPEND}[$__range])')})"),
+                     q(f"sum{s.by()}({s.of_selected_engines(f'increase({idle}[$__range])')}) "
+                       f"/ sum{s.by()}({s.of_selected_engines(f'increase({spend}[$__range])')})"),
                      unit=RATIO, height=7, steps=thresholds("green", (0.25, "orange"), (0.5, "red")),
                      description="""
                      Share of the selected engines' spend over the time range paid while they produced no
                      tokens: increase of llmcost_idle_spend_total / increase of llmcost_engine_spend_total."""),
                 timeseries("Idle share of spend over time",
-                           q(f"sum by (instance, engine) ({of_selected_engines(f'rate({IDLE}[$__rate_interval])')}) "
-                             f"/ sum by (instance, engine) (rate({SPEND}[$__rate_interval]))",
+                           q(f"sum{s.by('instance', 'engine')}({s.of_selected_engines(f'rate({idle}[$__rate_interval])')}) "
+                             f"/ sum{s.by('instance', 'engine')}(rate({spend}[$__rate_interval]))",
                              "{{engine}} @ {{instance}}"),
                            unit=RATIO, min=0, width=16, height=7, description="""
                            Share of each engine's spend accrued while it produced no tokens, interval by
@@ -176,23 +175,23 @@ def dashboard():
             ]),
             question("How loaded are the engines?", [
                 timeseries("Requests running and waiting",
-                           q(f'sum by ({PER_MODEL}) ({m("llmcost_requests_running", MODEL)})',
+                           q(f'sum{s.by(*PER_MODEL)}({s.m("llmcost_requests_running", MODEL)})',
                              "running · {{model}} @ {{instance}}"),
-                           q(f'sum by ({PER_MODEL}) ({m("llmcost_requests_waiting", MODEL)})',
+                           q(f'sum{s.by(*PER_MODEL)}({s.m("llmcost_requests_waiting", MODEL)})',
                              "waiting · {{model}} @ {{instance}}"),
                            unit=COUNT, min=0, width=8, description="""
                            Requests each engine is running (llmcost_requests_running) and queueing
                            (llmcost_requests_waiting), per model, as sampled from the engine's /metrics.
                            A queue that grows means the engine is at capacity."""),
                 timeseries("Finished requests per second",
-                           q(f"sum by ({PER_MODEL}, finished_reason) "
-                             f'(rate({m("llmcost_requests_total", MODEL)}[$__rate_interval]))',
+                           q(f"sum{s.by(*PER_MODEL, 'finished_reason')}"
+                             f'(rate({s.m("llmcost_requests_total", MODEL)}[$__rate_interval]))',
                              "{{finished_reason}} · {{model}} @ {{instance}}"),
                            unit=REQUESTS_PER_SECOND, min=0, width=8, description="""
                            Requests finished per second by reason (stop, length, abort): rate of
                            llmcost_requests_total."""),
                 timeseries("KV-cache usage",
-                           q(m("llmcost_kv_cache_usage_ratio", MODEL), "{{model}} · {{engine}} @ {{instance}}"),
+                           q(s.m("llmcost_kv_cache_usage_ratio", MODEL), "{{model}} · {{engine}} @ {{instance}}"),
                            unit=RATIO, min=0, width=8, description="""
                            Share of the KV cache in use per engine and model (llmcost_kv_cache_usage_ratio,
                            averaged over the engine's cores). Near 100% the engine queues or preempts

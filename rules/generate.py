@@ -8,9 +8,14 @@
 Output: one recording group per window (`llm-cost-exporter.recording.5m`, ...) and one alert group
 (`llm-cost-exporter.alerts`), in plain Prometheus rule-file format; the Helm chart wraps the same
 groups in a PrometheusRule. The output depends only on the configuration (deterministic), so the
-tests regenerate it and compare it with the committed file. Needs only PyYAML.
+tests regenerate it and compare it with the committed file. Needs only PyYAML (and the checkout's
+exporter/ package: its duration parser and input validation).
 
-Rule names follow `level:metric:operations` (docs: rules/README.md). Levels and the labels they keep:
+The config is also the dashboards' (dashboards/generate.py imports load_config and the CLI options
+below): `selector` and `cluster_labels` select and aggregate the same series in both.
+
+Rule names follow `level:metric:operations` (docs: rules/README.md). Levels and the labels they keep,
+each after the `cluster_labels` (none by default):
 
     engine_model_api  job, instance, engine, model, api      an engine is a process on one node
     engine_model      job, instance, engine, model
@@ -18,10 +23,10 @@ Rule names follow `level:metric:operations` (docs: rules/README.md). Levels and 
     engine            job, instance, engine
     instance_api      job, instance, api                     a node (one exporter)
     instance          job, instance
-    model_api         <cluster_labels>, model, api           cluster-wide: all nodes
-    model             <cluster_labels>, model
-    api               <cluster_labels>, api
-    cluster           <cluster_labels>
+    model_api         model, api                             cluster-wide: all nodes
+    model             model
+    api               api
+    cluster           (nothing but the cluster labels)
 
 Money-valued rules also keep `currency`. Rates are per second (currency/s, tokens/s, J/s = W).
 """
@@ -29,198 +34,201 @@ Money-valued rules also keep `currency`. Rates are per second (currency/s, token
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import re
 import sys
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # run as a script from a checkout: the exporter's one duration parser
+sys.path.insert(0, str(HERE.parent))  # run as a script from a checkout: the exporter's parsers and checks
 from exporter.units import parse_duration  # noqa: E402
+from exporter.validation import InputError, build as build_dataclass, load_mapping, number, parse_yaml  # noqa: E402
+
 DEFAULT_CONFIG = HERE / "config.yaml"
 DEFAULT_OUTPUT = HERE / "llm-cost-exporter.rules.yml"
 GROUP_PREFIX = "llm-cost-exporter"
 
-# Every config key and its kind; the kinds are checked in validate().
-KEYS = {
-    "selector": "matchers",
-    "cluster_labels": "labels",
-    "windows": "windows",
-    "runbook_url": "text",
-    "alert_labels": "label_map",
-    "disabled_alerts": "alert_names",
-    "cost_alert_window": "window",
-    "cost_alert_for": "duration",
-    "cost_alert_ratio": "positive",
-    "cost_alert_min_tokens_per_second": "number",
-    "cost_alert_apis": "regex",
-    "cost_alert_severity": "text",
-    "breakeven_alert_window": "window",
-    "breakeven_alert_for": "duration",
-    "breakeven_alert_min_tokens_per_second": "number",
-    "breakeven_alert_apis": "regex",
-    "breakeven_alert_severity": "text",
-    "idle_alert_window": "duration",
-    "idle_alert_for": "duration",
-    "idle_alert_severity": "text",
-    "exporter_down_for": "duration",
-    "exporter_down_severity": "text",
-    "exporter_absent_for": "duration",
-    "exporter_absent_severity": "text",
-    "engine_failing_for": "duration",
-    "engine_failing_severity": "text",
-    "nvml_errors_window": "duration",
-    "nvml_errors_for": "duration",
-    "nvml_errors_ignored_reasons": "names",
-    "nvml_errors_severity": "text",
-    "gpu_lost_for": "duration",
-    "gpu_lost_severity": "text",
-    "config_reload_failed_for": "duration",
-    "config_reload_failed_severity": "text",
-    "price_unknown_for": "duration",
-    "price_unknown_severity": "text",
-}
-
 LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-RESERVED = {"job", "instance", "engine", "model", "api", "currency"}
+RESERVED = ("job", "instance", "engine", "model", "api", "currency")
+# One PromQL label matcher: name, operator, a quoted value ("...", '...' or `...`).
+_MATCHER = r"""\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*"""
+MATCHERS = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*,?\s*$")
+DURATION_FORMS = "whole numbers of ms, s, m, h, d, w, y: e.g. 30s, 5m, 1h30m, 1d"
 
 
-class ConfigError(Exception):
-    """One bad key: the message names the key, the value and what is allowed."""
+class RulesConfigError(InputError):
+    """One bad key of the rules config: `[SOURCE: ]KEY: got VALUE, allowed: WHAT`."""
 
 
 # --- configuration ------------------------------------------------------------------------------
 
 
-def load_config(path: Path | None = None, overrides: list[str] = ()) -> dict:
-    """rules/config.yaml, then the keys of `path` over it, then `key=value` overrides (YAML values)."""
-    config = _read(DEFAULT_CONFIG)
+def promql(kind: str):
+    """A field kept as PromQL text and checked as such: `duration` (a `for:`), `range` (a range
+    selector's duration, > 0), `window` (one of `windows`)."""
+    return dataclasses.field(metadata={"promql": kind})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RulesConfig:
+    """rules/config.yaml. Every key is required there (the file holds the defaults, commented);
+    overlays override keys. A `str | None` key may be empty: no matcher, every API."""
+
+    selector: str | None  # PromQL label matchers without braces: every selector of the rules and dashboards
+    cluster_labels: list[str]
+    windows: list[str]
+    runbook_url: str
+    alert_labels: dict[str, str]
+    disabled_alerts: list[str]
+    cost_alert_window: str = promql("window")
+    cost_alert_for: str = promql("duration")
+    cost_alert_ratio: float = number(exclusive=True)
+    cost_alert_min_tokens_per_second: float = number()
+    cost_alert_apis: str | None  # a regex on `api`
+    cost_alert_severity: str
+    breakeven_alert_window: str = promql("window")
+    breakeven_alert_for: str = promql("duration")
+    breakeven_alert_min_tokens_per_second: float = number()
+    breakeven_alert_apis: str | None
+    breakeven_alert_severity: str
+    idle_alert_window: str = promql("range")
+    idle_alert_for: str = promql("duration")
+    idle_alert_severity: str
+    exporter_down_for: str = promql("duration")
+    exporter_down_severity: str
+    exporter_absent_for: str = promql("duration")
+    exporter_absent_severity: str
+    engine_failing_for: str = promql("duration")
+    engine_failing_severity: str
+    nvml_errors_window: str = promql("range")
+    nvml_errors_for: str = promql("duration")
+    nvml_errors_ignored_reasons: list[str]
+    nvml_errors_severity: str
+    gpu_lost_for: str = promql("duration")
+    gpu_lost_severity: str
+    config_reload_failed_for: str = promql("duration")
+    config_reload_failed_severity: str
+    price_unknown_for: str = promql("duration")
+    price_unknown_severity: str
+
+
+KEYS = [f.name for f in dataclasses.fields(RulesConfig)]
+
+
+def load_config(path: Path | None = None, overrides: list[str] = ()) -> RulesConfig:
+    """rules/config.yaml, then the keys of `path` over it, then `key=value` overrides (YAML values).
+    Raises RulesConfigError naming the key, the value, what is allowed and where the value came from."""
+    layers = [(str(DEFAULT_CONFIG), _read(DEFAULT_CONFIG, str(DEFAULT_CONFIG)))]
     if path is not None and Path(path).resolve() != DEFAULT_CONFIG:
-        config.update(_read(Path(path)))
+        layers.append((str(path), _read(Path(path), "--config")))
+    layers.append(("--set", _parse_overrides(overrides)))
+    merged, origin = {}, {}
+    for source, data in layers:
+        unknown = sorted(str(k) for k in set(data) - set(KEYS))
+        if unknown:
+            raise RulesConfigError(unknown[0], f"unknown key, allowed keys: {', '.join(KEYS)}", source=source)
+        merged.update(data)
+        origin.update(dict.fromkeys(data, source))
+    try:
+        return from_dict(merged)
+    except RulesConfigError as err:
+        raise RulesConfigError(err.key, err.problem, source=origin.get(re.split(r"[.\[]", err.key)[0])) from None
+
+
+def _read(path: Path, key: str) -> dict:
+    return load_mapping(str(path), key, RulesConfigError)
+
+
+def _parse_overrides(overrides: list[str]) -> dict:
+    error = functools.partial(RulesConfigError, source="--set")
+    values = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key = key.strip()
-        if key not in KEYS:
-            raise ConfigError(f"--set {key}: unknown key; known keys: {', '.join(KEYS)}")
-        try:
-            config[key] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {key}: {text!r} is not a YAML value ({err.problem})") from None
-    validate(config)
+            raise RulesConfigError.got("--set", item, "KEY=VALUE (VALUE read as YAML)")
+        values[key.strip()] = parse_yaml(text, key.strip(), error) if text.strip() else ""
+    return values
+
+
+def from_dict(data: dict) -> RulesConfig:
+    """The typed config: PromQL text checked as PromQL first (build() would only see strings), then the
+    types and ranges (validation.build), then what spans keys or needs more than a type."""
+    for f in dataclasses.fields(RulesConfig):
+        if "promql" in f.metadata and f.name in data:
+            _check_duration(f.name, data[f.name], positive=f.metadata["promql"] != "duration")
+    for i, window in enumerate(data["windows"] if isinstance(data.get("windows"), list) else []):
+        _check_duration(f"windows[{i}]", window, positive=True)
+    # An empty string is no value for the keys that may be empty (YAML `key:` is null already).
+    data = {k: None if k in _MAY_BE_EMPTY and isinstance(v, str) and not v.strip() else v for k, v in data.items()}
+    config = build_dataclass(RulesConfig, data, "", RulesConfigError)
+    _check(config)
     return config
 
 
-def _read(path: Path) -> dict:
+_MAY_BE_EMPTY = {name for name, hint in typing.get_type_hints(RulesConfig).items() if type(None) in typing.get_args(hint)}
+
+
+def _check_duration(key: str, value, positive: bool) -> None:
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"{path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys to values")
-    unknown = sorted(set(data) - set(KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(KEYS)}")
-    return data
-
-
-def validate(config: dict) -> None:
-    missing = [k for k in KEYS if k not in config]
-    if missing:
-        raise ConfigError(f"missing key {missing[0]!r}")
-    for key, kind in KEYS.items():
-        value = config[key]
-        problem = _check(kind, value, config)
-        if problem:
-            raise ConfigError(f"{key}: {value!r} {problem}")
-
-
-def _check(kind: str, value, config: dict) -> str | None:
-    if kind in ("duration", "window"):
-        if not _is_duration(value):
-            return "is not a Prometheus duration (e.g. 30s, 5m, 1h30m, 1d)"
-        if kind == "window" and value not in config.get("windows", []):
-            return f"is not one of windows {config.get('windows')}: add it there or pick one of them"
-    elif kind == "windows":
-        if not isinstance(value, list) or not value:
-            return "must be a non-empty list of durations"
-        for w in value:
-            if not _is_duration(w) or _seconds(w) == 0:
-                return f"holds {w!r}, which is not a non-zero Prometheus duration"
-        if len(set(value)) != len(value):
-            return "lists a window twice"
-    elif kind in ("number", "positive"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
-            return "must be a number >= 0"
-        if kind == "positive" and value == 0:
-            return "must be a number > 0"
-    elif kind == "text":
-        if not isinstance(value, str) or not value.strip():
-            return "must be a non-empty string"
-    elif kind == "regex":
-        if not isinstance(value, str):
-            return "must be a regular expression (a string; empty for all)"
-        try:
-            re.compile(value)
-        except re.error as err:
-            return f"is not a regular expression ({err})"
-    elif kind == "matchers":
-        if value is None:
-            return None
-        if not isinstance(value, str) or "{" in value or "}" in value:
-            return 'must be PromQL label matchers without braces, e.g. job=~".*llm-cost.*"'
-    elif kind in ("labels", "names", "alert_names"):
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            return "must be a list of names"
-        if kind == "labels":
-            bad = [v for v in value if not LABEL.match(v) or v in RESERVED]
-            if bad:
-                return f"holds {bad[0]!r}: not a label name, or one the rules already aggregate by"
-        if kind == "alert_names":
-            unknown = [v for v in value if v not in ALERT_NAMES]
-            if unknown:
-                return f"holds {unknown[0]!r}, not an alert; alerts: {', '.join(ALERT_NAMES)}"
-    elif kind == "label_map":
-        if not isinstance(value, dict) or not all(
-                isinstance(k, str) and LABEL.match(k) and isinstance(v, str) for k, v in value.items()):
-            return "must be a mapping of label names to string values"
-        if set(value) & {"severity", "alertname"}:
-            return "must not set severity or alertname (severity has its own keys)"
-    return None
-
-
-def _seconds(duration: str) -> float:
-    return parse_duration(duration, promql=True)
-
-
-def _is_duration(value) -> bool:
-    """A duration PromQL itself accepts (whole numbers; the exporter's parser, PromQL's grammar)."""
-    try:
-        return isinstance(value, str) and value != "0" and parse_duration(value, promql=True) >= 0
+        if isinstance(value, str) and (parse_duration(value, promql=True) > 0 or not positive):
+            return
     except ValueError:
-        return False
+        pass
+    raise RulesConfigError.got(key, value, f"a PromQL duration{' > 0' if positive else ''} ({DURATION_FORMS})")
 
 
+def _check(c: RulesConfig) -> None:
+    """What the field types cannot say: windows, matchers, regexes, label and alert names."""
+    if not c.windows:
+        raise RulesConfigError.got("windows", c.windows, "a non-empty list of PromQL durations")
+    if len(set(c.windows)) != len(c.windows):
+        raise RulesConfigError.got("windows", c.windows, "each window once")
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        if f.metadata.get("promql") == "window" and value not in c.windows:
+            raise RulesConfigError.got(f.name, value, f"one of windows ({', '.join(c.windows)}); add it there")
+    if c.selector is not None and not MATCHERS.match(c.selector):
+        raise RulesConfigError.got("selector", c.selector, 'PromQL label matchers without braces, e.g. '
+                                   'job=~".*llm-?cost.*" or job="a",env!="dev"; empty: none')
+    for key in ("cost_alert_apis", "breakeven_alert_apis"):
+        try:
+            re.compile(getattr(c, key) or "")
+        except re.error as err:
+            raise RulesConfigError.got(key, getattr(c, key), f"a regular expression ({err}); empty: every API") from None
+    for i, label in enumerate(c.cluster_labels):
+        if not LABEL.match(label) or label in RESERVED:
+            raise RulesConfigError.got(f"cluster_labels[{i}]", label,
+                                       f"a label name other than {', '.join(RESERVED)} (the rules keep those)")
+    if len(set(c.cluster_labels)) != len(c.cluster_labels):
+        raise RulesConfigError.got("cluster_labels", c.cluster_labels, "each label once")
+    for name in c.alert_labels:
+        if not LABEL.match(name) or name in ("severity", "alertname"):
+            raise RulesConfigError.got(f"alert_labels.{name}", name, "a label name other than severity (it has "
+                                       "its own keys) and alertname")
+    for i, name in enumerate(c.disabled_alerts):
+        if name not in ALERT_NAMES:
+            raise RulesConfigError.got(f"disabled_alerts[{i}]", name, ", ".join(ALERT_NAMES))
 # --- PromQL helpers -----------------------------------------------------------------------------
 
 
 class Q:
     """PromQL fragments for one configuration."""
 
-    def __init__(self, config: dict):
-        self.selector = (config["selector"] or "").strip().strip(",")
-        self.cluster = list(config["cluster_labels"])
+    def __init__(self, config: RulesConfig):
+        self.selector = (config.selector or "").strip().strip(",")
+        self.cluster = list(config.cluster_labels)
 
     def sel(self, metric: str, *matchers: str) -> str:
         parts = [m for m in (self.selector, *matchers) if m]
         return f"{metric}{{{','.join(parts)}}}" if parts else metric
 
     def labels(self, level: str) -> list[str]:
-        node = ["job", "instance"]
+        node = self.cluster + ["job", "instance"]
         return {
             "engine_model_api": node + ["engine", "model", "api"],
             "engine_model": node + ["engine", "model"],
@@ -413,26 +421,30 @@ def _api_matcher(regex: str) -> str:
     return f'{{api=~"{regex}"}}' if regex else ""
 
 
-def alerts(q: Q, c: dict) -> list[dict]:
+def _query(template: str, labels: list[str]) -> str:
+    """Opens a `{{ with }}` over Prometheus' template `query` of `template`, whose `{}` stands for the
+    alert's own series: a matcher per label of `labels` (a `name="value"` item is a fixed matcher)."""
+    matchers = ",".join(label if "=" in label else f"{label}=%q" for label in labels)
+    args = " ".join(f"$labels.{label}" for label in labels if "=" not in label)
+    return "{{ with printf `" + template.replace("{}", "{" + matchers + "}") + "` " + args + " | query }}"
+
+
+def alerts(q: Q, c: RulesConfig) -> list[dict]:
     E, EM = q.labels("engine"), q.labels("engine_model")
     node = 'on {{ $labels.instance }} (job {{ $labels.job }})'
     out = []
 
-    w, ratio = c["cost_alert_window"], c["cost_alert_ratio"]
+    w, ratio = c.cost_alert_window, c.cost_alert_ratio
     api_price = f"engine_model_api:llmcost_api_price_per_million_tokens:ratio_rate{w}"
-    threshold = api_price + _api_matcher(c["cost_alert_apis"])
+    threshold = api_price + _api_matcher(c.cost_alert_apis)
     if ratio != 1:
         threshold = f"{_num(ratio)} * {threshold}"
-    price_query = ('{{ with printf `' + api_price + '{job=%q,instance=%q,engine=%q,model=%q,api=%q}` $labels.job '
-                   '$labels.instance $labels.engine $labels.model $labels.api | query }}'
-                   '{{ . | first | value | printf "%.4g" }}{{ end }}')
-    rate_query = ('{{ with printf `engine_model:llmcost_tokens:rate' + w + '{job=%q,instance=%q,engine=%q,model=%q}` '
-                  '$labels.job $labels.instance $labels.engine $labels.model | query }}'
-                  '{{ . | first | value | humanize }}{{ end }}')
+    price_query = _query(api_price + "{}", q.labels("engine_model_api")) + '{{ . | first | value | printf "%.4g" }}{{ end }}'
+    rate_query = _query(f"engine_model:llmcost_tokens:rate{w}" + "{}", EM) + "{{ . | first | value | humanize }}{{ end }}"
     out.append(_alert(
-        c, "LLMCostSelfHostingDearerThanAPI", c["cost_alert_for"], c["cost_alert_severity"],
+        c, "LLMCostSelfHostingDearerThanAPI", c.cost_alert_for, c.cost_alert_severity,
         f"(\n  engine_model:llmcost_cost_per_million_tokens:ratio_rate{w}\n  > {on(money(EM))} group_right\n"
-        f"  {threshold}\n)\nand {on(EM)}\n(engine_model:llmcost_tokens:rate{w} > {_num(c['cost_alert_min_tokens_per_second'])})",
+        f"  {threshold}\n)\nand {on(EM)}\n(engine_model:llmcost_tokens:rate{w} > {_num(c.cost_alert_min_tokens_per_second)})",
         "Self-hosting {{ $labels.model }} costs more per 1M tokens than {{ $labels.api }}",
         "{{ $labels.model }} on engine {{ $labels.engine }} " + node + " cost {{ $value | printf \"%.4g\" }} "
         "{{ $labels.currency }} per 1M tokens over the last " + w + " (allocation basis: idle time included), "
@@ -440,104 +452,103 @@ def alerts(q: Q, c: dict) -> list[dict]:
         "traffic (" + rate_query + " tokens/s)"
         + (f"; the alert fires above {_num(ratio)} x the API price" if ratio != 1 else "") + "."))
 
-    w = c["breakeven_alert_window"]
+    w = c.breakeven_alert_window
     be = f"engine_api:llmcost_breakeven_utilization:ratio_rate{w}"
-    be_query = ('{{ with printf `' + be + '{job=%q,instance=%q,engine=%q,api=%q}` $labels.job $labels.instance '
-                '$labels.engine $labels.api | query }}{{ $b := . | first | value }}{{ $b | humanizePercentage }}'
+    be_query = (_query(be + "{}", q.labels("engine_api")) + '{{ $b := . | first | value }}{{ $b | humanizePercentage }}'
                 '{{ if gt $b 1.0 }}, above 100%: this hardware cannot beat {{ $labels.api }} at any load{{ end }}{{ end }}')
     out.append(_alert(
-        c, "LLMCostUtilizationBelowBreakEven", c["breakeven_alert_for"], c["breakeven_alert_severity"],
-        f"(\n  engine:llmcost_utilization:ratio_rate{w}\n  < {on(E)} group_right\n  {be}{_api_matcher(c['breakeven_alert_apis'])}\n)\n"
-        f"and {on(E)}\n(engine:llmcost_tokens:rate{w} > {_num(c['breakeven_alert_min_tokens_per_second'])})",
+        c, "LLMCostUtilizationBelowBreakEven", c.breakeven_alert_for, c.breakeven_alert_severity,
+        f"(\n  engine:llmcost_utilization:ratio_rate{w}\n  < {on(E)} group_right\n  {be}{_api_matcher(c.breakeven_alert_apis)}\n)\n"
+        f"and {on(E)}\n(engine:llmcost_tokens:rate{w} > {_num(c.breakeven_alert_min_tokens_per_second)})",
         "Engine {{ $labels.engine }} runs below the utilization at which it beats {{ $labels.api }}",
         "Engine {{ $labels.engine }} " + node + " ran at {{ $value | humanizePercentage }} of its capacity over the "
         "last " + w + "; to cost no more per token than {{ $labels.api }} it needs " + be_query + "."))
 
-    w = c["idle_alert_window"]
+    w = c.idle_alert_window
     out.append(_alert(
-        c, "LLMCostGPUsIdle", c["idle_alert_for"], c["idle_alert_severity"],
+        c, "LLMCostGPUsIdle", c.idle_alert_for, c.idle_alert_severity,
         f"{agg('sum', money(E), 'rate(' + q.sel('llmcost_engine_spend_total') + f'[{w}])')} * 3600 > 0\n"
         f"unless {on(E)}\n{agg('sum', E, 'rate(' + q.sel('llmcost_tokens_total') + f'[{w}])')} > 0",
         "GPUs of engine {{ $labels.engine }} are paid for but serve no tokens",
-        "Engine {{ $labels.engine }} " + node + " has served no tokens for more than " + c["idle_alert_for"]
+        "Engine {{ $labels.engine }} " + node + " has served no tokens for more than " + c.idle_alert_for
         + " while its GPUs cost {{ $value | printf \"%.2f\" }} {{ $labels.currency }} per hour "
         "(allocation basis)."))
 
     out.append(_alert(
-        c, "LLMCostExporterDown", c["exporter_down_for"], c["exporter_down_severity"],
+        c, "LLMCostExporterDown", c.exporter_down_for, c.exporter_down_severity,
         f"{q.sel('up')} == 0",
         "llm-cost-exporter on {{ $labels.instance }} is down",
         "Prometheus has failed to scrape llm-cost-exporter at {{ $labels.instance }} (job {{ $labels.job }}) for "
-        "more than " + c["exporter_down_for"] + ": that node's cost, token and GPU figures are missing and its "
+        "more than " + c.exporter_down_for + ": that node's cost, token and GPU figures are missing and its "
         "cost alerts cannot fire."))
 
     out.append(_alert(
-        c, "LLMCostExporterAbsent", c["exporter_absent_for"], c["exporter_absent_severity"],
+        c, "LLMCostExporterAbsent", c.exporter_absent_for, c.exporter_absent_severity,
         f"absent({q.sel('up')} == 1)",
         "No llm-cost-exporter target is up",
-        "For more than " + c["exporter_absent_for"] + " Prometheus has had no llm-cost-exporter target up ("
+        "For more than " + c.exporter_absent_for + " Prometheus has had no llm-cost-exporter target up ("
         + (f"up{{{q.selector}}}" if q.selector else "up") + "): none is discovered, or all are down. "
         "No cost figures are recorded and no cost alert can fire."))
 
-    errors_query = ('{{ with printf `sort_desc(increase(llmcost_source_errors_total{job=%q,instance=%q,source="engine",'
-                    'name=%q}[' + c["engine_failing_for"] + ']))` $labels.job $labels.instance $labels.name | query }}'
-                    '; most frequent error: {{ . | first | label "reason" }}{{ end }}')
+    errors_query = (_query(f"sort_desc(increase(llmcost_source_errors_total{{}}[{c.engine_failing_for}]))",
+                           q.labels("instance") + [ENGINE_SOURCE, "name"])
+                    + '; most frequent error: {{ . | first | label "reason" }}{{ end }}')
     out.append(_alert(
-        c, "LLMCostEngineScrapeFailing", c["engine_failing_for"], c["engine_failing_severity"],
+        c, "LLMCostEngineScrapeFailing", c.engine_failing_for, c.engine_failing_severity,
         f"{q.sel('llmcost_source_up', ENGINE_SOURCE)} == 0",
         "llm-cost-exporter cannot read engine {{ $labels.name }}",
         "The exporter " + node + " has not been able to read the /metrics of engine {{ $labels.name }} for more "
-        "than " + c["engine_failing_for"] + errors_query + ". Its tokens are not counted while its spend goes on."))
+        "than " + c.engine_failing_for + errors_query + ". Its tokens are not counted while its spend goes on."))
 
-    ignored = "|".join(c["nvml_errors_ignored_reasons"])
+    ignored = "|".join(c.nvml_errors_ignored_reasons)
     matchers = ['source="nvml"'] + ([f'reason!~"{ignored}"'] if ignored else [])
-    w = c["nvml_errors_window"]
+    w = c.nvml_errors_window
     out.append(_alert(
-        c, "LLMCostNVMLErrors", c["nvml_errors_for"], c["nvml_errors_severity"],
-        f"sum by (job, instance, reason) (increase({q.sel('llmcost_source_errors_total', *matchers)}[{w}])) > 0",
+        c, "LLMCostNVMLErrors", c.nvml_errors_for, c.nvml_errors_severity,
+        f"sum{by(q.labels('instance') + ['reason'])} (increase({q.sel('llmcost_source_errors_total', *matchers)}[{w}])) > 0",
         "NVML keeps failing on {{ $labels.instance }} ({{ $labels.reason }})",
         "NVML reported {{ $value | humanize }} {{ $labels.reason }} errors in the last " + w + " " + node
-        + ", in every " + w + " for more than " + c["nvml_errors_for"] + ". GPU power, energy and the energy "
+        + ", in every " + w + " for more than " + c.nvml_errors_for + ". GPU power, energy and the energy "
         "cost computed from them are incomplete."))
 
     out.append(_alert(
-        c, "LLMCostGPULost", c["gpu_lost_for"], c["gpu_lost_severity"],
+        c, "LLMCostGPULost", c.gpu_lost_for, c.gpu_lost_severity,
         f"{q.sel('llmcost_gpu_up')} == 0",
         "GPU {{ $labels.gpu }} on {{ $labels.instance }} does not answer NVML",
         "GPU {{ $labels.gpu }} ({{ $labels.uuid }}) " + node + " has not answered NVML for more than "
-        + c["gpu_lost_for"] + " (lost, or NVML down on the node). It is still paid for; its power and "
+        + c.gpu_lost_for + " (lost, or NVML down on the node). It is still paid for; its power and "
         "energy are not measured."))
 
     out.append(_alert(
-        c, "LLMCostConfigReloadFailed", c["config_reload_failed_for"], c["config_reload_failed_severity"],
+        c, "LLMCostConfigReloadFailed", c.config_reload_failed_for, c.config_reload_failed_severity,
         f"{q.sel('llmcost_config_last_reload_successful')} == 0",
         "llm-cost-exporter on {{ $labels.instance }} runs on an outdated configuration",
         "The exporter " + node + " has rejected its changed configuration file for more than "
-        + c["config_reload_failed_for"] + " (invalid, deleted, unreadable, or a key that needs a restart) and keeps "
+        + c.config_reload_failed_for + " (invalid, deleted, unreadable, or a key that needs a restart) and keeps "
         "using the last good one: the prices and engines it applies are not the ones in the file. "
         "Its log names the key."))
 
     out.append(_alert(
-        c, "LLMCostPriceUnknown", c["price_unknown_for"], c["price_unknown_severity"],
+        c, "LLMCostPriceUnknown", c.price_unknown_for, c.price_unknown_severity,
         q.sel("llmcost_pricing_info", 'price_source="unknown"') + " == 1",
         "llm-cost-exporter on {{ $labels.instance }} has no price for its node",
-        "The exporter " + node + " has found no hourly price for more than " + c["price_unknown_for"]
+        "The exporter " + node + " has found no hourly price for more than " + c.price_unknown_for
         + ": no configured price, and its node's instance type (from the configuration or the node's labels) "
         "is not in the catalog. Instance spend is not counted, so its cost per token reads too low."))
 
-    return [a for a in out if a["alert"] not in c["disabled_alerts"]]
+    return [a for a in out if a["alert"] not in c.disabled_alerts]
 
 
-def _alert(c: dict, name: str, for_: str, severity: str, expr: str, summary: str, description: str) -> dict:
+def _alert(c: RulesConfig, name: str, for_: str, severity: str, expr: str, summary: str, description: str) -> dict:
     return {
         "alert": name,
         "expr": expr,
         "for": for_,
-        "labels": {"severity": severity, **dict(sorted(c["alert_labels"].items()))},
+        "labels": {"severity": severity, **dict(sorted(c.alert_labels.items()))},
         "annotations": {
             "summary": summary,
             "description": description,
-            "runbook_url": f"{c['runbook_url']}#{name.lower()}",
+            "runbook_url": f"{c.runbook_url}#{name.lower()}",
         },
     }
 
@@ -545,10 +556,10 @@ def _alert(c: dict, name: str, for_: str, severity: str, expr: str, summary: str
 # --- output -------------------------------------------------------------------------------------
 
 
-def build(config: dict) -> dict:
+def build(config: RulesConfig) -> dict:
     q = Q(config)
     groups = []
-    for w in config["windows"]:
+    for w in config.windows:
         groups.append({"name": f"{GROUP_PREFIX}.recording.{w}", "rules": recording_rules(q, w)})
     groups.append({"name": f"{GROUP_PREFIX}.alerts", "rules": alerts(q, config)})
     return {"groups": groups}
@@ -566,7 +577,7 @@ def _str(dumper: yaml.SafeDumper, value: str):
 _Dumper.add_representer(str, _str)
 
 
-def render(config: dict, overrides: list[str] = (), config_path: Path | None = None) -> str:
+def render(config: RulesConfig, overrides: list[str] = (), config_path: Path | None = None) -> str:
     header = [
         "# Prometheus rules of llm-cost-exporter: recording rules per window and the alerts.",
         "# Generated by rules/generate.py from rules/config.yaml; do not edit by hand: change the config",
@@ -581,21 +592,31 @@ def render(config: dict, overrides: list[str] = (), config_path: Path | None = N
     return "\n".join(header) + "\n" + body
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Generate llm-cost-exporter's Prometheus rule file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--config FILE` and `--set KEY=VALUE`: every generator that reads this config takes them (the rules
+    and the dashboards), so a site's overlay gives both the same selector and cluster labels."""
     parser.add_argument("--config", type=Path, default=None,
                         help=f"YAML file whose keys override {DEFAULT_CONFIG.relative_to(HERE.parent)}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key (VALUE read as YAML); repeat for more keys")
+
+
+def config_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RulesConfig:
+    """The config that add_config_arguments' options select; a bad key exits 2 with one line."""
+    try:
+        return load_config(args.config, args.overrides)
+    except RulesConfigError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="generate.py", description="Generate llm-cost-exporter's Prometheus rule file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_arguments(parser)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the rule file")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"generate.py: error: {err}", file=sys.stderr)
-        return 2
+    config = config_or_exit(parser, args)
     text = render(config, args.overrides, args.config)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)

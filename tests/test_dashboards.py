@@ -1,5 +1,7 @@
 """The Grafana dashboards: committed JSON equals what the grafanalib sources generate, and every
-panel is a React panel with a description, a unit and queries on the `datasource` variable.
+panel is a React panel with a description, a unit and queries on the `datasource` variable. The
+rules' config (rules/config.yaml and its overlays) drives them: its job selector is in every query,
+its cluster labels add a `$cluster` variable and keep the cluster in every aggregation.
 
 Every query is parsed by promtool here (Prometheus 2.42); running them against a Prometheus fed by
 the demo is the integration test's job (see dashboards.generate.panel_queries and substitute).
@@ -22,16 +24,23 @@ sys.path.insert(0, str(ROOT))  # `dashboards` sits beside the installed `exporte
 
 from dashboards import generate  # noqa: E402
 from dashboards.generate import ALL, panel_queries, panels, substitute  # noqa: E402
+from rules import generate as rules_generate  # noqa: E402
 
 UIDS = {"llmcost-overview", "llmcost-utilization-energy"}
 REACT_PANELS = {"timeseries", "stat", "gauge", "bargauge", "table"}
 UNITS = {"currencyUSD", "watt", "joule", "percentunit", "short", "reqps", "suffix: tok/s", "suffix:×"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+SELECTOR = 'job=~".*llm-?cost.*"'  # rules/config.yaml
 VARIABLES = {
-    "node": "label_values(llmcost_build_info, instance)",
-    "model": 'label_values(llmcost_tokens_total{instance=~"$node"}, model)',
-    "api": "label_values(llmcost_api_price_per_million_tokens, api)",
+    "node": f"label_values(llmcost_build_info{{{SELECTOR}}}, instance)",
+    "model": f'label_values(llmcost_tokens_total{{{SELECTOR},instance=~"$node"}}, model)',
+    "api": f"label_values(llmcost_api_price_per_million_tokens{{{SELECTOR}}}, api)",
 }
+# A site with another job name and several clusters, as an overlay of rules/config.yaml.
+SITE = 'selector: job="gpu-cost"\ncluster_labels: [cluster]\n'
+SITE_SELECTOR = 'job="gpu-cost",cluster=~"$cluster"'
+METRIC_SELECTOR = re.compile(r"\b(llmcost_\w+)(\{[^}]*\})?")
+GROUPINGS = re.compile(r"\b(?:by|on) \(([^)]*)\)")
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +169,10 @@ def test_every_panel_and_query_uses_the_datasource_variable(boards):
         assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"]), (uid, panel["title"])
 
 
-def test_every_selector_filters_by_node_and_by_model_and_api_where_they_exist():
-    selector = re.compile(r"(llmcost_\w+)(\{[^}]*\})?")
+def test_every_selector_filters_by_job_node_and_by_model_and_api_where_they_exist():
     for uid, title, expr in panel_queries():
-        for metric, matchers in selector.findall(expr):
+        for metric, matchers in METRIC_SELECTOR.findall(expr):
+            assert matchers.startswith("{" + SELECTOR + ","), f"{uid}: {title!r}: {metric} lacks the job selector"
             assert 'instance=~"$node"' in matchers, f"{uid}: {title!r}: {metric} is not filtered by $node"
             if metric.startswith("llmcost_api_"):
                 assert 'api=~"$api"' in matchers, f"{uid}: {title!r}: {metric} is not filtered by $api"
@@ -193,7 +202,8 @@ def test_panel_queries_lists_every_target(boards):
     queries = panel_queries()
     assert len(queries) == sum(len(p["targets"]) for _, p in all_panels(boards))
     assert {uid for uid, _, _ in queries} == UIDS
-    assert ("llmcost-overview", "Projected monthly cost", 'sum(llmcost_hourly_cost{instance=~"$node"}) * 730') in queries
+    assert ("llmcost-overview", "Projected monthly cost",
+            f'sum(llmcost_hourly_cost{{{SELECTOR},instance=~"$node"}}) * 730') in queries
 
 
 def test_substitute():
@@ -209,12 +219,15 @@ def test_substitute():
         assert "$" not in substitute(expr, ALL)
 
 
-def test_every_query_parses_on_prometheus_2_42(tmp_path):
+@pytest.mark.parametrize("overrides", [[], ['selector=job="gpu-cost"', "cluster_labels=[cluster, region]"]],
+                         ids=["default", "site"])
+def test_every_query_parses_on_prometheus_2_42(tmp_path, overrides):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool not on PATH: the test command installs Debian's prometheus package (2.42)")
+    config = rules_generate.load_config(overrides=overrides)
     rules = [{"record": f"dashboard:query_{i}", "expr": substitute(expr, ALL)}
-             for i, (_, _, expr) in enumerate(panel_queries())]
+             for i, (_, _, expr) in enumerate(panel_queries(config))]
     path = tmp_path / "queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
@@ -225,3 +238,88 @@ def test_committed_json_is_valid_utf8_json():
     for path in generate.JSON_DIR.glob("*.json"):
         board = json.loads(path.read_text(encoding="utf-8"))
         assert board["uid"] == path.stem
+
+
+# --- one config for the rules and the dashboards ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> dict[str, dict]:
+    """The dashboards for an overlay with another job selector and a cluster label."""
+    path = tmp_path_factory.mktemp("site") / "site.yaml"
+    path.write_text(SITE)
+    return {b["uid"]: b for b in generate.dashboards_json(rules_generate.load_config(path))}
+
+
+def site_queries(boards) -> list[tuple[str, str, str]]:
+    return [(uid, p["title"], t["expr"]) for uid, p in all_panels(boards) for t in p["targets"]]
+
+
+def test_dashboards_read_the_rules_config_through_its_loader():
+    assert generate.load_config is rules_generate.load_config
+
+
+def test_an_overlay_puts_its_selector_and_cluster_in_every_query(site):
+    queries = site_queries(site)
+    assert len(queries) == len(panel_queries())
+    for uid, title, expr in queries:
+        selectors = METRIC_SELECTOR.findall(expr)
+        assert selectors, (uid, title)
+        for metric, matchers in selectors:
+            assert matchers.startswith("{" + SITE_SELECTOR + ","), f"{uid}: {title!r}: {metric}{matchers}"
+        assert 'job="gpu-cost"' in expr and 'cluster=~"$cluster"' in expr, (uid, title)
+        assert "llm-?cost" not in expr, (uid, title)
+        # every aggregation and vector match keeps the cluster, as every level of the rules does
+        for labels in GROUPINGS.findall(expr):
+            assert labels.split(", ")[0] == "cluster", f"{uid}: {title!r}: by/on ({labels})"
+        assert not re.search(r"\b(sum|max|avg)\(", expr), f"{uid}: {title!r}: an aggregation drops the cluster"
+
+
+def test_an_overlay_with_cluster_labels_adds_the_cluster_variable(site):
+    for uid, board in site.items():
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert [v["name"] for v in board["templating"]["list"]][:2] == ["datasource", "cluster"], uid
+        cluster = variables["cluster"]
+        assert cluster["query"] == 'label_values(llmcost_build_info{job="gpu-cost"}, cluster)', uid
+        assert cluster["type"] == "query" and cluster["datasource"] == DATASOURCE, uid
+        assert cluster["multi"] and cluster["includeAll"] and cluster["allValue"] == ".*", uid
+        assert variables["node"]["query"] == f"label_values(llmcost_build_info{{{SITE_SELECTOR}}}, instance)", uid
+        assert variables["model"]["query"] == \
+            f'label_values(llmcost_tokens_total{{{SITE_SELECTOR},instance=~"$node"}}, model)', uid
+        for panel in panels(board):  # series of two clusters are told apart
+            for target in panel["targets"]:
+                assert not target["legendFormat"] or target["legendFormat"].endswith(" ({{cluster}})"), panel["title"]
+
+
+def test_the_default_config_has_no_cluster_variable_nor_matcher(boards):
+    for uid, board in boards.items():
+        assert "cluster" not in {v["name"] for v in board["templating"]["list"]}, uid
+    for uid, title, expr in panel_queries():
+        assert "cluster" not in expr, (uid, title)
+
+
+def test_generate_takes_the_rules_config_options(tmp_path, capsys):
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE)
+    out = tmp_path / "out"
+    assert generate.main([f"--config={site}", "--set", "cluster_labels=[dc]", f"--output-dir={out}"]) == 0
+    board = json.loads((out / "llmcost-overview.json").read_text())
+    assert {v["name"] for v in board["templating"]["list"]} >= {"cluster", "node"}
+    expr = board["panels"][0]["targets"][0]["expr"]
+    assert 'job="gpu-cost",dc=~"$cluster"' in expr and "sum by (dc)" in expr
+    assert generate.main(["--check", f"--output-dir={out}", f"--config={site}", "--set", "cluster_labels=[dc]"]) == 0
+    assert generate.main(["--check", f"--output-dir={out}"]) == 1  # the default config differs
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "selector=job"], "--set: selector: got 'job', allowed: PromQL label matchers without braces"),
+    (["--set", "cluster_labels=[job]"], "--set: cluster_labels[0]: got 'job', allowed: a label name other than"),
+    (["--config", "/nonexistent.yaml"], "--config: cannot read '/nonexistent.yaml'"),
+])
+def test_generate_rejects_a_bad_config_in_one_line(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        generate.main([*args, f"--output-dir={tmp_path}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dashboards.generate: error: ") and message in err, err
+    assert not list(tmp_path.iterdir())

@@ -444,9 +444,9 @@ def test_daemonset_defaults_target_gpu_nodes(objects):
 
 @pytest.mark.integration
 def test_pods_roll_only_for_keys_the_exporter_cannot_reload(helms):
-    """The exporter reloads config.yml itself, except exporter/app.py RESTART_KEYS: the pods carry
+    """The exporter reloads config.yml itself, except exporter/reload.py RESTART_KEYS: the pods carry
     a checksum of those keys, so a price change keeps them and a currency change rolls them."""
-    from exporter.app import RESTART_KEYS
+    from exporter.reload import RESTART_KEYS
 
     assert RESTART_KEYS == ("pricing.mode", "pricing.currency", "gpu.backend", "gpu.simulated", "window", "kubernetes")
     variants = {

@@ -8,9 +8,14 @@ gpt-4o, which gives the cost alert its positive and its negative case in one run
 Prometheus loads two rule files: the committed one (its 5m/1h/1d windows are too long to fill here,
 but Prometheus 2.42 must evaluate every rule of it without an error) and a fast variant made by
 rules/generate.py with 30 s windows and 5 s `for:` durations (test_rules.FAST).
+
+The scrape config labels the target `cluster="demo"`, as a site with several clusters would, so the
+dashboards generated for such a site (its job selector, `cluster_labels: [cluster]`) run here too.
 """
 
 import pathlib
+import re
+import urllib.parse
 import subprocess
 import sys
 import time
@@ -25,9 +30,13 @@ pytestmark = pytest.mark.integration  # a real Prometheus scraping the demo subp
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dashboards.generate import panel_queries, substitute  # noqa: E402
+from dashboards.generate import ALL, dashboards_json, panel_queries, substitute  # noqa: E402
+from rules.generate import load_config  # noqa: E402
 
-VARIABLES = {"node": ".*", "model": ".*", "api": ".*", "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+VARIABLES = {**ALL, "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+CLUSTER = "demo"
+# rules/config.yaml's keys for a site whose job is `llmcost` and whose series carry `cluster`
+SITE = ['selector=job="llmcost"', "cluster_labels=[cluster]"]
 WINDOW_S = 30  # the fast variant's recording window
 ENGINES = {"llama-8b", "qwen-32b"}
 
@@ -47,6 +56,17 @@ AGREEING = {
 }
 
 
+class ClusterPrometheus(Prometheus):
+    """The test Prometheus with its target labelled as a multi-cluster site's scrape config would."""
+
+    def _config(self) -> dict:
+        config = super()._config()
+        for scrape in config.get("scrape_configs", []):
+            for static in scrape["static_configs"]:
+                static["labels"] = {"cluster": CLUSTER}
+        return config
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     fast_rules, _ = generated(tmp_path_factory.mktemp("rules"), *FAST)
@@ -55,7 +75,7 @@ def stack(tmp_path_factory):
                              "--demo.speed=1", "--demo.constant-load=0.5", "--demo.summary-interval=60"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with Prometheus([f"127.0.0.1:{port}"], rule_files=[RULE_FILE, fast_rules]) as prom:
+        with ClusterPrometheus([f"127.0.0.1:{port}"], rule_files=[RULE_FILE, fast_rules]) as prom:
             prom.wait_for("llmcost_cost_per_million_tokens", count=2, timeout=30)
             time.sleep(WINDOW_S + 8)  # fill the 30 s windows, then let the alerts pass their 5 s `for:`
             prom.fast_rules = str(fast_rules)
@@ -74,6 +94,45 @@ def test_every_dashboard_query_parses_and_returns_data(stack):
         if not result:
             empty.append(f"{uid} / {title}: {expr}")
     assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def test_a_sites_dashboards_return_data_for_the_selected_cluster_only(stack):
+    """Generated for the site (another selector, a cluster label), every query answers for
+    $cluster=demo, every series it returns is demo's, and another cluster gets nothing."""
+    queries = panel_queries(load_config(overrides=SITE))
+    assert len(queries) == len(panel_queries())
+    empty, foreign, leaked = [], [], []
+    for uid, title, expr in queries:
+        result = stack.query(substitute(expr, {**VARIABLES, "cluster": CLUSTER}))
+        if not result:
+            empty.append(f"{uid} / {title}: {expr}")
+        if any(s["metric"].get("cluster") != CLUSTER for s in result):
+            foreign.append(f"{uid} / {title}: {[s['metric'] for s in result]}")
+        if stack.query(substitute(expr, {**VARIABLES, "cluster": "other"})):
+            leaked.append(f"{uid} / {title}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+    assert not foreign, "series without the cluster label:\n" + "\n".join(foreign)
+    assert not leaked, "panels with data for another cluster:\n" + "\n".join(leaked)
+
+
+def label_values(stack, query: str, variables: dict) -> list[str]:
+    """Grafana's label_values(SELECTOR, LABEL) on the Prometheus: the label's values of the matching series."""
+    selector, label = re.fullmatch(r"label_values\((.*), (\w+)\)", query).groups()
+    match = urllib.parse.quote(substitute(selector, variables))
+    return stack.api(f"label/{label}/values?match[]={match}")
+
+
+@pytest.mark.parametrize("overrides", [[], SITE], ids=["default", "site"])
+def test_every_variable_lists_the_demos_values(stack, overrides):
+    expected = {"cluster": [CLUSTER]}
+    for board in dashboards_json(load_config(overrides=overrides)):
+        for variable in board["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            values = label_values(stack, variable["query"], {**VARIABLES, "cluster": CLUSTER})
+            assert values, f"{board['uid']}: ${variable['name']} lists nothing"
+            if variable["name"] in expected:
+                assert sorted(values) == sorted(expected[variable["name"]]), (variable["name"], values)
 
 
 def test_prometheus_evaluates_every_rule_without_error(stack):

@@ -41,6 +41,13 @@ def promtool() -> str:
     return path
 
 
+def promtool_test(path: Path, case: dict) -> None:
+    """`promtool test rules` of one test file written from `case`; fails the test with promtool's output."""
+    path.write_text(yaml.safe_dump(case, sort_keys=False))
+    result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def generate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(GENERATE), *args], capture_output=True, text=True, cwd=ROOT)
 
@@ -189,14 +196,66 @@ def test_cluster_labels_and_selector_reach_every_level(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_cluster_labels_keep_two_clusters_apart_at_every_level(tmp_path):
+    """Two clusters whose nodes have the same job, instance and engine (remote-write into one Mimir or
+    Thanos): every level keeps `cluster`, so the cluster-wide figures and the alerts stay per cluster."""
+    path, doc = generated(tmp_path, "cluster_labels=[cluster]", "idle_alert_for=5m")
+    for rule in rules_of(doc, "record") + rules_of(doc, "alert"):
+        for labels in re.findall(r"\b(?:by|on) \(([^)]*)\)", rule["expr"]):
+            assert labels.startswith("cluster,") or labels == "cluster", (rule.get("record") or rule["alert"], labels)
+    node = 'job="llmcost",instance="gpu-1:9848",engine="vllm"'
+    case = {
+        "rule_files": [str(path)],
+        "evaluation_interval": "1m",
+        "group_eval_order": [g["name"] for g in doc["groups"]],
+        "tests": [{
+            "interval": "1m",
+            "input_series": [  # cluster a serves 1 token/s, cluster b none; both spend 1 USD/s
+                {"series": f'llmcost_tokens_total{{cluster="a",{node},model="llama",direction="output"}}', "values": "0+60x30"},
+                {"series": f'llmcost_tokens_total{{cluster="b",{node},model="llama",direction="output"}}', "values": "0+0x30"},
+                {"series": f'llmcost_engine_spend_total{{cluster="a",{node},currency="USD"}}', "values": "0+60x30"},
+                {"series": f'llmcost_engine_spend_total{{cluster="b",{node},currency="USD"}}', "values": "0+60x30"},
+            ],
+            "promql_expr_test": [
+                {"expr": "cluster:llmcost_tokens:rate5m", "eval_time": "20m", "exp_samples": [
+                    {"labels": 'cluster:llmcost_tokens:rate5m{cluster="a"}', "value": 1},
+                    {"labels": 'cluster:llmcost_tokens:rate5m{cluster="b"}', "value": 0}]},
+                {"expr": "model:llmcost_cost_per_million_tokens:ratio_rate5m", "eval_time": "20m", "exp_samples": [
+                    {"labels": 'model:llmcost_cost_per_million_tokens:ratio_rate5m{cluster="a",model="llama",currency="USD"}',
+                     "value": 1e6}]},
+            ],
+            "alert_rule_test": [{"eval_time": "20m", "alertname": "LLMCostGPUsIdle", "exp_alerts": [{
+                "exp_labels": {"severity": "warning", "cluster": "b", "job": "llmcost", "instance": "gpu-1:9848",
+                               "engine": "vllm", "currency": "USD"},
+                "exp_annotations": {
+                    "summary": "GPUs of engine vllm are paid for but serve no tokens",
+                    "description": "Engine vllm on gpu-1:9848 (job llmcost) has served no tokens for more than 5m "
+                                   "while its GPUs cost 3600.00 USD per hour (allocation basis).",
+                    "runbook_url": "https://github.com/llm-cost-exporter/llm-cost-exporter/blob/main/docs/"
+                                   "runbook.md#llmcostgpusidle"},
+            }]}],
+        }],
+    }
+    promtool_test(tmp_path / "clusters_test.yml", case)
+
+
 @pytest.mark.parametrize("override, message", [
-    ("cost_alert_for=5x", "cost_alert_for: '5x' is not a Prometheus duration"),
-    ("cost_alert_window=2h", "cost_alert_window: '2h' is not one of windows"),
-    ("no_such_key=1", "--set no_such_key: unknown key"),
-    ("cost_alert_ratio=0", "cost_alert_ratio: 0 must be a number > 0"),
-    ("cluster_labels=[instance]", "cluster_labels: ['instance'] holds 'instance'"),
-    ("disabled_alerts=[NoSuchAlert]", "disabled_alerts: ['NoSuchAlert'] holds 'NoSuchAlert', not an alert"),
-    ("windows=[]", "windows: [] must be a non-empty list of durations"),
+    ("cost_alert_for=5x", "--set: cost_alert_for: got '5x', allowed: a PromQL duration (whole numbers"),
+    ("cost_alert_window=2h", "--set: cost_alert_window: got '2h', allowed: one of windows (5m, 1h, 1d)"),
+    ("no_such_key=1", "--set: no_such_key: unknown key, allowed keys: selector, cluster_labels,"),
+    ("cost_alert_ratio=0", "--set: cost_alert_ratio: got 0, allowed: a number > 0"),
+    ("cost_alert_min_tokens_per_second=-1", "cost_alert_min_tokens_per_second: got -1, allowed: a number >= 0"),
+    ("cluster_labels=[instance]", "--set: cluster_labels[0]: got 'instance', allowed: a label name other than job,"),
+    ("disabled_alerts=[NoSuchAlert]", "disabled_alerts[0]: got 'NoSuchAlert', allowed: LLMCostSelfHostingDearerThanAPI,"),
+    ("windows=[]", "windows: got [], allowed: a non-empty list of PromQL durations"),
+    ("windows=[5m,0s]", "windows[1]: got '0s', allowed: a PromQL duration > 0"),
+    ("idle_alert_window=1.5m", "idle_alert_window: got '1.5m', allowed: a PromQL duration > 0"),
+    ("selector='{job=\"x\"}'", "selector: got '{job=\"x\"}', allowed: PromQL label matchers without braces"),
+    ("selector=job", "selector: got 'job', allowed: PromQL label matchers without braces"),
+    ("cost_alert_apis=(", "cost_alert_apis: got '(', allowed: a regular expression"),
+    ("alert_labels={severity: page}", "alert_labels.severity: got 'severity', allowed: a label name other than"),
+    ("cost_alert_severity=", "cost_alert_severity: got '', allowed: a non-empty string"),
+    ("justakey", "--set: got 'justakey', allowed: KEY=VALUE"),
 ])
 def test_bad_configuration_is_one_line_naming_the_key(override, message, tmp_path):
     result = generate("--set", override, "--output", str(tmp_path / "x.yml"))
@@ -213,6 +272,38 @@ def test_config_file_overlay(tmp_path):
     assert result.returncode == 0, result.stderr
     lost = next(a for a in rules_of(yaml.safe_load(out.read_text()), "alert") if a["alert"] == "LLMCostGPULost")
     assert (lost["for"], lost["labels"]["severity"]) == ("1m", "warning")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("gpu_lost_for: 1x\n", "{site}: gpu_lost_for: got '1x', allowed: a PromQL duration"),
+    ("gpu_lost_for: 1m\ngpu_lost_for: 2m\n", "--config: not valid YAML: duplicate key 'gpu_lost_for'"),
+    ("- gpu_lost_for\n", "--config: the top level must be a mapping"),
+    ("no_such_key: 1\n", "{site}: no_such_key: unknown key, allowed keys:"),
+    ("a: &a [1, 2]\nb: [*a, *a]\n" + "".join(f"k{i}: *a\n" for i in range(120)), "--config: not valid YAML: more than 100 aliases"),
+])
+def test_bad_config_file_is_one_line_naming_the_file_and_key(content, message, tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text(content)
+    result = generate("--config", str(site), "--output", str(tmp_path / "x.yml"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message.format(site=site) in result.stderr, result.stderr
+
+
+def test_config_must_be_a_regular_file(tmp_path):
+    result = generate("--config", "/dev/zero", "--output", str(tmp_path / "x.yml"))
+    assert result.returncode == 2
+    assert "--config: cannot read '/dev/zero': not a regular file" in result.stderr, result.stderr
+
+
+def test_config_errors_are_input_errors():
+    sys.path.insert(0, str(ROOT))
+    from exporter.validation import InputError
+    from rules.generate import RulesConfigError, load_config
+
+    with pytest.raises(RulesConfigError) as err:
+        load_config(overrides=["cost_alert_ratio=-2"])
+    assert isinstance(err.value, InputError) and err.value.key == "cost_alert_ratio"
+    assert str(err.value) == "--set: cost_alert_ratio: got -2, allowed: a number > 0"
 
 
 # --- fast variant for an integration test --------------------------------------------------------------
@@ -264,7 +355,4 @@ def test_fast_variant_fires_within_seconds_at_a_one_second_scrape(tmp_path):
             ],
         }],
     }
-    test_file = tmp_path / "fast_test.yml"
-    test_file.write_text(yaml.safe_dump(case, sort_keys=False))
-    result = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_test(tmp_path / "fast_test.yml", case)
