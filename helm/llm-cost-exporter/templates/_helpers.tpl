@@ -127,7 +127,7 @@ metricRelabelings:
 {{- end }}
 {{- end }}
 
-{{/* A checksum of the configuration keys that the exporter cannot reload (exporter/app.py
+{{/* A checksum of the configuration keys that the exporter cannot reload (exporter/reload.py
 RESTART_KEYS): on the pods, so that they roll when one of them changes and only then. */}}
 {{- define "llm-cost-exporter.restartChecksum" -}}
 {{- $config := include "llm-cost-exporter.configFile" . | fromYaml }}
