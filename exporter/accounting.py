@@ -229,29 +229,29 @@ class Accountant:
         self._allocate_energy(now, dt, gpu_joules, overhead_joules, gpu_count)
 
     def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count, idle_engines) -> None:
-        allocated = {e: 0.0 for e in self._spend}  # inactive engines get 0: their ledgers stay current
-        holders = engine_gpu_shares(self._engine_gpus, gpu_count)
-        if gpu_count == 0 and self._engine_gpus:  # no GPU information: split evenly between engines
-            for engine in self._engine_gpus:
-                allocated[engine] = shared_total / len(self._engine_gpus)
-        for index, engines in holders.items():
-            gpu_cost = shared_total / gpu_count + per_gpu_energy_cost.get(index, 0.0)
-            for engine in engines:
-                allocated[engine] += gpu_cost / len(engines)
-        for engine, amount in allocated.items():
+        for engine, amount in self._split_by_gpu(shared_total, per_gpu_energy_cost, gpu_count).items():
             self._spend[engine].add(now, amount, dt)
             if amount and engine in idle_engines:
                 self._idle_spend[engine] += amount
 
     def _allocate_energy(self, now, dt, gpu_joules: dict[int, float], overhead_joules: float, gpu_count: int) -> None:
-        """Each GPU's joules to the engines on it; overhead evenly per GPU, like shared spend."""
-        joules_by_engine = {e: 0.0 for e in self._energy}
-        for index, engines in engine_gpu_shares(self._engine_gpus, gpu_count).items():
-            joules = gpu_joules.get(index, 0.0) + overhead_joules / gpu_count
-            for engine in engines:
-                joules_by_engine[engine] += joules / len(engines)
-        for engine, joules in joules_by_engine.items():
+        """Each GPU's joules to the engines on it; overhead like shared spend."""
+        for engine, joules in self._split_by_gpu(overhead_joules, gpu_joules, gpu_count).items():
             self._energy[engine].add(now, joules, dt)
+
+    def _split_by_gpu(self, shared: float, per_gpu: dict[int, float], gpu_count: int) -> dict[str, float]:
+        """`shared` evenly per GPU, plus each GPU's own amount, to the engines holding each GPU; a
+        GPU no engine holds keeps its part (unallocated). Without GPU information, `shared` is
+        split evenly between the active engines. Inactive engines get 0, so their ledgers stay current."""
+        out = {e: 0.0 for e in self._spend}
+        if gpu_count == 0 and self._engine_gpus:
+            for engine in self._engine_gpus:
+                out[engine] = shared / len(self._engine_gpus)
+        for index, engines in engine_gpu_shares(self._engine_gpus, gpu_count).items():
+            amount = shared / gpu_count + per_gpu.get(index, 0.0)
+            for engine in engines:
+                out[engine] += amount / len(engines)
+        return out
 
     # -- reading (call with the state lock held) ------------------------------------------
 
