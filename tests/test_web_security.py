@@ -337,6 +337,30 @@ def test_invalid_web_config_names_its_key(fixture, certs, tmp_path):
     assert "correct-horse" not in str(err.value)  # a secret is never echoed
 
 
+@pytest.mark.parametrize("text", [
+    "basic_auth_users:\n  alice: \"{hashed}\n",  # an unterminated quote on the hash's line
+    "basic_auth_users:\n  alice: {hashed}: x\n",
+    "tls_server_config:\n  key: -----BEGIN PRIVATE KEY----- MIIEsecretkeyline: x\n",
+], ids=["quote", "colon", "inline-key"])
+def test_a_yaml_error_quotes_no_line_of_the_file(text, hashed, tmp_path):
+    path = tmp_path / "web.yml"
+    path.write_text(text.format(hashed=hashed))
+    with pytest.raises(WebConfigError) as err:
+        load(str(path))
+    message = str(err.value)
+    assert message.startswith("web.config.file: not valid YAML") and "line " in message, message
+    for secret in (hashed[:7], hashed[7:20], hashed[-20:], "MIIEsecretkeyline", "BEGIN"):  # snippets are shortened
+        assert secret not in message
+
+
+def test_a_fifo_is_not_read(tmp_path):
+    path = tmp_path / "web.yml"
+    os.mkfifo(path)
+    with pytest.raises(WebConfigError) as err:
+        load(str(path))  # would block for ever on open() or read()
+    assert str(err.value).startswith("web.config.file: cannot read") and "not a regular file" in str(err.value)
+
+
 def test_cli_exits_2_with_one_line_naming_the_key(tmp_path):
     bad = HERE / "webconfigs" / "plaintext_password.yml"
     for command in ("run", "demo"):

@@ -1,7 +1,7 @@
 """HTTP endpoints: the metrics path, a landing page at /, and /healthz.
 
 Optional TLS and basic auth come from a web config file in the exporter-toolkit format
-(exporter/webconfig.py) and apply to every endpoint. What a client can make us hold is bounded:
+(exporter.web.config) and apply to every endpoint. What a client can make us hold is bounded:
 at most MAX_CONNECTIONS connections at once (more are closed at accept), the TLS handshake and
 the whole request head must arrive within READ_TIMEOUT_S (a client dripping one header byte at a
 time is cut off at the deadline, not after each byte), the request line and headers are capped
@@ -26,6 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from exporter import landing
+from exporter.web.ratelimit import TokenBucket
 
 log = logging.getLogger("exporter.web")
 
@@ -132,10 +133,9 @@ class _Server(ThreadingHTTPServer):
         self.read_timeout = read_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
         self._local = threading.local()
-        self._bucket_lock = threading.Lock()
-        self._bucket: tuple[float, float] | None = None  # (tokens, last refill, monotonic)
+        self._bucket = TokenBucket()
         if web_config is not None and web_config.current.auth:
-            from exporter.webconfig import BasicAuth
+            from exporter.web.auth import BasicAuth
 
             self.basic_auth = BasicAuth()
         else:
@@ -206,17 +206,7 @@ class _Server(ThreadingHTTPServer):
         return getattr(self._local, "config", None)
 
     def rate_allows(self, config) -> bool:
-        """exporter-toolkit's rate_limit: a token bucket of `burst`, refilled one per interval."""
-        if config.rate_limit is None:
-            return True
-        interval, burst = config.rate_limit
-        with self._bucket_lock:
-            now = time.monotonic()
-            tokens, last = self._bucket or (float(burst), now)
-            tokens = min(float(burst), tokens + (now - last) / interval)
-            allowed = tokens >= 1.0
-            self._bucket = (tokens - 1.0 if allowed else tokens, now)
-        return allowed
+        return config.rate_limit is None or self._bucket.take(*config.rate_limit)
 
 
 class WebServer:
