@@ -21,8 +21,8 @@ import pytest
 
 from certs import make_certs
 from conftest import make_config
-from exporter.webconfig import WebConfigError, WebConfigWatcher, load
-from exporter.web import WebServer
+from exporter.clock import ManualClock
+from exporter.web import WebConfigError, WebConfigWatcher, WebServer, load
 from test_demo_and_promtool import free_port
 
 HERE = pathlib.Path(__file__).parent
@@ -41,7 +41,13 @@ def hashed():
 
 
 @pytest.fixture
-def serve(certs, exporter_for, tmp_path):
+def config_clock():
+    """The web config watcher's monotonic clock: advance it past CHECK_EVERY_S to have a change seen."""
+    return ManualClock(0.0)
+
+
+@pytest.fixture
+def serve(certs, exporter_for, tmp_path, config_clock):
     """serve(web_config_yaml, **WebServer kwargs) -> (WebServer, path of the web config)."""
     servers = []
 
@@ -52,7 +58,8 @@ def serve(certs, exporter_for, tmp_path):
         path.write_text(text)
         exporter = exporter_for(make_config([]))
         exporter.sample_all()
-        web = WebServer(exporter, "127.0.0.1:0", web_config=WebConfigWatcher(str(path)), **kwargs)
+        web = WebServer(exporter, "127.0.0.1:0", web_config=WebConfigWatcher(str(path), clock=config_clock.now),
+                        **kwargs)
         web.start()
         servers.append(web)
         return web, path
@@ -233,7 +240,7 @@ def test_rate_limit(serve):
 # -- reloading ----------------------------------------------------------------------------------
 
 
-def test_rotated_certificate_is_served_to_new_connections(serve, certs):
+def test_rotated_certificate_is_served_to_new_connections(serve, certs, config_clock):
     web, path = serve(TLS)
 
     def served_cn():
@@ -242,20 +249,19 @@ def test_rotated_certificate_is_served_to_new_connections(serve, certs):
                 return dict(x[0] for x in tls.getpeercert()["subject"])["commonName"]
 
     assert served_cn() == "server"
-    time.sleep(1.1)  # changes are looked for at most once a second
     for ext in ("crt", "key"):  # what cert-manager's renewal does to a mounted secret
         shutil.copy(path.parent / f"server2.{ext}", path.parent / f"server.{ext}")
-    time.sleep(1.1)
+    assert served_cn() == "server"  # changes are looked for at most once a second
+    config_clock.advance(WebConfigWatcher.CHECK_EVERY_S)
     assert served_cn() == "server2"
 
 
-def test_a_broken_edit_keeps_the_last_good_config_with_one_line(serve, certs, hashed, caplog):
+def test_a_broken_edit_keeps_the_last_good_config_with_one_line(serve, certs, hashed, caplog, config_clock):
     web, path = serve(TLS + f"basic_auth_users:\n  prometheus: {hashed}\n")
     caplog.set_level(logging.INFO, logger="exporter.web")
-    time.sleep(1.1)
     path.write_text(TLS + "basic_auth_users: [oops]\n")
     for _ in range(3):
-        time.sleep(1.1)
+        config_clock.advance(WebConfigWatcher.CHECK_EVERY_S)
         assert get(web.port, context=client_context(certs))[0] == 401  # still protected
         assert get(web.port, context=client_context(certs), auth=("prometheus", PASSWORD))[0] == 200
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from exporter.web.config import WebConfig, load
 from exporter.web.errors import WebConfigError
@@ -18,19 +19,21 @@ log = logging.getLogger("exporter.web")
 
 class WebConfigWatcher:
     """The current WebConfig, reloaded when the file or a file it names changes (checked at most
-    once per CHECK_EVERY_S). Turning TLS on or off needs a restart: such an edit is refused."""
+    once per CHECK_EVERY_S of `clock`, a monotonic clock in seconds). Turning TLS on or off needs
+    a restart: such an edit is refused."""
 
     CHECK_EVERY_S = 1.0
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, clock: Callable[[], float] = time.monotonic):
         self.current = load(path)  # at startup, errors are fatal (exit 2)
+        self._clock = clock
         self._stamp = _stamp(self.current.files)
-        self._checked = time.monotonic()
+        self._checked = clock()
         self._lock = threading.Lock()
         self._last_error: str | None = None
 
     def get(self) -> WebConfig:
-        now = time.monotonic()
+        now = self._clock()
         if now - self._checked < self.CHECK_EVERY_S:
             return self.current
         with self._lock:
