@@ -268,6 +268,15 @@ def test_a_broken_edit_keeps_the_last_good_config_with_one_line(serve, certs, ha
     assert len(errors) == 1 and "basic_auth_users" in errors[0].getMessage()
 
 
+def test_users_added_by_a_reload_are_required(serve, hashed, config_clock):
+    web, path = serve("")  # no users at start
+    assert get(web.port)[0] == 200
+    path.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n")
+    config_clock.advance(WebConfigWatcher.CHECK_EVERY_S)
+    assert get(web.port)[0] == 401
+    assert get(web.port, auth=("prometheus", PASSWORD))[0] == 200
+
+
 # -- bounds -------------------------------------------------------------------------------------
 
 

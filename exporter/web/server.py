@@ -26,6 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from exporter import landing
+from exporter.web.auth import BasicAuth
 from exporter.web.ratelimit import TokenBucket
 
 log = logging.getLogger("exporter.web")
@@ -134,12 +135,8 @@ class _Server(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(max_connections)
         self._local = threading.local()
         self._bucket = TokenBucket()
-        if web_config is not None and web_config.current.auth:
-            from exporter.web.auth import BasicAuth
-
-            self.basic_auth = BasicAuth()
-        else:
-            self.basic_auth = None
+        # Whenever there is a web config: a reload may add basic_auth_users (bcrypt loads on first use).
+        self.basic_auth = BasicAuth() if web_config is not None else None
         super().__init__(address, handler)
 
     def server_bind(self):
