@@ -1,8 +1,10 @@
-"""TLS, basic auth and the bounds of the HTTP server, with real TLS clients (ssl, http.client)
-and certificates made by openssl (tests/certs.py). The web config is exporter-toolkit's format;
-every invalid one has a fixture under tests/webconfigs/ whose first line is the error expected."""
+"""The HTTP server over real sockets: the metrics path through prometheus_client (gzip, HEAD,
+name[]), TLS, basic auth and the server's bounds, with real TLS clients (ssl, http.client) and
+certificates made by openssl (tests/certs.py). The web config is exporter-toolkit's format; every
+invalid one has a fixture under tests/webconfigs/ whose first line is the error expected."""
 
 import base64
+import gzip
 import http.client
 import logging
 import os
@@ -101,6 +103,82 @@ def get(port, path="/metrics", context=None, auth=None, header=None):
 
 
 REFUSED = (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected, OSError)
+
+
+# -- the metrics path, through prometheus_client -------------------------------------------------
+
+# What Prometheus 2.42 sends when it scrapes.
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+
+
+@pytest.fixture
+def plain(exporter_for):
+    """A WebServer without a web config, over an exporter whose manual clock stands still (so two
+    scrapes give the same values)."""
+    exporter = exporter_for(make_config([]))
+    exporter.sample_all()
+    web = WebServer(exporter, "127.0.0.1:0")
+    web.start()
+    yield web
+    web.stop()
+
+
+def raw_request(port, method, path, headers=()):
+    """(status, headers, every byte after the head) of one HTTP/1.0 request on a raw socket: what
+    the server really sent, not what a client library chose to read."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"{method} {path} HTTP/1.0\r\n".encode() + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers)
+                  + b"\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    return int(status_line.split()[1]), dict(line.split(": ", 1) for line in lines), body
+
+
+@pytest.mark.parametrize("accept", [PROMETHEUS_ACCEPT, "text/plain"])
+def test_gzip_is_the_same_exposition_compressed(plain, accept):
+    status, headers, body = raw_request(plain.port, "GET", "/metrics", [("Accept", accept)])
+    assert status == 200 and "Content-Encoding" not in headers and b"llmcost_build_info" in body
+    status, zipped_headers, zipped = raw_request(plain.port, "GET", "/metrics",
+                                                 [("Accept", accept), ("Accept-Encoding", "gzip")])
+    assert status == 200 and zipped_headers["Content-Encoding"] == "gzip"
+    assert zipped_headers["Content-Type"] == headers["Content-Type"]
+    assert int(zipped_headers["Content-Length"]) == len(zipped) < len(body)
+    assert gzip.decompress(zipped) == body
+
+
+@pytest.mark.parametrize("path, status", [("/metrics", 200), ("/", 200), ("/healthz", 200), ("/nowhere", 404)])
+def test_head_has_the_headers_of_get_and_no_body(plain, path, status):
+    got, get_headers, get_body = raw_request(plain.port, "GET", path)
+    head, head_headers, head_body = raw_request(plain.port, "HEAD", path)
+    assert got == head == status
+    assert head_body == b""
+    assert head_headers["Content-Type"] == get_headers["Content-Type"]
+    assert int(head_headers["Content-Length"]) == len(get_body) > 0
+
+
+def test_name_filter_returns_only_those_families(plain):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def families(body):
+        return {f.name: f for f in text_string_to_metric_families(body.decode()) if f.samples}
+
+    _, _, everything = raw_request(plain.port, "GET", "/metrics")
+    gauges = sorted(name for name, family in families(everything).items() if family.type == "gauge")
+    assert len(gauges) > 10 and "llmcost_build_info" in gauges
+    for query in ("name[]=llmcost_build_info", "name%5B%5D=llmcost_build_info"):
+        status, _, body = raw_request(plain.port, "GET", f"/metrics?{query}")
+        assert status == 200 and set(families(body)) == {"llmcost_build_info"}, query
+    _, _, two = raw_request(plain.port, "GET", f"/metrics?name[]=llmcost_build_info&name[]={gauges[0]}")
+    assert set(families(two)) == {"llmcost_build_info", gauges[0]}  # sample names: a counter's end in _total
+
+
+def test_other_methods_are_not_implemented(plain):
+    status, _, body = raw_request(plain.port, "POST", "/metrics")
+    assert status == 501 and b"llmcost_" not in body
 
 
 # -- TLS ----------------------------------------------------------------------------------------
@@ -203,6 +281,15 @@ def test_basic_auth_wrong_missing_and_right_credentials(serve, certs, hashed, pa
         assert b"llmcost_" not in body
     status, _, _ = get(web.port, path, context, auth=("prometheus", PASSWORD))
     assert status == (404 if path == "/nowhere" else 200)
+
+
+def test_head_without_credentials_is_refused_too(serve, hashed):
+    web, _ = serve(f"basic_auth_users:\n  prometheus: {hashed}\n")
+    status, headers, body = raw_request(web.port, "HEAD", "/metrics")
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm=") and body == b""
+    token = base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
+    status, headers, body = raw_request(web.port, "HEAD", "/metrics", [("Authorization", f"Basic {token}")])
+    assert status == 200 and int(headers["Content-Length"]) > 0 and body == b""
 
 
 def test_bcrypt_runs_once_per_credentials(serve, certs, hashed):
