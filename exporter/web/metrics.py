@@ -1,6 +1,7 @@
 """The metrics path, answered by prometheus_client's own WSGI app (make_wsgi_app): the format the
 scraper's Accept header asks for (OpenMetrics or the text format), gzip when its Accept-Encoding
-allows it (Prometheus always sends `gzip`), and `?name[]=` filtering are the library's."""
+allows it (Prometheus asks for gzip unless its scrape config turns compression off), and
+`?name[]=` filtering are the library's."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Reloading the web config: the file and the files it names are checked for changes at most once
-per CHECK_EVERY_S, on the request path, so rotated certificates and changed users apply to new
-connections without a restart; a broken edit keeps the last good configuration, logged once.
+"""Reloading the web config: the file and the files it names are checked for changes when a
+connection starts, at most once per CHECK_EVERY_S, so rotated certificates and changed users apply
+to new connections without a restart; a broken edit keeps the last good configuration and logs its
+error once (again only when the error changes).
 """
 
 from __future__ import annotations
