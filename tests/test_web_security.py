@@ -25,6 +25,7 @@ from certs import make_certs
 from conftest import make_config
 from exporter.clock import ManualClock
 from exporter.web import WebConfigError, WebConfigWatcher, WebServer, load
+from test_bench_smoke import PROMETHEUS_ACCEPT
 from test_demo_and_promtool import free_port
 
 HERE = pathlib.Path(__file__).parent
@@ -106,11 +107,6 @@ REFUSED = (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected, OSErro
 
 
 # -- the metrics path, through prometheus_client -------------------------------------------------
-
-# What Prometheus 2.42 sends when it scrapes.
-PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
-
 
 @pytest.fixture
 def plain(exporter_for):
