@@ -10,7 +10,8 @@ engines), the real exporter (`python -m exporter run`, 8 simulated GPUs, 4 endpo
 baseline (bench/_node.py baseline): a CollectorRegistry of plain Gauge/Counter objects holding the
 same samples (names, labels, values, HELP) as the exporter's output, served by prometheus_client's
 own start_http_server. Each request opens a new connection and sends Prometheus 2.42's Accept
-header (both answer OpenMetrics, uncompressed); the order of the two in each pair is random, and
+header but no Accept-Encoding (both answer OpenMetrics, uncompressed; Prometheus itself asks for
+gzip, which both would then apply); the order of the two in each pair is random, and
 requests are paced (--gap) so the servers are not saturated. A GET of the exporter's /healthz
 (3 bytes, same server) is interleaved too: the floor of an HTTP round trip here. Also timed in this process: rendering
 the exporter's registry (snapshot + families + OpenMetrics text) against rendering the baseline
@@ -59,9 +60,9 @@ def stats(seconds: list[float]) -> dict:
 
 
 def render_times(urls: list[str], exposition: str, repeats: int) -> dict:
-    """In-process: the exporter's registry (snapshot + families + OpenMetrics text, as its web
-    handler renders it) vs the baseline registry (as start_http_server renders it), and the
-    exporter's registry with prometheus_client's default encoder (before the escaping fix)."""
+    """In-process: the exporter's registry (snapshot + families + OpenMetrics text, rendered by
+    prometheus_client's WSGI app as its web server does) vs the baseline registry (as
+    start_http_server renders it)."""
     from prometheus_client.exposition import choose_encoder
 
     from _node import baseline_registry
@@ -69,7 +70,7 @@ def render_times(urls: list[str], exposition: str, repeats: int) -> dict:
     from exporter.clock import ManualClock
     from exporter.config import from_dict
     from exporter.gpu.simulated import SimulatedNVML
-    from exporter.web import _fast
+    from exporter.web import metrics
 
     clock = ManualClock(time.time())
     config = from_dict(node_config(urls), environ={})
@@ -80,12 +81,14 @@ def render_times(urls: list[str], exposition: str, repeats: int) -> dict:
         if int(clock.now()) % 5 == 0:
             for engine in exporter.engines:
                 engine.sample()
-    baseline = baseline_registry(exposition)
     library, _ = choose_encoder(PROMETHEUS_ACCEPT)
-    fast, _ = _fast(*choose_encoder(PROMETHEUS_ACCEPT))
+
+    def served(registry):  # the body of this script's GET /metrics (Prometheus's Accept, no gzip)
+        return metrics.render(registry, "/metrics", "", PROMETHEUS_ACCEPT, None)[2]
+
     out = {}
-    for name, registry, encoder in (("exporter", exporter.registry, fast), ("baseline", baseline, library),
-                                    ("exporter, library encoder", exporter.registry, library)):
+    for name, registry, encoder in (("exporter", exporter.registry, served),
+                                    ("baseline", baseline_registry(exposition), library)):
         encoder(registry)
         times = []
         for _ in range(repeats):

@@ -1,8 +1,10 @@
-"""TLS, basic auth and the bounds of the HTTP server, with real TLS clients (ssl, http.client)
-and certificates made by openssl (tests/certs.py). The web config is exporter-toolkit's format;
-every invalid one has a fixture under tests/webconfigs/ whose first line is the error expected."""
+"""The HTTP server over real sockets: the metrics path through prometheus_client (gzip, HEAD,
+name[]), TLS, basic auth and the server's bounds, with real TLS clients (ssl, http.client) and
+certificates made by openssl (tests/certs.py). The web config is exporter-toolkit's format; every
+invalid one has a fixture under tests/webconfigs/ whose first line is the error expected."""
 
 import base64
+import gzip
 import http.client
 import logging
 import os
@@ -21,8 +23,9 @@ import pytest
 
 from certs import make_certs
 from conftest import make_config
-from exporter.webconfig import WebConfigError, WebConfigWatcher, load
-from exporter.web import WebServer
+from exporter.clock import ManualClock
+from exporter.web import WebConfigError, WebConfigWatcher, WebServer, load
+from test_bench_smoke import PROMETHEUS_ACCEPT
 from test_demo_and_promtool import free_port
 
 HERE = pathlib.Path(__file__).parent
@@ -41,7 +44,13 @@ def hashed():
 
 
 @pytest.fixture
-def serve(certs, exporter_for, tmp_path):
+def config_clock():
+    """The web config watcher's monotonic clock: advance it past CHECK_EVERY_S to have a change seen."""
+    return ManualClock(0.0)
+
+
+@pytest.fixture
+def serve(certs, exporter_for, tmp_path, config_clock):
     """serve(web_config_yaml, **WebServer kwargs) -> (WebServer, path of the web config)."""
     servers = []
 
@@ -52,7 +61,8 @@ def serve(certs, exporter_for, tmp_path):
         path.write_text(text)
         exporter = exporter_for(make_config([]))
         exporter.sample_all()
-        web = WebServer(exporter, "127.0.0.1:0", web_config=WebConfigWatcher(str(path)), **kwargs)
+        web = WebServer(exporter, "127.0.0.1:0", web_config=WebConfigWatcher(str(path), clock=config_clock.now),
+                        **kwargs)
         web.start()
         servers.append(web)
         return web, path
@@ -94,6 +104,77 @@ def get(port, path="/metrics", context=None, auth=None, header=None):
 
 
 REFUSED = (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected, OSError)
+
+
+# -- the metrics path, through prometheus_client -------------------------------------------------
+
+@pytest.fixture
+def plain(exporter_for):
+    """A WebServer without a web config, over an exporter whose manual clock stands still (so two
+    scrapes give the same values)."""
+    exporter = exporter_for(make_config([]))
+    exporter.sample_all()
+    web = WebServer(exporter, "127.0.0.1:0")
+    web.start()
+    yield web
+    web.stop()
+
+
+def raw_request(port, method, path, headers=()):
+    """(status, headers, every byte after the head) of one HTTP/1.0 request on a raw socket: what
+    the server really sent, not what a client library chose to read."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"{method} {path} HTTP/1.0\r\n".encode() + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers)
+                  + b"\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    return int(status_line.split()[1]), dict(line.split(": ", 1) for line in lines), body
+
+
+@pytest.mark.parametrize("accept", [PROMETHEUS_ACCEPT, "text/plain"])
+def test_gzip_is_the_same_exposition_compressed(plain, accept):
+    status, headers, body = raw_request(plain.port, "GET", "/metrics", [("Accept", accept)])
+    assert status == 200 and "Content-Encoding" not in headers and b"llmcost_build_info" in body
+    status, zipped_headers, zipped = raw_request(plain.port, "GET", "/metrics",
+                                                 [("Accept", accept), ("Accept-Encoding", "gzip")])
+    assert status == 200 and zipped_headers["Content-Encoding"] == "gzip"
+    assert zipped_headers["Content-Type"] == headers["Content-Type"]
+    assert int(zipped_headers["Content-Length"]) == len(zipped) < len(body)
+    assert gzip.decompress(zipped) == body
+
+
+@pytest.mark.parametrize("path, status", [("/metrics", 200), ("/", 200), ("/healthz", 200), ("/nowhere", 404)])
+def test_head_has_the_headers_of_get_and_no_body(plain, path, status):
+    got, get_headers, get_body = raw_request(plain.port, "GET", path)
+    head, head_headers, head_body = raw_request(plain.port, "HEAD", path)
+    assert got == head == status
+    assert head_body == b""
+    assert head_headers["Content-Type"] == get_headers["Content-Type"]
+    assert int(head_headers["Content-Length"]) == len(get_body) > 0
+
+
+def test_name_filter_returns_only_those_families(plain):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def families(body):
+        return {f.name: f for f in text_string_to_metric_families(body.decode()) if f.samples}
+
+    _, _, everything = raw_request(plain.port, "GET", "/metrics")
+    gauges = sorted(name for name, family in families(everything).items() if family.type == "gauge")
+    assert len(gauges) > 10 and "llmcost_build_info" in gauges
+    for query in ("name[]=llmcost_build_info", "name%5B%5D=llmcost_build_info"):
+        status, _, body = raw_request(plain.port, "GET", f"/metrics?{query}")
+        assert status == 200 and set(families(body)) == {"llmcost_build_info"}, query
+    _, _, two = raw_request(plain.port, "GET", f"/metrics?name[]=llmcost_build_info&name[]={gauges[0]}")
+    assert set(families(two)) == {"llmcost_build_info", gauges[0]}  # sample names: a counter's end in _total
+
+
+def test_other_methods_are_not_implemented(plain):
+    status, _, body = raw_request(plain.port, "POST", "/metrics")
+    assert status == 501 and b"llmcost_" not in body
 
 
 # -- TLS ----------------------------------------------------------------------------------------
@@ -199,6 +280,15 @@ def test_basic_auth_wrong_missing_and_right_credentials(serve, certs, hashed, pa
     assert status == (404 if path == "/nowhere" else 200)
 
 
+def test_head_without_credentials_is_refused_too(serve, hashed):
+    web, _ = serve(f"basic_auth_users:\n  prometheus: {hashed}\n")
+    status, headers, body = raw_request(web.port, "HEAD", "/metrics")
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm=") and body == b""
+    token = base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
+    status, headers, body = raw_request(web.port, "HEAD", "/metrics", [("Authorization", f"Basic {token}")])
+    assert status == 200 and int(headers["Content-Length"]) > 0 and body == b""
+
+
 def test_bcrypt_runs_once_per_credentials(serve, certs, hashed):
     web, _ = serve(TLS + f"basic_auth_users:\n  prometheus: {hashed}\n")
     context = client_context(certs)
@@ -234,8 +324,7 @@ def test_rate_limit(serve):
 # -- reloading ----------------------------------------------------------------------------------
 
 
-@pytest.mark.integration  # real-time waits for the file to be looked at
-def test_rotated_certificate_is_served_to_new_connections(serve, certs):
+def test_rotated_certificate_is_served_to_new_connections(serve, certs, config_clock):
     web, path = serve(TLS)
 
     def served_cn():
@@ -244,25 +333,32 @@ def test_rotated_certificate_is_served_to_new_connections(serve, certs):
                 return dict(x[0] for x in tls.getpeercert()["subject"])["commonName"]
 
     assert served_cn() == "server"
-    time.sleep(1.1)  # changes are looked for at most once a second
     for ext in ("crt", "key"):  # what cert-manager's renewal does to a mounted secret
         shutil.copy(path.parent / f"server2.{ext}", path.parent / f"server.{ext}")
-    time.sleep(1.1)
+    assert served_cn() == "server"  # changes are looked for at most once a second
+    config_clock.advance(WebConfigWatcher.CHECK_EVERY_S)
     assert served_cn() == "server2"
 
 
-@pytest.mark.integration  # real-time waits for the file to be looked at
-def test_a_broken_edit_keeps_the_last_good_config_with_one_line(serve, certs, hashed, caplog):
+def test_a_broken_edit_keeps_the_last_good_config_with_one_line(serve, certs, hashed, caplog, config_clock):
     web, path = serve(TLS + f"basic_auth_users:\n  prometheus: {hashed}\n")
     caplog.set_level(logging.INFO, logger="exporter.web")
-    time.sleep(1.1)
     path.write_text(TLS + "basic_auth_users: [oops]\n")
     for _ in range(3):
-        time.sleep(1.1)
+        config_clock.advance(WebConfigWatcher.CHECK_EVERY_S)
         assert get(web.port, context=client_context(certs))[0] == 401  # still protected
         assert get(web.port, context=client_context(certs), auth=("prometheus", PASSWORD))[0] == 200
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "basic_auth_users" in errors[0].getMessage()
+
+
+def test_users_added_by_a_reload_are_required(serve, hashed, config_clock):
+    web, path = serve("")  # no users at start
+    assert get(web.port)[0] == 200
+    path.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n")
+    config_clock.advance(WebConfigWatcher.CHECK_EVERY_S)
+    assert get(web.port)[0] == 401
+    assert get(web.port, auth=("prometheus", PASSWORD))[0] == 200
 
 
 # -- bounds -------------------------------------------------------------------------------------
@@ -338,6 +434,30 @@ def test_invalid_web_config_names_its_key(fixture, certs, tmp_path):
         load(str(path))
     assert str(err.value).startswith(expected), str(err.value)
     assert "correct-horse" not in str(err.value)  # a secret is never echoed
+
+
+@pytest.mark.parametrize("text", [
+    "basic_auth_users:\n  alice: \"{hashed}\n",  # an unterminated quote on the hash's line
+    "basic_auth_users:\n  alice: {hashed}: x\n",
+    "tls_server_config:\n  key: -----BEGIN PRIVATE KEY----- MIIEsecretkeyline: x\n",
+], ids=["quote", "colon", "inline-key"])
+def test_a_yaml_error_quotes_no_line_of_the_file(text, hashed, tmp_path):
+    path = tmp_path / "web.yml"
+    path.write_text(text.format(hashed=hashed))
+    with pytest.raises(WebConfigError) as err:
+        load(str(path))
+    message = str(err.value)
+    assert message.startswith("web.config.file: not valid YAML") and "line " in message, message
+    for secret in (hashed[:7], hashed[7:20], hashed[-20:], "MIIEsecretkeyline", "BEGIN"):  # snippets are shortened
+        assert secret not in message
+
+
+def test_a_fifo_is_not_read(tmp_path):
+    path = tmp_path / "web.yml"
+    os.mkfifo(path)
+    with pytest.raises(WebConfigError) as err:
+        load(str(path))  # would block for ever on open() or read()
+    assert str(err.value).startswith("web.config.file: cannot read") and "not a regular file" in str(err.value)
 
 
 def test_cli_exits_2_with_one_line_naming_the_key(tmp_path):

@@ -1,18 +1,24 @@
-"""HTTP endpoints: the metrics path, a landing page at /, and /healthz.
+"""The HTTP server: the metrics path, a landing page at /, and /healthz.
 
-Optional TLS and basic auth come from a web config file in the exporter-toolkit format
-(exporter/webconfig.py) and apply to every endpoint. What a client can make us hold is bounded:
-at most MAX_CONNECTIONS connections at once (more are closed at accept), the TLS handshake and
-the whole request head must arrive within READ_TIMEOUT_S (a client dripping one header byte at a
-time is cut off at the deadline, not after each byte), the request line and headers are capped
-by http.server (64 KiB a line, 100 headers), request bodies are never read, and each response is
-one request per connection (HTTP/1.0). Handshakes happen in the connection's own thread, so a
-silent client never blocks the accept loop.
+It answers HTTP/1.0, one request per connection (http.server's default), to GET and HEAD on every
+path (HEAD: the GET's status and headers, no body); other methods get http.server's 501 and
+unknown paths a 404. The metrics path is prometheus_client's own exposition (exporter.web.metrics:
+content negotiation, gzip, `name[]`). What is ours is what bounds a client and what the web config
+(exporter.web.config, the exporter-toolkit format) adds to every endpoint:
+
+- at most MAX_CONNECTIONS connections at once; more are closed at accept;
+- one deadline, READ_TIMEOUT_S from the start of the connection's thread, for the TLS handshake
+  and the whole request head together (a client dripping one header byte at a time is cut off at
+  the deadline, not after each byte); the request line and headers are capped by http.server
+  (64 KiB a line, 100 headers) and request bodies are never read;
+- the TLS handshake runs in the connection's own thread, so a silent client never blocks the
+  accept loop;
+- TLS, basic auth, the rate limit and the extra response headers of the web config, read once per
+  connection from the WebConfigWatcher.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import socket
@@ -21,17 +27,22 @@ import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.openmetrics import exposition as openmetrics
+from typing import NamedTuple
 
 from exporter import landing
+from exporter.web import metrics
+from exporter.web.auth import BasicAuth
+from exporter.web.ratelimit import TokenBucket
 
 log = logging.getLogger("exporter.web")
 
 MAX_CONNECTIONS = 64
 READ_TIMEOUT_S = 10.0
+TEXT = "text/plain; charset=utf-8"
 _HTTP_METHODS = (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELET", b"OPTIO", b"PATCH", b"CONNE", b"TRACE")
+# What Go's server answers, to help whoever tries http:// on an https:// port.
+_PLAIN_HTTP_TO_TLS = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                      b"Client sent an HTTP request to an HTTPS server.\n")
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -42,15 +53,14 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def _fast(encoder, content_type):
-    """prometheus_client's OpenMetrics encoder, under the default `underscores` name escaping, escapes
-    every sample name character by character in Python: a third of a scrape's time (bench/README.md).
-    For legacy-valid names, which all of ours are, `allow-utf-8` renders the same bytes with
-    str.replace, so the answer (and its Content-Type) stays what the scraper asked for."""
-    if isinstance(encoder, functools.partial) and encoder.func is openmetrics.generate_latest \
-            and encoder.keywords.get("escaping") == openmetrics.UNDERSCORES:
-        encoder = functools.partial(encoder.func, *encoder.args, **{**encoder.keywords, "escaping": openmetrics.ALLOWUTF8})
-    return encoder, content_type
+class Response(NamedTuple):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def _text(status: int, body: bytes, *headers: tuple[str, str]) -> Response:
+    return Response(status, [("Content-Type", TEXT), *headers], body)
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -84,41 +94,53 @@ class _Handler(BaseHTTPRequestHandler):
         plain.close()
 
     def do_GET(self):  # noqa: N802 (http.server's name)
+        self._answer()
+
+    def do_HEAD(self):  # noqa: N802
+        self._answer()  # _send() leaves the body out
+
+    def _answer(self) -> None:
         self.connection.settimeout(self.server.read_timeout)  # writes: the usual per-operation timeout
+        self._send(self._refusal() or self._route())
+
+    def _refusal(self) -> Response | None:
+        """429 over the rate limit, 401 without valid credentials, on every path; else None."""
         config = self.server.connection_config()
-        if config is not None:
-            if not self.server.rate_allows(config):
-                return self._send(429, "text/plain; charset=utf-8", b"Too Many Requests\n")
-            if config.auth and self.server.basic_auth.check(config.users, self.headers.get("Authorization")) is None:
-                log.debug("unauthorized request from %s for %s", self.client_address[0], self.path.split("?", 1)[0])
-                return self._send(401, "text/plain; charset=utf-8", b"Unauthorized\n",
-                                  {"WWW-Authenticate": 'Basic realm="llm-cost-exporter", charset="UTF-8"'})
-        path = self.path.split("?", 1)[0]
+        if config is None:
+            return None
+        if not self.server.rate_allows(config):
+            return _text(429, b"Too Many Requests\n")
+        if config.auth and self.server.basic_auth.check(config.users, self.headers.get("Authorization")) is None:
+            log.debug("unauthorized request from %s for %s", self.client_address[0], self.path.split("?", 1)[0])
+            return _text(401, b"Unauthorized\n", ("WWW-Authenticate", 'Basic realm="llm-cost-exporter", charset="UTF-8"'))
+        return None
+
+    def _route(self) -> Response:
+        path, _, query = self.path.partition("?")
         if path == self.telemetry_path:
-            encoder, content_type = _fast(*choose_encoder(self.headers.get("Accept", "")))
-            self._send(200, content_type, encoder(self.exporter.registry))
-        elif path == "/healthz":
-            self._send(200, "text/plain; charset=utf-8", b"ok\n")
-        elif path == "/":
+            return Response(*metrics.render(self.exporter.registry, path, query, self.headers.get("Accept"),
+                                            self.headers.get("Accept-Encoding")))
+        if path == "/healthz":
+            return _text(200, b"ok\n")
+        if path == "/":
             page = landing.render(self.exporter.snapshot(), self.exporter.config, self.telemetry_path)
-            self._send(200, "text/html; charset=utf-8", page.encode())
-        else:
-            self._send(404, "text/plain; charset=utf-8", b"not found\n")
+            return Response(200, [("Content-Type", "text/html; charset=utf-8")], page.encode())
+        return _text(404, b"not found\n")
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
 
     def end_headers(self):
         config = self.server.connection_config()
         for name, value in (config.headers.items() if config is not None else ()):
             self.send_header(name, value)
         super().end_headers()
-
-    def _send(self, status: int, content_type: str, body: bytes, headers: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
 
     def log_message(self, fmt, *args):  # access logs only at debug level; never a header
         log.debug("%s " + fmt, self.client_address[0], *args)
@@ -130,16 +152,12 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address, handler, web_config, max_connections: int, read_timeout: float):
         self.web_config = web_config  # WebConfigWatcher or None
         self.read_timeout = read_timeout
+        self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
         self._local = threading.local()
-        self._bucket_lock = threading.Lock()
-        self._bucket: tuple[float, float] | None = None  # (tokens, last refill, monotonic)
-        if web_config is not None and web_config.current.auth:
-            from exporter.webconfig import BasicAuth
-
-            self.basic_auth = BasicAuth()
-        else:
-            self.basic_auth = None
+        self._bucket = TokenBucket()
+        # Whenever there is a web config: a reload may add basic_auth_users (bcrypt loads on first use).
+        self.basic_auth = BasicAuth() if web_config is not None else None
         super().__init__(address, handler)
 
     def server_bind(self):
@@ -151,7 +169,7 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         if not self._slots.acquire(blocking=False):
-            log.debug("connection from %s refused: %d connections open", client_address[0], MAX_CONNECTIONS)
+            log.debug("connection from %s refused: %d connections open", client_address[0], self.max_connections)
             self.shutdown_request(request)
             return
         try:
@@ -180,18 +198,13 @@ class _Server(ThreadingHTTPServer):
         """The TLS socket, or None (the plain socket is then closed by the caller)."""
         tls = None
         try:
-            head = sock.recv(5, socket.MSG_PEEK)
-            if head.startswith(_HTTP_METHODS):  # what Go's server answers, to help whoever tries http://
-                sock.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
-                             b"Client sent an HTTP request to an HTTPS server.\n")
+            if sock.recv(5, socket.MSG_PEEK).startswith(_HTTP_METHODS):
+                sock.sendall(_PLAIN_HTTP_TO_TLS)
                 return None
             tls = config.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             tls.settimeout(max(self._local.started + self.read_timeout - time.monotonic(), 0.01))
             tls.do_handshake()
-            if config.client_allowed_sans:
-                sans = {value for _, value in (tls.getpeercert() or {}).get("subjectAltName", ())}
-                if not sans & config.client_allowed_sans:
-                    raise ssl.SSLError("client certificate has no allowed SAN")
+            _check_sans(tls, config.client_allowed_sans)
             return tls
         except (OSError, ssl.SSLError, ValueError) as err:
             log.debug("TLS handshake with %s failed: %s", client_address[0], getattr(err, "reason", None) or err)
@@ -206,20 +219,21 @@ class _Server(ThreadingHTTPServer):
         return getattr(self._local, "config", None)
 
     def rate_allows(self, config) -> bool:
-        """exporter-toolkit's rate_limit: a token bucket of `burst`, refilled one per interval."""
-        if config.rate_limit is None:
-            return True
-        interval, burst = config.rate_limit
-        with self._bucket_lock:
-            now = time.monotonic()
-            tokens, last = self._bucket or (float(burst), now)
-            tokens = min(float(burst), tokens + (now - last) / interval)
-            allowed = tokens >= 1.0
-            self._bucket = (tokens - 1.0 if allowed else tokens, now)
-        return allowed
+        return config.rate_limit is None or self._bucket.take(*config.rate_limit)
+
+
+def _check_sans(tls: ssl.SSLSocket, allowed: frozenset[str]) -> None:
+    """client_allowed_sans: the verified client certificate must name one of them."""
+    if allowed:
+        sans = {value for _, value in (tls.getpeercert() or {}).get("subjectAltName", ())}
+        if not sans & allowed:
+            raise ssl.SSLError("client certificate has no allowed SAN")
 
 
 class WebServer:
+    """The exporter's HTTP server on `listen_address` (host:port; port 0 picks one), started in a
+    daemon thread by start(). web_config: a WebConfigWatcher, or None for plain HTTP to anyone."""
+
     def __init__(self, exporter, listen_address: str, telemetry_path: str = "/metrics", web_config=None,
                  max_connections: int = MAX_CONNECTIONS, read_timeout: float = READ_TIMEOUT_S):
         host, port = parse_listen_address(listen_address)
