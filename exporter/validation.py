@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import io
 import math
 import os
 import stat
@@ -122,10 +123,12 @@ class _Loader(yaml.SafeLoader):
 
 
 def parse_yaml(data: bytes | str, key: str, error=InputError):
-    """The YAML document in `data` (an empty one is {}), or `error` naming `key`."""
+    """The YAML document in `data` (an empty one is {}), or `error` naming `key`. The parser reads
+    a stream, not the text: its errors then give the line and column but quote no line of the
+    input (a line may hold a secret: a bcrypt hash, part of a key)."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        loaded = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        loaded = yaml.load(io.StringIO(text), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except UnicodeDecodeError:
         raise error(key, "not valid UTF-8") from None
     except (yaml.YAMLError, RecursionError, ValueError, TypeError) as err:

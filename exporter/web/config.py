@@ -25,11 +25,11 @@ that may be a secret (exporter.web.errors); the CLI prints that one line and exi
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 from exporter import validation
 from exporter.units import DURATION_EXAMPLES, parse_duration
@@ -71,7 +71,8 @@ def load(path: str) -> WebConfig:
     raw = _read_mapping(path)
     _no_unknown(raw, _TOP_KEYS, "")
     files = [os.path.abspath(path)]
-    tls, sans = None, frozenset()
+    tls: ssl.SSLContext | None = None
+    sans: frozenset[str] = frozenset()
     options = _tls_options(_mapping(raw, "tls_server_config"))
     if options is not None:
         tls, tls_files = server_context(options, os.path.dirname(files[0]))
@@ -84,17 +85,8 @@ def load(path: str) -> WebConfig:
 
 
 def _read_mapping(path: str) -> dict:
-    data = validation.read_file(path, FILE_KEY, WebConfigError, MAX_FILE_BYTES)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise WebConfigError(FILE_KEY, "not valid UTF-8") from None
-    # A stream, not the text: PyYAML then quotes no line of the file in its errors (their marks
-    # have no buffer to take a snippet from), and a line here may be a hash or part of a key.
-    raw = validation.parse_yaml(io.StringIO(text), FILE_KEY, WebConfigError)
-    if not isinstance(raw, dict):
-        raise WebConfigError(FILE_KEY, "the top level must be a mapping")
-    return raw
+    # parse_yaml's errors quote no line of the file: a line here may be a hash or part of a key.
+    return validation.load_mapping(path, FILE_KEY, WebConfigError, MAX_FILE_BYTES)
 
 
 # -- shapes ---------------------------------------------------------------------------------------
@@ -147,8 +139,9 @@ def _tls_options(raw: dict) -> TLSOptions | None:
     """The options of tls_server_config, None when it sets no certificate (plain HTTP)."""
     p = "tls_server_config"
     _no_unknown(raw, _TLS_KEYS, p)
-    options = TLSOptions(**{k: _string(raw, k, p) for k in _TLS_STRINGS}, **{k: _strings(raw, k, p) for k in _TLS_LISTS},
-                         prefer_server_cipher_suites=_bool(raw, "prefer_server_cipher_suites", p, True))
+    fields: dict[str, Any] = {k: _string(raw, k, p) for k in _TLS_STRINGS}
+    fields.update({k: _strings(raw, k, p) for k in _TLS_LISTS})
+    options = TLSOptions(**fields, prefer_server_cipher_suites=_bool(raw, "prefer_server_cipher_suites", p, True))
     if any(getattr(options, k) for k in _TLS_ANY_CERTIFICATE):
         for name in ("cert", "key", "client_ca"):
             _one_of(options, name, required=name != "client_ca")
@@ -193,8 +186,9 @@ def _header(name, value) -> str | None:
         return None
     if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
         raise WebConfigError.got(key, value, "a one-line string")
-    if _HEADERS[name] and value not in _HEADERS[name]:
-        raise WebConfigError.got(key, value, ", ".join(_HEADERS[name]))
+    allowed = _HEADERS[name]
+    if allowed and value not in allowed:
+        raise WebConfigError.got(key, value, ", ".join(allowed))
     return value
 
 

@@ -27,7 +27,7 @@ import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from exporter import landing
 from exporter.web import metrics
@@ -83,7 +83,8 @@ class _DeadlineReader(io.RawIOBase):
 class _Handler(BaseHTTPRequestHandler):
     server_version = "llm-cost-exporter"
     sys_version = ""  # no Python version in the Server header
-    exporter = None
+    server: _Server
+    exporter: Any = None  # set on the per-server subclass: the Exporter (registry, snapshot(), config)
     telemetry_path = "/metrics"
     timeout = READ_TIMEOUT_S
 
@@ -110,7 +111,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if not self.server.rate_allows(config):
             return _text(429, b"Too Many Requests\n")
-        if config.auth and self.server.basic_auth.check(config.users, self.headers.get("Authorization")) is None:
+        auth = self.server.basic_auth
+        if config.auth and (auth is None or auth.check(config.users, self.headers.get("Authorization")) is None):
             log.debug("unauthorized request from %s for %s", self.client_address[0], self.path.split("?", 1)[0])
             return _text(401, b"Unauthorized\n", ("WWW-Authenticate", 'Basic realm="llm-cost-exporter", charset="UTF-8"'))
         return None
@@ -225,7 +227,8 @@ class _Server(ThreadingHTTPServer):
 def _check_sans(tls: ssl.SSLSocket, allowed: frozenset[str]) -> None:
     """client_allowed_sans: the verified client certificate must name one of them."""
     if allowed:
-        sans = {value for _, value in (tls.getpeercert() or {}).get("subjectAltName", ())}
+        cert = tls.getpeercert() or {}
+        sans = {str(entry[1]) for entry in cert.get("subjectAltName", ())}
         if not sans & allowed:
             raise ssl.SSLError("client certificate has no allowed SAN")
 

@@ -119,6 +119,8 @@ def _pem(options: TLSOptions, name: str, base: str, files: list[str]) -> tuple[s
 def _load_chain(context: ssl.SSLContext, options: TLSOptions, base: str, files: list[str]) -> None:
     cert, cert_key = _pem(options, "cert", base, files)
     key, _ = _pem(options, "key", base, files)
+    if cert is None or key is None:  # config.py requires both before asking for a context
+        raise WebConfigError(cert_key, "a certificate and its key are both required")
     with _pem_path(cert) as cert_path, _pem_path(key) as key_path:
         try:
             context.load_cert_chain(cert_path, key_path)

@@ -64,7 +64,7 @@ class WebConfigWatcher:
 
 def _stamp(files) -> tuple:
     """What tells a changed file: modification time, size and inode (a replaced file)."""
-    out = []
+    out: list[tuple] = []
     for path in files:
         try:
             st = os.stat(path)
