@@ -72,6 +72,18 @@ def test_kubernetes_without_its_extra_is_one_line_exit_2(core_python, tmp_path):
     assert "kubernetes.enabled" in line and "llm-cost-exporter[kubernetes]" in line, line
 
 
+def test_basic_auth_without_its_extra_is_one_line_exit_2(core_python, tmp_path):
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("basic_auth_users:\n  prometheus: $2y$10$" + "a" * 53 + "\n")
+    config = tmp_path / "config.yml"
+    config.write_text("pricing: {cloud: {hourly: 1.0}}\ngpu: {backend: none}\n")
+    result = _run(core_python, "run", f"--config.file={config}", f"--web.config.file={web_config}",
+                  "--web.listen-address=127.0.0.1:0")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "basic_auth_users" in line and "llm-cost-exporter[basic-auth]" in line and "$2y$" not in line, line
+
+
 def test_estimate_runs_without_extras(core_python):
     result = _run(core_python, "estimate", "docs/examples/owned-4xT4.yaml", "--format=json")
     assert result.returncode == 0, result.stderr

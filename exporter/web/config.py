@@ -25,6 +25,7 @@ that may be a secret (exporter.web.errors); the CLI prints that one line and exi
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import ssl
@@ -197,6 +198,9 @@ def _users(raw) -> dict[str, bytes]:
         return {}
     if not isinstance(raw, dict):
         raise WebConfigError.got("basic_auth_users", raw, "a mapping of user to bcrypt hash")
+    if raw and importlib.util.find_spec("bcrypt") is None:
+        raise WebConfigError("basic_auth_users", f"got {len(raw)} user(s), allowed: none, or install bcrypt: "
+                             "pip install 'llm-cost-exporter[basic-auth]'")
     return {user: _bcrypt_hash(user, hashed) for user, hashed in raw.items()}
 
 
