@@ -40,6 +40,15 @@ class InputError(Exception):
         text = f"{key}: {message}" if key else message
         super().__init__((f"{source}: {text}" if source else text).replace("\n", " "))
 
+    @classmethod
+    def got(cls, key: str, value, allowed: str, **extra):
+        """`KEY: got VALUE, allowed: WHAT`, the value shown by cls.show_value."""
+        return cls(key, f"got {cls.show_value(value)}, allowed: {allowed}", **extra)
+
+    @staticmethod
+    def show_value(value) -> str:
+        return show(value)
+
 
 def _got(error, key: str, value, allowed: str) -> Exception:
     return error(key, f"got {show(value)}, allowed: {allowed}")
