@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 
 from exporter.catalog import ApiPrice, InstancePrice
+from exporter.engines.schemas import AUTO, EngineSchema, all_maps, parse_maps
 from exporter.pricing import CONFIGURED, PricingError, from_node_labels
 from exporter.pricing import resolve as resolve_prices
 from exporter.validation import InputError, build, choices, duration, internal, number, parse_yaml, show, size
@@ -82,7 +83,7 @@ class GpuConfig:
 class EngineConfig:
     url: str
     name: str = "vllm"
-    kind: str = choices("vllm", default="vllm")
+    kind: str = "auto"  # auto: detected from the first good scrape; else a kind of the engine map
     interval: float = duration("5s", positive=True)
     timeout: float = duration("3s", positive=True)
     max_body_bytes: int = size("4MiB")
@@ -140,6 +141,7 @@ class Config:
     api_prices: dict[str, ApiPrice] = internal(default_factory=dict)  # every known API price, by name
     # configured | catalog:<provider>/<type>/<region> | node_labels (resolved at run time from the node)
     hourly_source: str = internal(CONFIGURED)
+    engine_maps: dict[str, EngineSchema] = internal(default_factory=dict)  # the file's own engine maps, parsed
     source_path: str | None = internal(None)  # the file it was read from
 
 
@@ -180,7 +182,8 @@ def load_bytes(data: bytes, path: str | None, environ: typing.Mapping[str, str] 
 def from_dict(raw: dict, environ: typing.Mapping[str, str] | None = None) -> Config:
     environ = os.environ if environ is None else environ
     raw = _apply_env(raw, environ)
-    config = build(Config, raw, "", ConfigError)
+    maps = parse_maps(raw.pop("engine_maps", None) or {}, "engine_maps", ConfigError)
+    config = dataclasses.replace(build(Config, raw, "", ConfigError), engine_maps=maps)
     if config.kubernetes.node_name is None and environ.get(NODE_NAME_VARIABLE):
         kube = dataclasses.replace(config.kubernetes, node_name=environ[NODE_NAME_VARIABLE])
         config = dataclasses.replace(config, kubernetes=kube)
@@ -228,7 +231,11 @@ def _check(config: Config) -> None:
 
 def _check_engines(config: Config) -> None:
     names = set()
+    kinds = [AUTO, *all_maps(config.engine_maps)]
     for i, engine in enumerate(config.engines):
+        if engine.kind not in kinds:
+            raise ConfigError(f"engines[{i}].kind", f"got {show(engine.kind)}, allowed: {', '.join(kinds)} "
+                              "(or a kind added under engine_maps)")
         if not engine.url.startswith(("http://", "https://")):
             raise ConfigError(f"engines[{i}].url", f"got {show(engine.url)}, allowed: an http:// or https:// URL")
         if engine.name in names:

@@ -1,78 +1,117 @@
-"""Small time-series helpers: reset-aware monotonic totals and a sliding window."""
+"""Small time-series helpers: per-series reset-aware monotonic totals and a sliding window."""
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 
 
-class ResetAwareTotals:
-    """Turns raw counters read from a process that may restart into monotonic totals.
+class SeriesTotals:
+    """Turns the raw counters of a process that may restart into monotonic totals, series by series,
+    with Prometheus' own semantics, and sums only after.
 
-    The first reading of a source is a baseline (what it counted before we watched is not ours
-    to count). After that, a raw value below the previous one means the source restarted: the
-    new raw value is what it counted since the restart, as Prometheus' increase() assumes. A
-    series first seen after the baseline started at zero, so all of it is new.
+    A series is one counter as served, with its full label set (rank, model, reason, source...):
+    key = (model, kind, quantity, labels); totals are kept per (model, kind, quantity).
+    - The first reading of an endpoint is a baseline: what it counted before we watched is not
+      ours to count.
+    - A series whose value decreased, or whose `_created` time moved forward (a restart the value
+      alone would hide), has reset: it alone restarts, from its new value.
+    - A series that vanishes keeps its last value; when it comes back only its growth since then
+      counts (or its whole value, if it reset meanwhile).
+    - A series first seen after the baseline counts in full: it was born since we started
+      watching, so none of it was counted. Unless its `_created` time is older than the baseline:
+      then it is a baseline of its own (what it counted before we watched is not ours).
+    - Values that are not finite counts never get here (the parser leaves them out); an addition
+      that would overflow to inf is refused and counted in `overflows`.
     """
 
     def __init__(self):
         self._last_raw: dict[tuple, float] = {}
+        self._last_created: dict[tuple, float] = {}
         self.totals: dict[tuple, float] = {}
         self.baselined = False
-        self.resets = 0
+        self.resets = 0  # series groups (model + labels, all their counters) seen resetting, one per reading
+        self.overflows = 0
+        self._watch_start: float | None = None  # when the baseline was read; None: unknown, count new series
 
-    def update(self, raw: dict[tuple, float]) -> dict[tuple, float]:
-        """Apply one complete reading; returns the increase per key."""
+    def update(self, raw: dict[tuple, float], created: dict[tuple, float] | None = None,
+               now: float | None = None) -> dict[tuple, float]:
+        """Apply one complete reading; returns the increase per (model, kind, quantity)."""
+        created = created or {}
+        deltas: dict[tuple, float] = {}
         if not self.baselined:
-            self._last_raw = dict(raw)
             for key in raw:
-                self.totals.setdefault(key, 0.0)
-            self.baselined = True
-            return {key: 0.0 for key in raw}
-        restarted = any(value < self._last_raw.get(key, 0.0) for key, value in raw.items())
-        if restarted:
-            self.resets += 1
-        deltas = {}
+                self.totals.setdefault(key[:3], 0.0)
+                deltas[key[:3]] = 0.0
+            self._last_raw.update(raw)
+            self._last_created.update(created)
+            self.baselined, self._watch_start = True, now
+            return deltas
+        reset_groups = set()
         for key, value in raw.items():
-            previous = 0.0 if restarted else self._last_raw.get(key, 0.0)
-            deltas[key] = value - previous
-            self.totals[key] = self.totals.get(key, 0.0) + deltas[key]
-        # Keys missing from this reading keep their totals; after a restart their old raw
-        # values are meaningless, so forget them.
-        self._last_raw = dict(raw) if restarted else {**self._last_raw, **raw}
+            delta = self._increase(key, value, created.get(key))
+            if delta is None:
+                reset_groups.add((key[0], key[3]))
+                delta = value
+            self._add(key[:3], delta, deltas)
+            self._last_raw[key] = value
+            if key in created:
+                self._last_created[key] = created[key]
+        self.resets += len(reset_groups)
         return deltas
 
+    def _increase(self, key: tuple, value: float, created: float | None) -> float | None:
+        """The series' increase since it was last seen; None if it reset."""
+        last = self._last_raw.get(key)
+        if last is not None:
+            recreated = created is not None and created > self._last_created.get(key, created)
+            return None if value < last or recreated else value - last
+        if created is None or self._watch_start is None or created >= self._watch_start:
+            return value  # born since we started watching: none of it was counted
+        return 0.0  # older than our baseline: a baseline of its own
+
+    def _add(self, total_key: tuple, delta: float, deltas: dict) -> None:
+        total = self.totals.get(total_key, 0.0) + delta
+        if not math.isfinite(total):
+            self.overflows += 1
+            delta, total = 0.0, self.totals.get(total_key, 0.0)
+        self.totals[total_key] = total
+        deltas[total_key] = deltas.get(total_key, 0.0) + delta
+
     def would_reset(self, raw: dict[tuple, float]) -> bool:
-        """Whether update(raw) would read as a restart of the source."""
+        """Whether update(raw) would read any series as reset by its value."""
         return self.baselined and any(value < self._last_raw.get(key, 0.0) for key, value in raw.items())
 
     def forget(self, predicate) -> None:
         """Drop every key for which predicate(key) is true (a retired model's series)."""
-        for table in (self._last_raw, self.totals):
+        for table in (self._last_raw, self._last_created, self.totals):
             for key in [k for k in table if predicate(k)]:
                 del table[key]
 
     def state(self) -> dict:
-        """A JSON-ready copy, for exporter.storage (keys are tuples of strings)."""
-        return {"baselined": self.baselined, "resets": self.resets,
+        """A JSON-ready copy, for exporter.storage."""
+        return {"baselined": self.baselined, "resets": self.resets, "watch_start": self._watch_start,
                 "totals": [[*k, v] for k, v in self.totals.items()],
-                "last_raw": [[*k, v] for k, v in self._last_raw.items()]}
+                "last_raw": [[k[0], k[1], k[2], [list(pair) for pair in k[3]], v] for k, v in self._last_raw.items()]}
 
     def restore(self, state: dict) -> None:
         """The inverse of state(): the next update() compares with the raw values saved."""
         self.baselined = bool(state["baselined"])
         self.resets = int(state["resets"])
-        self.totals = {tuple(row[:-1]): float(row[-1]) for row in state["totals"]}
-        self._last_raw = {tuple(row[:-1]): float(row[-1]) for row in state["last_raw"]}
+        watch_start = state.get("watch_start")
+        self._watch_start = None if watch_start is None else float(watch_start)
+        self.totals = {(str(m), str(k), str(q)): float(v) for m, k, q, v in state["totals"]}
+        self._last_raw = {(str(m), str(k), str(q), tuple((str(a), str(b)) for a, b in labels)): float(v)
+                          for m, k, q, labels, v in state["last_raw"]}
 
     def restart(self, from_zero: bool) -> None:
         """Another process now stands behind these totals (a new URL, a re-created pod); the
         totals stay. from_zero: it started counting at 0 after we last looked, so all of its next
         reading is new; otherwise its next reading is a new baseline, as the very first one was."""
-        if from_zero:
-            self.baselined, self._last_raw = True, {}
-        else:
-            self.baselined = False
+        self._last_raw, self._last_created = {}, {}
+        self.baselined = from_zero
+        self._watch_start = None
 
 
 class SlidingWindow:

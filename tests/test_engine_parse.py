@@ -3,7 +3,9 @@
 import pytest
 
 from exporter.engines.parse import ParseError, parse_exposition
-from exporter.engines.schemas import VLLM
+from exporter.engines.schemas import bundled
+
+VLLM = bundled()["vllm"]
 
 V1_TEXT = """\
 # HELP vllm:prompt_tokens_total Number of prefill tokens processed.

@@ -27,7 +27,9 @@ from exporter.config import Config, ConfigError, from_dict, load_bytes
 from exporter.demo.vllm_server import SimulatedVllm
 from exporter.demo.workload import Workload
 from exporter.engines.parse import ModelReading, ParseError, parse_exposition
-from exporter.engines.schemas import VLLM
+from exporter.engines.schemas import bundled
+
+VLLM = bundled()["vllm"]
 from exporter.engines.source import EngineSource
 from exporter.webconfig import WebConfigError, load as load_web_config
 from plugins.profiles import examples
@@ -175,18 +177,19 @@ def _render(reading, openmetrics: bool) -> str:
 
 
 def _reference(sequence):
-    """Tokens each (model, direction) should total: the first reading is a baseline; a value
-    below the last one means the engine restarted, and then every value is new."""
+    """Tokens each (model, direction) should total, with Prometheus' counter semantics series by
+    series: the first reading is a baseline; a value below its series' last one means that series
+    reset, and its new value is all new; a series first seen later counts in full."""
     last, totals = None, {}
     for reading in sequence:
         if last is None:
             last = dict(reading)
             totals.update({k: 0 for k in reading})
             continue
-        restarted = any(v < last.get(k, 0) for k, v in reading.items())
         for k, v in reading.items():
-            totals[k] = totals.get(k, 0) + v - (0 if restarted else last.get(k, 0))
-        last = dict(reading) if restarted else {**last, **reading}
+            previous = last.get(k)
+            totals[k] = totals.get(k, 0) + (v if previous is None or v < previous else v - previous)
+            last[k] = v
     return totals
 
 

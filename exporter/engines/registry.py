@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass
 
 from exporter.config import Config, EngineConfig
+from exporter.engines.schemas import all_maps
 from exporter.engines.source import EngineSource
 
 if typing.TYPE_CHECKING:
@@ -174,7 +175,8 @@ class EngineRegistry:
         return [self._config.api_prices[name] for name in names]
 
     def _add(self, engine_config: EngineConfig, pod=None, restart: str | None = None) -> None:
-        source = EngineSource(engine_config, self._clock, self._lock, self._config.window, self._apis_for(engine_config))
+        source = EngineSource(engine_config, self._clock, self._lock, self._config.window, self._apis_for(engine_config),
+                              all_maps(self._config.engine_maps))
         self._restore(source)
         if restart:
             source.reconfigure(engine_config, source.apis, restart)
@@ -185,7 +187,7 @@ class EngineRegistry:
         apis = self._apis_for(engine_config)
         if restart or engine_config != engine.source.config or apis != engine.source.apis:
             interval_changed = engine_config.interval != engine.source.config.interval
-            engine.source.reconfigure(engine_config, apis, restart)
+            engine.source.reconfigure(engine_config, apis, restart, all_maps(self._config.engine_maps))
             if interval_changed:
                 self._schedule(engine_config.name)
         engine.gpus = engine_config.gpus

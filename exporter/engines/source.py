@@ -19,11 +19,18 @@ from dataclasses import dataclass
 
 from exporter import costmodel
 from exporter.config import EngineConfig
+from exporter.engines import schemas
 from exporter.engines.fetch import FetchError, fetch, redact
-from exporter.engines.parse import ModelReading, ParseError, parse_exposition
-from exporter.engines.schemas import SCHEMAS
+from exporter.engines.parse import (
+    ModelReading,
+    ParseError,
+    UnknownEngineError,
+    describe_families,
+    parse_exposition,
+    sample_names,
+)
 from exporter.health import SourceHealth
-from exporter.series import ResetAwareTotals, SlidingWindow
+from exporter.series import SeriesTotals, SlidingWindow
 
 log = logging.getLogger("exporter.engines")
 
@@ -49,16 +56,18 @@ class ModelTotals:
 
 
 class EngineSource:
-    def __init__(self, config: EngineConfig, clock, lock: threading.RLock, window_s: float, apis=()):
+    def __init__(self, config: EngineConfig, clock, lock: threading.RLock, window_s: float, apis=(), maps=None):
         self.config = config
         self.apis = list(apis)  # catalog.ApiPrice to price this engine's tokens with
         self.name = config.name
-        self._schema = SCHEMAS[config.kind]
+        self._maps = schemas.all_maps() if maps is None else maps  # kind -> EngineSchema
+        self._schema = self._maps.get(config.kind)  # None: auto, detected from the first good scrape
+        self.cached_input_source = "none"  # counter | prefix_cache_hits (an estimate) | none
         self._clock = clock
         self._lock = lock
         self._window_s = window_s
         self.health = SourceHealth("engine", config.name)
-        self._totals = ResetAwareTotals()
+        self._totals = SeriesTotals()
         self._gauges: dict[str, dict[str, float]] = {}
         self._windows: dict[str, SlidingWindow] = {}
         self._capped_logged: set[str] = set()  # cap reasons already logged (once each per engine)
@@ -74,13 +83,21 @@ class EngineSource:
     def resets(self) -> int:
         return self._totals.resets
 
-    def reconfigure(self, config: EngineConfig, apis=(), restart: str | None = None) -> None:
+    @property
+    def kind(self) -> str:
+        """The engine's kind: configured, or detected (auto until the first good scrape)."""
+        return self._schema.kind if self._schema else schemas.AUTO
+
+    def reconfigure(self, config: EngineConfig, apis=(), restart: str | None = None, maps=None) -> None:
         """Apply a changed configuration (config reload, re-discovered pod), keeping every total.
         restart: None for the same process; "baseline" when another process may now answer (its
         next scrape is a new baseline); "from_zero" for one that started counting at 0 since."""
         with self._lock:
+            if maps is not None:
+                self._maps = maps
+            if config.kind != self.config.kind or config.kind != schemas.AUTO:
+                self._schema = self._maps.get(config.kind)
             self.config = config
-            self._schema = SCHEMAS[config.kind]
             self.apis = list(apis)
             self.api_windows = {api.name: self.api_windows.get(api.name) or SlidingWindow(self._window_s)
                                 for api in self.apis}
@@ -104,7 +121,8 @@ class EngineSource:
         """Parse one exposition and apply it (sample() after the fetch; the fuzz tests directly)."""
         started = time.monotonic() if started is None else started
         try:
-            models = parse_exposition(content_type, body, self._schema)
+            schema = self._schema or self._detect(content_type, body)
+            models = parse_exposition(content_type, body, schema)
         except ParseError as err:
             self._failed(err.reason, str(err), started)
             return
@@ -112,13 +130,16 @@ class EngineSource:
             self._failed("parse", f"{type(err).__name__}: {err}"[:300], started)
             return
         now = self._clock.now()
+        rejected = sum(r.rejected for r in models.values())
         with self._lock:
             models = self._cap_series(models, now)
+            raw, created = _flatten(models)
             if self._provisional:
-                self._confirm_restored(_flatten(models))
-            resets_before = self._totals.resets
-            deltas = self._totals.update(_flatten(models))
+                self._confirm_restored(raw)
+            resets_before, overflows_before = self._totals.resets, self._totals.overflows
+            deltas = self._totals.update(raw, created, now)
             self._gauges = {name: dict(r.gauges) for name, r in models.items()}
+            self.cached_input_source = _cached_source(models)
             for name in models:
                 self._last_seen[name] = now
                 window = self._windows.setdefault(name, SlidingWindow(self._window_s))
@@ -128,8 +149,24 @@ class EngineSource:
             self._price_with_apis(now, deltas)
             self._track_capacity(now)
         if self._totals.resets != resets_before:
-            log.warning("engine counters went backwards (restart?) engine=%s; counting from the new values", self.name)
+            log.warning("engine counters went backwards (restart?) engine=%s series_groups=%d; those series count "
+                        "from their new values", self.name, self._totals.resets - resets_before)
+        for reason, count in (("bad_value", rejected), ("overflow", self._totals.overflows - overflows_before)):
+            if count:
+                self._cap_hit(reason, f"{count} series left out of one scrape (reason={reason}: not a finite count)")
         self.health.success(now, time.monotonic() - started)
+
+    def _detect(self, content_type: str, body: str):
+        """The first engine map whose token counters the exposition serves (engines[].kind auto)."""
+        schema = schemas.detect(sample_names(content_type, body), self._maps)
+        if schema is None:
+            raise UnknownEngineError(f"no engine map matches the exposition (kinds tried: {', '.join(self._maps)}); "
+                                     f"it serves {describe_families(content_type, body)}: set engines[].kind or "
+                                     "add its names under engine_maps")
+        with self._lock:
+            self._schema = schema
+        log.info("engine kind detected engine=%s kind=%s", self.name, schema.kind)
+        return schema
 
     def _failed(self, reason: str, detail: str, started: float) -> None:
         with self._lock:
@@ -219,19 +256,23 @@ class EngineSource:
             models = kept
         for reading in models.values():
             if len(reading.requests) > MAX_REASONS or any(len(r) > MAX_LABEL_LENGTH for r in reading.requests):
-                reading.requests = self._fold_reasons(reading.requests)
+                self._fold_reasons(reading)
         return models
 
-    def _fold_reasons(self, requests: dict[str, float]) -> dict[str, float]:
+    def _fold_reasons(self, reading: ModelReading) -> None:
         """At most MAX_REASONS finished reasons: the largest counts keep their label, the rest are
-        summed into OTHER_REASON, so the total number of requests stays exact."""
+        summed into OTHER_REASON (series by series), so the total number of requests stays exact."""
+        requests = reading.requests
         valid = {r: v for r, v in requests.items() if len(r) <= MAX_LABEL_LENGTH and r != OTHER_REASON}
         keep = set(sorted(valid, key=lambda r: (-valid[r], r))[:MAX_REASONS - 1])
-        folded = {r: v for r, v in requests.items() if r in keep}
-        folded[OTHER_REASON] = sum(v for r, v in requests.items() if r not in keep)
+        folded: dict[tuple, float] = {}
+        for (kind, quantity, labels), value in reading.series.items():
+            key = (kind, quantity if kind != "requests" or quantity in keep else OTHER_REASON, labels)
+            folded[key] = folded.get(key, 0.0) + value
+        reading.series = folded
+        reading.created = {}  # a folded series has no one birth time
         self._cap_hit("too_many_series", f"{len(requests)} finished_reason values for one model, over {MAX_REASONS}; "
                       f"the rest are summed as {OTHER_REASON!r}")
-        return folded
 
     def _evict_retired(self, known: set[str], present: dict, now: float, wanted: int) -> None:
         retired = sorted((self._last_seen.get(m, now), m) for m in known if m not in present)
@@ -282,17 +323,26 @@ class EngineSource:
     def _confirm_restored(self, raw: dict[tuple, float]) -> None:
         self._provisional = False
         if self._totals.would_reset(raw):
-            self._totals, self._api_spend = ResetAwareTotals(), {}
+            self._totals, self._api_spend = SeriesTotals(), {}
             self._totals.restart(from_zero=True)  # what it counted since its restart is all new
             log.info("engine=%s restarted while the exporter was down after an unclean stop: its saved totals "
                      "are dropped and it counts from its restart", self.name)
 
 
-def _flatten(models: dict[str, ModelReading]) -> dict[tuple, float]:
-    raw = {}
+def _flatten(models: dict[str, ModelReading]) -> tuple[dict[tuple, float], dict[tuple, float]]:
+    """Every series of every model, (model, kind, quantity, labels) -> value, and their _created."""
+    raw, created = {}, {}
     for name, reading in models.items():
-        for quantity, value in reading.counters.items():
-            raw[(name, "counter", quantity)] = value
-        for reason, value in reading.requests.items():
-            raw[(name, "requests", reason)] = value
-    return raw
+        for (kind, quantity, labels), value in reading.series.items():
+            raw[(name, kind, quantity, labels)] = value
+        for (kind, quantity, labels), born in reading.created.items():
+            created[(name, kind, quantity, labels)] = born
+    return raw, created
+
+
+def _cached_source(models: dict[str, ModelReading]) -> str:
+    """How this engine's cached input tokens are known: counter, prefix_cache_hits or none."""
+    readings = [r for r in models.values() if "cached_input_tokens" in r.counters]
+    if not readings:
+        return "none"
+    return "prefix_cache_hits" if any(r.cached_estimated for r in readings) else "counter"

@@ -6,7 +6,7 @@ A pod is a target when it is Running, has an IP, and says where its metrics are:
       llmcost.io/port: "8000"         # else a container port named "metrics", else the pod's only port
       llmcost.io/path: /metrics       # default /metrics
       llmcost.io/scheme: http         # http (default) or https
-      llmcost.io/kind: vllm           # the engine's metric names (engines[].kind), default vllm
+      llmcost.io/kind: auto           # the engine map to read it with (engines[].kind), default auto
       llmcost.io/capacity-tokens-per-second: "2400"   # optional, as engines[].capacity_tokens_per_s
       llmcost.io/gpus: "0,1"          # optional NVML indices it holds; default all GPUs of the node
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from exporter.engines.schemas import SCHEMAS
+from exporter.engines.schemas import AUTO, all_maps
 
 PREFIX = "llmcost.io/"
 PORT, PATH, SCHEME, KIND = PREFIX + "port", PREFIX + "path", PREFIX + "scheme", PREFIX + "kind"
@@ -73,9 +73,9 @@ def _target(pod: dict, metadata: dict, status: dict) -> PodTarget:
     path = annotations.get(PATH, "/metrics")
     if not path.startswith("/"):
         raise ValueError(f"{PATH}: got {path!r}, allowed: a path starting with /")
-    kind = annotations.get(KIND, "vllm")
-    if kind not in SCHEMAS:
-        raise ValueError(f"{KIND}: got {kind!r}, allowed: {', '.join(SCHEMAS)}")
+    kind = annotations.get(KIND, AUTO)
+    if kind != AUTO and kind not in all_maps():
+        raise ValueError(f"{KIND}: got {kind!r}, allowed: {AUTO}, {', '.join(all_maps())}")
     ip = status["podIP"]
     host = f"[{ip}]" if ":" in ip else ip
     return PodTarget(

@@ -29,8 +29,10 @@ def exporter_for(clock, nvml):
 
 
 def make_config(engines=(), mode="cloud", apis=None, **pricing):
+    """A node's config; its engines are vLLM (the simulated servers) unless `extra` names a kind
+    (tests of auto-detection say kind: auto)."""
     raw = {"pricing": {"mode": mode}, "gpu": {"backend": "simulated"}, "window": "10m",
-           "engines": [{"name": name, "url": url, "interval": "5s", "timeout": "1s", **extra}
+           "engines": [{"name": name, "url": url, "interval": "5s", "timeout": "1s", "kind": "vllm", **extra}
                        for name, url, extra in engines]}
     if apis is not None:
         raw["compare"] = {"apis": apis}
