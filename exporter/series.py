@@ -31,9 +31,10 @@ class SeriesTotals:
         self._last_created: dict[tuple, float] = {}
         self.totals: dict[tuple, float] = {}
         self.baselined = False
-        self.resets = 0  # series groups (model + labels, all their counters) seen resetting, one per reading
+        self.resets = 0  # series groups (model + labels but internal "__" ones, all their counters) reset, per reading
         self.overflows = 0
         self._watch_start: float | None = None  # when the baseline was read; None: unknown, count new series
+        self._new_series_are_baselines = False  # for the next reading only: see read_more()
 
     def update(self, raw: dict[tuple, float], created: dict[tuple, float] | None = None,
                now: float | None = None) -> dict[tuple, float]:
@@ -50,16 +51,23 @@ class SeriesTotals:
             return deltas
         reset_groups = set()
         for key, value in raw.items():
-            delta = self._increase(key, value, created.get(key))
+            unseen = key not in self._last_raw
+            delta = 0.0 if unseen and self._new_series_are_baselines else self._increase(key, value, created.get(key))
             if delta is None:
-                reset_groups.add((key[0], key[3]))
+                reset_groups.add((key[0], tuple(p for p in key[3] if not p[0].startswith("__"))))
                 delta = value
             self._add(key[:3], delta, deltas)
             self._last_raw[key] = value
             if key in created:
                 self._last_created[key] = created[key]
         self.resets += len(reset_groups)
+        self._new_series_are_baselines = False
         return deltas
+
+    def read_more(self) -> None:
+        """The same process, read with more names (a changed engine map): series first seen in
+        the next reading existed before and are baselines of their own; known ones go on."""
+        self._new_series_are_baselines = True
 
     def _increase(self, key: tuple, value: float, created: float | None) -> float | None:
         """The series' increase since it was last seen; None if it reset."""

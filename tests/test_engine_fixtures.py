@@ -447,15 +447,6 @@ def test_synthetic_llamacpp_is_detected_and_its_output_counted(dynamic_server, e
     assert value(exporter, "llmcost_requests_running", engine=ENGINE, model=UNKNOWN_MODEL) == 1
 
 
-CACHED_PART_BUG = (
-    "exporter bug: parse.py adds llama.cpp's cached tokens to its input under the label ('', 'cached') "
-    "(CACHED_PART), and an engine with no model label has model_label '', so labels.get('') reads "
-    "'cached' as the model name: the cached tokens are counted as input of a phantom model 'cached' "
-    "(which also gets a cached_input_tokens series of 0), model 'unknown' gets prompt only, and that "
-    "series is a group of its own, so one llama-server restart counts 2 in llmcost_engine_restarts_total")
-
-
-@pytest.mark.xfail(strict=True, reason=CACHED_PART_BUG)
 def test_synthetic_llamacpp_input_is_prompt_plus_cached(dynamic_server, exporter_for, clock):
     """SYNTHETIC, as above. llama.cpp's prompt counter leaves cached tokens out, so input = prompt +
     cached, all on the one model of the server."""
@@ -469,7 +460,6 @@ def test_synthetic_llamacpp_input_is_prompt_plus_cached(dynamic_server, exporter
     assert exported(exporter) == want
 
 
-@pytest.mark.xfail(strict=True, reason=CACHED_PART_BUG)
 def test_synthetic_llamacpp_restart_counts_one_restart(dynamic_server, exporter_for, clock):
     """SYNTHETIC, as above: the grown body, then the original one (a restart). One process whose
     counters all have the same (empty) label set restarts once: one series group reset."""
@@ -546,22 +536,18 @@ def test_the_documented_engine_maps_example_loads_and_counts(dynamic_server, exp
     assert exported(exporter) == want
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "exporter bug: EngineRegistry._update reconfigures an engine only when its own engines[] entry, "
-    "its APIs or its URL changed, and EngineSource.reconfigure keeps a schema already detected under "
-    "kind auto; a reload that changes only engine_maps leaves every running engine on its old map "
-    "(the reload still reports success)"))
 @pytest.mark.parametrize("kind", ["example-engine", "auto"])
 def test_a_reloaded_engine_map_applies_to_the_running_engine(tmp_path, dynamic_server, clock, nvml, kind):
-    """The first config's map lacks the cached-token counter; a reload adds it."""
+    """The first config's map lacks the cached-token counter; a reload adds it. The first scrape
+    after the reload is the new series' baseline (they existed before, unread); they count from then."""
     from exporter.app import Exporter
     from exporter.config import load_file
 
     raw = yaml.safe_load(docs_engine_maps_example())
     example = raw["engine_maps"]["example-engine"]
     body = example_body(example)
-    scrapes = [body, example_body(example, 2.0), example_body(example, 3.0)]
-    url = dynamic_server(lambda n: scrapes[min(n, 3) - 1])
+    scrapes = [body, example_body(example, 2.0), example_body(example, 3.0), example_body(example, 4.0)]
+    url = dynamic_server(lambda n: scrapes[min(n, 4) - 1])
     raw.update({"pricing": {"mode": "cloud", "cloud": {"hourly": 1.0}}, "gpu": {"backend": "simulated"},
                 "engines": [{"name": ENGINE, "url": url, "interval": "5s", "timeout": "1s", "kind": kind}]})
     without_cached = {**example, "counters": {q: c for q, c in example["counters"].items() if q != "cached_input_tokens"}}
@@ -576,6 +562,9 @@ def test_a_reloaded_engine_map_applies_to_the_running_engine(tmp_path, dynamic_s
     assert exporter.reloader.reload()[0]
     clock.advance(5)
     exporter.sample_all()
+    assert exported(exporter)["cached"]["m"] == 0.0  # the baseline of series read from now on
+    clock.advance(5)
+    exporter.sample_all()
     cached = example["counters"]["cached_input_tokens"][0]
-    second, third = ({(name, tuple(sorted(labels.items()))): v for name, labels, v in sample_rows(b)} for b in scrapes[1:])
-    assert exported(exporter)["cached"]["m"] == sum(v - second[k] for k, v in third.items() if k[0] == cached) > 0
+    third, fourth = ({(name, tuple(sorted(labels.items()))): v for name, labels, v in sample_rows(b)} for b in scrapes[2:])
+    assert exported(exporter)["cached"]["m"] == sum(v - third[k] for k, v in fourth.items() if k[0] == cached) > 0

@@ -25,7 +25,7 @@ from exporter.engines.schemas import Candidate, EngineSchema
 _COUNTER_TYPES = ("counter", "unknown", "untyped")
 _HISTOGRAM_TYPES = ("histogram", "summary", "gaugehistogram", "unknown", "untyped")
 _GAUGE_TYPES = ("gauge", "unknown", "untyped")
-CACHED_PART = ("", "cached")  # a series label that marks cached tokens added to input_tokens
+CACHED_PART = ("__part", "cached")  # marks cached tokens added to input_tokens ("__" names are no engine's)
 UNKNOWN_MODEL = "unknown"
 
 
@@ -96,7 +96,8 @@ class _Readings:
         self.models: dict[str, ModelReading] = {}
 
     def model(self, labels) -> ModelReading:
-        return self.models.setdefault(labels.get(self.schema.model_label) or UNKNOWN_MODEL, ModelReading())
+        name = labels.get(self.schema.model_label) if self.schema.model_label else None
+        return self.models.setdefault(name or UNKNOWN_MODEL, ModelReading())
 
     def add_counter(self, kind: str, quantity: str, labels: dict, value: float, created: float | None,
                     *skip: str) -> None:
@@ -155,18 +156,27 @@ def _parse_samples(content_type: str, text: str, wanted: dict[str, str]) -> dict
 
 def _collect(parser, text: str, wanted: dict[str, str]) -> dict[str, list[tuple[str, dict, float, float | None]]]:
     """schema name -> (family type, labels, value, created) of every wanted sample. `created`
-    is the series' `_created` sample where the engine exposes one (prometheus_client does)."""
+    is the series' `_created` sample where the engine exposes one (prometheus_client does: inside
+    the counter's family in OpenMetrics, as a gauge family of its own in the text format)."""
+    families = list(parser(text))
+    created = {(s.name[:-len("_created")], _frozen(s.labels)): s.value
+               for family in families for s in family.samples if s.name.endswith("_created")}
     found: dict[str, list[tuple[str, dict, float, float | None]]] = {}
-    for family in parser(text):
-        created = {(s.name[:-len("_created")], _frozen(s.labels)): s.value for s in family.samples
-                   if s.name.endswith("_created")}
+    for family in families:
         for sample in family.samples:
             name = wanted.get(sample.name)
             if name is not None:
-                stem = sample.name[:-len("_total")] if sample.name.endswith("_total") else sample.name
-                born = created.get((stem, _frozen(sample.labels)))
+                born = created.get((_stem(sample.name), _frozen(sample.labels)))
                 found.setdefault(name, []).append((family.type, sample.labels, sample.value, born))
     return found
+
+
+def _stem(sample_name: str) -> str:
+    """The name a counter's or histogram's _created sample is built on: x_total and x_sum -> x."""
+    for suffix in ("_total", "_sum"):
+        if sample_name.endswith(suffix):
+            return sample_name[:-len(suffix)]
+    return sample_name
 
 
 def _frozen(labels: dict) -> frozenset:

@@ -105,6 +105,7 @@ class EngineRegistry:
 
     def sync_static(self, config: Config) -> None:
         """Make the configured engines those of `config` (at start and after a reload)."""
+        maps_changed = config.engine_maps != self._config.engine_maps
         self._config = config
         wanted = {e.name: e for e in config.engines}
         for name, engine in self._engines.items():
@@ -117,10 +118,10 @@ class EngineRegistry:
             else:  # a new URL may be another process: its next scrape is a new baseline
                 restart = "baseline" if engine_config.url != existing.source.config.url else None
                 self._update(existing, engine_config, restart)
-        for engine in self._engines.values():  # discovered engines follow compare.apis
+        for engine in self._engines.values():  # discovered engines follow compare.apis; all follow the maps
             apis = self._apis_for(engine.source.config)
-            if engine.pod is not None and apis != engine.source.apis:
-                engine.source.reconfigure(engine.source.config, apis)
+            if maps_changed or (engine.pod is not None and apis != engine.source.apis):
+                engine.source.reconfigure(engine.source.config, apis, maps=all_maps(config.engine_maps))
         self._publish()
 
     def reconcile_pods(self, targets, listed_before: float | None) -> None:

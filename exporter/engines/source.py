@@ -93,10 +93,15 @@ class EngineSource:
         restart: None for the same process; "baseline" when another process may now answer (its
         next scrape is a new baseline); "from_zero" for one that started counting at 0 since."""
         with self._lock:
-            if maps is not None:
+            if maps is not None and maps != self._maps:
                 self._maps = maps
-            if config.kind != self.config.kind or config.kind != schemas.AUTO:
+                self._totals.read_more()  # series a new map reads existed before: not all new
+            if config.kind != schemas.AUTO:
                 self._schema = self._maps.get(config.kind)
+            elif self.config.kind != schemas.AUTO:
+                self._schema = None  # now auto: detected again from the next scrape
+            elif self._schema is not None:
+                self._schema = self._maps.get(self._schema.kind)  # the detected kind's map, perhaps replaced
             self.config = config
             self.apis = list(apis)
             self.api_windows = {api.name: self.api_windows.get(api.name) or SlidingWindow(self._window_s)
