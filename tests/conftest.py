@@ -14,7 +14,7 @@ from hypothesis import settings  # noqa: E402
 from plugins import profiles  # noqa: E402,F401 (registers the profiles)
 from plugins.nodes import MODEL, assert_matches, make_config, run_for, value  # noqa: E402,F401 (re-exported)
 
-pytest_plugins = ["plugins.nodes", "plugins.engines"]
+pytest_plugins = ["plugins.nodes", "plugins.engines", "plugins.llamacpp"]
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
