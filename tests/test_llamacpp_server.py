@@ -17,6 +17,7 @@ The server is session-scoped and its counters cumulative: every test compares de
 from pathlib import Path
 
 import pytest
+from conftest import make_config, value
 from plugins.llamacpp import COMPLETIONS
 
 pytestmark = pytest.mark.integration
@@ -128,3 +129,28 @@ def test_saved_fixture_is_this_build_and_these_requests(llama_server):
     assert values["llamacpp:prompt_tokens_total"] == sum(u["prompt_tokens"] for u in usages)
     assert values["llamacpp:prompt_tokens_cached_total"] == 0
     assert values["llamacpp:tokens_predicted_total"] == sum(u["completion_tokens"] for u in usages)
+
+
+def test_the_exporter_counts_exactly_what_the_answers_report(llama_server, clock, exporter_for):
+    """The exporter (kind auto) scraping the real server while real completions run: its token
+    totals equal the sums of the answers' usage, exactly, input being prompt + cached tokens
+    (llama.cpp's prompt counter leaves the cached ones out; the engine map adds them back)."""
+    exporter = exporter_for(make_config([("llama", llama_server.url + "/metrics", {"kind": "auto"})]))
+    exporter.sample_all()  # the baseline: what the session's other tests sent is not ours
+    usages = []
+    for i, body in enumerate([*COMPLETIONS, *COMPLETIONS[:2]]):
+        usages.append(llama_server.post("/v1/completions", dict(body, cache_prompt=True))["usage"])
+        if i % 3 == 2:  # scrape while the requests go on
+            clock.advance(5)
+            exporter.sample_all()
+    clock.advance(5)
+    exporter.sample_all()
+
+    assert exporter.engines[0].kind == "llamacpp"
+    tokens = {d: value(exporter, "llmcost_tokens_total", engine="llama", model="unknown", direction=d)
+              for d in ("input", "output")}
+    cached = value(exporter, "llmcost_cached_input_tokens_total", engine="llama", model="unknown")
+    assert sum(u["prompt_tokens_details"]["cached_tokens"] for u in usages) > 0  # the repeats hit the cache
+    assert tokens["input"] == sum(u["prompt_tokens"] for u in usages)
+    assert tokens["output"] == sum(u["completion_tokens"] for u in usages)
+    assert cached == sum(u["prompt_tokens_details"]["cached_tokens"] for u in usages)
