@@ -2,8 +2,9 @@
 
 Money figures that depend on spend (self-hosted $/1M, spend, savings) are per engine: an engine's
 spend is not split between its models, so the model filter selects the engines serving the chosen
-models, with all their tokens. Only raw exporter metrics are used, so every query works against
-a Prometheus that scrapes nothing but the exporters.
+models, with all their tokens. The engine kind filter selects engines by the kind
+llmcost_engine_info gives them (vllm, sglang, ...). Only raw exporter metrics are used, so every
+query works against a Prometheus that scrapes nothing but the exporters.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dashboards.defaults import (
 )
 
 UID = "llmcost-overview"
-PER_MODEL = ("instance", "engine", "model")
+PER_MODEL = ("instance", "engine", "engine_kind", "model")  # rows of the tables: the kind joined (Scope.of_kinds)
 
 
 def dashboard(s: Scope):
@@ -27,6 +28,15 @@ def dashboard(s: Scope):
     # Each model's tokens/s priced at each API's price for that model's traffic mix, per second.
     api_rate = (f'{s.m("llmcost_api_blended_price_per_million_tokens", API)} '
                 f'* {s.on("instance", "engine", "model")} group_left {s.m("llmcost_tokens_per_second")}')
+
+    def per_model(op: str, expr: str, *labels: str) -> str:
+        """`op` by node, engine, engine kind, model (and `labels`) over the engines of the selected kinds."""
+        return f"{op}{s.by(*PER_MODEL, *labels)}({s.of_kinds(expr)})"
+
+    breakeven = per_model("max", s.m("llmcost_breakeven_utilization_ratio", MODEL, API), "api")
+    # The engine's utilization over each of its models' break-even utilizations, one per API.
+    over_breakeven = (f'sum{s.by("instance", "engine")}({s.m("llmcost_utilization_ratio")}) '
+                      f"/ {per_engine} group_right {breakeven}")
 
     def api_tokens(window: str) -> str:
         """Tokens of the selected engines, once per API each engine is compared with (label `api`)."""
@@ -47,7 +57,7 @@ def dashboard(s: Scope):
         title="LLM cost: self-hosted vs API",
         description="What a million tokens costs to self-host, live, against the APIs it replaces "
                     "(llm-cost-exporter).",
-        variables=[s.node_variable, s.model_variable, s.api_variable],
+        variables=[s.node_variable, s.engine_kind_variable, s.model_variable, s.api_variable],
         questions=[
             question("What does a million tokens cost us, and what would the API charge?", [
                 stat("Self-hosted $/1M tokens",
@@ -81,7 +91,7 @@ def dashboard(s: Scope):
                      unit=CURRENCY, description="""
                      What the selected nodes cost per month at the current rate: sum of llmcost_hourly_cost
                      (all cost components of each node, allocation basis, unallocated GPUs included) × 730
-                     hours. Not filtered by model."""),
+                     hours. Not filtered by engine kind or model."""),
                 stat("Projected monthly API bill",
                      q(f"sum{s.by('api')}({s.of_selected_engines(api_rate)}) * 3600 * 730 / 1e6", "{{api}}"),
                      unit=CURRENCY, width=6, description="""
@@ -135,7 +145,7 @@ def dashboard(s: Scope):
                      unit=CURRENCY, width=8, description="""
                      Everything the selected nodes cost over the time range, by component (instance,
                      requests; or amortization, energy, fixed): increase of llmcost_spend_total. Includes
-                     GPUs no engine holds, so it can exceed the self-hosted spend. Not filtered by model."""),
+                     GPUs no engine holds, so it can exceed the self-hosted spend. Not filtered by engine kind or model."""),
                 timeseries("Spend per day: self-hosted vs API-equivalent",
                            q(f"sum{s.by()}({s.of_selected_engines(f'increase({spend}[1d])')})", "self-hosted"),
                            q(f"sum{s.by('api')}({s.of_selected_engines(f'increase({api_equivalent}[1d])')})",
@@ -162,10 +172,7 @@ def dashboard(s: Scope):
                       engine's models of llmcost_utilization_ratio (tokens per second / capacity). Above 100%
                       when the configured capacity is below the real peak."""),
                 bargauge("Utilization ÷ break-even",
-                         q(f'sum{s.by("instance", "engine")}({s.m("llmcost_utilization_ratio")}) '
-                           f"/ {per_engine} group_right "
-                           f'max{s.by(*PER_MODEL, "api")}({s.m("llmcost_breakeven_utilization_ratio", MODEL, API)})',
-                           "{{model}} vs {{api}} @ {{instance}}"),
+                         q(over_breakeven, "{{model}} ({{engine_kind}}) vs {{api}} @ {{instance}}"),
                          unit=TIMES, width=6, height=9, steps=thresholds("red", (1, "green")), description="""
                          How far above (green, ≥ 1×) or below (red) break-even each model runs, per API: the
                          engine's utilization (sum of llmcost_utilization_ratio) divided by
@@ -174,7 +181,7 @@ def dashboard(s: Scope):
                 timeseries("Utilization vs break-even utilization",
                            q(s.of_selected_engines(f'sum{s.by("instance", "engine")}({s.m("llmcost_utilization_ratio")})'),
                              "utilization · {{engine}} @ {{instance}}"),
-                           q(s.m("llmcost_breakeven_utilization_ratio", MODEL, API),
+                           q(s.of_kinds(s.m("llmcost_breakeven_utilization_ratio", MODEL, API)),
                              "break-even vs {{api}} · {{model}} @ {{instance}}"),
                            unit=RATIO, min=0, description="""
                            Utilization (sum over the engine's models of llmcost_utilization_ratio: tokens per
@@ -185,23 +192,18 @@ def dashboard(s: Scope):
             ]),
             question("What does each model cost, and against which API?", [
                 table("Per model",
-                      column("tok/s", q(f'max{s.by(*PER_MODEL)}({s.m("llmcost_tokens_per_second", MODEL)})'),
-                             TOKENS_PER_SECOND),
-                      column("utilization", q(f'max{s.by(*PER_MODEL)}({s.m("llmcost_utilization_ratio", MODEL)})'),
-                             RATIO),
-                      column("$/1M actual", q(f'max{s.by(*PER_MODEL)}({s.m("llmcost_cost_per_million_tokens", MODEL)})'),
-                             CURRENCY),
+                      column("tok/s", q(per_model("max", s.m("llmcost_tokens_per_second", MODEL))), TOKENS_PER_SECOND),
+                      column("utilization", q(per_model("max", s.m("llmcost_utilization_ratio", MODEL))), RATIO),
+                      column("$/1M actual", q(per_model("max", s.m("llmcost_cost_per_million_tokens", MODEL))), CURRENCY),
                       column("$/1M at 100%",
-                             q(f"max{s.by(*PER_MODEL)}"
-                               f'({s.m("llmcost_cost_per_million_tokens_at_full_utilization", MODEL)})'),
+                             q(per_model("max", s.m("llmcost_cost_per_million_tokens_at_full_utilization", MODEL))),
                              CURRENCY),
-                      column("J/token", q(f'max{s.by(*PER_MODEL)}({s.m("llmcost_energy_per_token_joules", MODEL)})'),
-                             JOULE),
+                      column("J/token", q(per_model("max", s.m("llmcost_energy_per_token_joules", MODEL))), JOULE),
                       column("tokens in range",
-                             q(f'sum{s.by(*PER_MODEL)}(increase({s.m("llmcost_tokens_total", MODEL)}[$__range]))'),
-                             COUNT),
+                             q(per_model("sum", f'increase({s.m("llmcost_tokens_total", MODEL)}[$__range])')), COUNT),
                       unit=COUNT, height=8, description="""
-                      One row per model, as the exporter computes it over its live window: throughput
+                      One row per model (with its engine's kind), as the exporter computes it over its live
+                      window: throughput
                       (llmcost_tokens_per_second), utilization (llmcost_utilization_ratio), cost per 1M tokens
                       actual (llmcost_cost_per_million_tokens: the engine's spend / its tokens × 10⁶, every
                       model of an engine gets the engine's figure) and at 100% utilization
@@ -210,20 +212,13 @@ def dashboard(s: Scope):
                       llmcost_tokens_total)."""),
                 table("Per model and API",
                       column("API $/1M for this mix",
-                             q(f"max{s.by(*PER_MODEL, 'api')}"
-                               f'({s.m("llmcost_api_blended_price_per_million_tokens", MODEL, API)})'),
+                             q(per_model("max", s.m("llmcost_api_blended_price_per_million_tokens", MODEL, API), "api")),
                              CURRENCY),
-                      column("break-even utilization",
-                             q(f'max{s.by(*PER_MODEL, "api")}({s.m("llmcost_breakeven_utilization_ratio", MODEL, API)})'),
-                             RATIO),
-                      column("utilization ÷ break-even",
-                             q(f'sum{s.by("instance", "engine")}({s.m("llmcost_utilization_ratio")}) '
-                               f"/ {per_engine} group_right "
-                               f'max{s.by(*PER_MODEL, "api")}({s.m("llmcost_breakeven_utilization_ratio", MODEL, API)})'),
-                             TIMES),
+                      column("break-even utilization", q(breakeven), RATIO),
+                      column("utilization ÷ break-even", q(over_breakeven), TIMES),
                       column("API-equivalent spend in range",
-                             q(f"sum{s.by(*PER_MODEL, 'api')}"
-                               f'(increase({s.m("llmcost_api_equivalent_spend_total", MODEL, API)}[$__range]))'),
+                             q(per_model("sum", f'increase({s.m("llmcost_api_equivalent_spend_total", MODEL, API)}[$__range])',
+                                         "api")),
                              CURRENCY),
                       unit=CURRENCY, width=16, height=8, description="""
                       One row per model and compared API: the API's price per 1M tokens for this model's

@@ -1,7 +1,7 @@
 """House defaults for the llm-cost-exporter dashboards.
 
 Everything a dashboard file would otherwise repeat lives here: the `datasource` variable and the
-node/model/api filters, the site's scope (`Scope`: the job selector and cluster labels of
+node/engine kind/model/api filters, the site's scope (`Scope`: the job selector and cluster labels of
 rules/config.yaml, in every query), the datasource reference every panel and query uses, the units,
 the panel sizes and the grid layout, the schema version. A dashboard file is a function of the
 scope that lists questions, each answered by a few panels:
@@ -59,8 +59,10 @@ SIZES = {
 GRID_WIDTH = 24
 
 # Label matchers of the template variables. `instance` is the scrape target (one exporter per node);
-# `model` and `api` exist only on the families that carry them.
+# `model` and `api` exist only on the families that carry them, `engine_kind` only on
+# llmcost_engine_info (Scope.of_kinds joins it to an engine's series).
 NODE = 'instance=~"$node"'
+ENGINE_KIND = 'engine_kind=~"$engine_kind"'
 MODEL = 'model=~"$model"'
 API = 'api=~"$api"'
 
@@ -128,6 +130,11 @@ class Scope:
         self.node_variable = query_variable(
             "node", "Node", f"label_values({self.m('llmcost_build_info', node=False)}, instance)",
             "Exporters (one per GPU node or sidecar), by scrape target.")
+        self.engine_kind_variable = query_variable(
+            "engine_kind", "Engine kind", f"label_values({self.m('llmcost_engine_info')}, engine_kind)",
+            "Kinds of the engines on the selected nodes (vllm, sglang, ...: the engine map each one is read with, "
+            "configured or detected; llmcost_engine_info). Per-engine and per-model figures cover the engines of "
+            "the selected kinds.")
         self.model_variable = query_variable(
             "model", "Model", f"label_values({self.m('llmcost_tokens_total')}, model)",
             "Models served on the selected nodes. Per-engine figures (spend, capacity, energy) cover every "
@@ -151,13 +158,22 @@ class Scope:
         """A vector match on the cluster labels and `labels`."""
         return on(self.cluster_labels + list(labels))
 
+    def of_kinds(self, expr: str) -> str:
+        """Keep the series of engines of the selected kinds, each with its `engine_kind` label.
+
+        An engine's series carry `engine`, not its kind: they are joined to llmcost_engine_info (one
+        series of value 1 per engine) on the node and the engine, so the values are unchanged.
+        """
+        return (f"(({expr}) * {self.on('instance', 'engine')} group_left (engine_kind) "
+                f"{self.m('llmcost_engine_info', ENGINE_KIND)})")
+
     def of_selected_engines(self, expr: str) -> str:
-        """Keep the series of engines that serve a selected model.
+        """Keep the series of engines of the selected kinds that serve a selected model.
 
         Spend, capacity, energy and idle spend are per engine (no `model` label): an engine's spend is
         not split between its models, so the model filter selects whole engines.
         """
-        return f"(({expr}) and {self.on('instance', 'engine')} {self.m('llmcost_tokens_total', MODEL)})"
+        return self.of_kinds(f"({expr}) and {self.on('instance', 'engine')} {self.m('llmcost_tokens_total', MODEL)}")
 
     def legend(self, text: str) -> str:
         """A legend that names the cluster, where there are cluster labels."""

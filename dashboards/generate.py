@@ -38,8 +38,8 @@ from rules.generate import RulesConfig, add_config_arguments, config_or_exit, lo
 SOURCES = (cost_overview, utilization_energy)
 JSON_DIR = pathlib.Path(__file__).resolve().parent / "json"
 
-# Every cluster, node, model and API ("All" in Grafana sends the allValue, `.*`).
-ALL = {"cluster": ".*", "node": ".*", "model": ".*", "api": ".*"}
+# Every cluster, node, engine kind, model and API ("All" in Grafana sends the allValue, `.*`).
+ALL = {"cluster": ".*", "node": ".*", "engine_kind": ".*", "model": ".*", "api": ".*"}
 
 # Grafana's built-in variables, as a panel a few hundred pixels wide over the last hour sees them.
 BUILTINS = {

@@ -3,7 +3,8 @@
 Idle capacity is the main reason self-hosted tokens cost more than the headline figure; this
 dashboard shows how much of the capacity is used, what the GPUs draw, what the energy costs, and
 what is paid while nothing is produced. Per-engine figures (capacity, engine energy, idle spend)
-cover the engines serving the selected models; GPU figures are per node.
+cover the engines of the selected kinds serving the selected models, per-model figures the
+selected models on engines of the selected kinds; GPU figures are per node.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dashboards.defaults import (
 )
 
 UID = "llmcost-utilization-energy"
-PER_MODEL = ("instance", "engine", "model")
+PER_MODEL = ("instance", "engine", "engine_kind", "model")  # the kind joined (Scope.of_kinds)
 BUSY = thresholds("blue", (0.8, "orange"), (0.95, "red"))
 
 
@@ -27,13 +28,14 @@ def dashboard(s: Scope):
     energy_cost = s.m("llmcost_energy_cost_total")
     spend = s.m("llmcost_engine_spend_total")
     idle = s.m("llmcost_idle_spend_total")
+    requests = s.m("llmcost_requests_total", MODEL)
     return house_dashboard(
         scope=s,
         uid=UID,
         title="LLM cost: utilization and energy",
         description="How much of the GPU capacity the engines use, what it draws and what idle time costs "
                     "(llm-cost-exporter).",
-        variables=[s.node_variable, s.model_variable],
+        variables=[s.node_variable, s.engine_kind_variable, s.model_variable],
         questions=[
             question("How much of our capacity do we use?", [
                 gauge("Utilization now",
@@ -44,7 +46,7 @@ def dashboard(s: Scope):
                       engine's models of llmcost_utilization_ratio (tokens per second / capacity). The lower it
                       is, the further the real cost per token is above the 100%-utilization figure."""),
                 stat("Throughput now",
-                     q(f'sum{s.by()}({s.m("llmcost_tokens_per_second", MODEL)})'),
+                     q(f'sum{s.by()}({s.of_kinds(s.m("llmcost_tokens_per_second", MODEL))})'),
                      unit=TOKENS_PER_SECOND, height=6, description="""
                      Input + output tokens per second of the selected models over the exporter's live
                      window: llmcost_tokens_per_second, summed. Utilization is this over the capacity."""),
@@ -61,15 +63,16 @@ def dashboard(s: Scope):
                      llmcost_gpu_utilization_ratio from NVML. A GPU can be busy while producing few tokens;
                      token utilization is the figure that sets the cost."""),
                 stat("Requests in flight",
-                     q(f'sum{s.by()}({s.m("llmcost_requests_running", MODEL)})', "running"),
-                     q(f'sum{s.by()}({s.m("llmcost_requests_waiting", MODEL)})', "waiting"),
+                     q(f'sum{s.by()}({s.of_kinds(s.m("llmcost_requests_running", MODEL))})', "running"),
+                     q(f'sum{s.by()}({s.of_kinds(s.m("llmcost_requests_waiting", MODEL))})', "waiting"),
                      unit=COUNT, height=6, description="""
                      Requests the selected models' engines are running and queueing now:
                      llmcost_requests_running and llmcost_requests_waiting, summed. Waiting requests mean the
                      engines are at capacity."""),
                 timeseries("Throughput vs capacity",
-                           q(f'sum{s.by("instance", "engine")}({s.m("llmcost_tokens_per_second", MODEL)})',
-                             "tokens/s · {{engine}} @ {{instance}}"),
+                           q(f'sum{s.by("instance", "engine", "engine_kind")}'
+                             f'({s.of_kinds(s.m("llmcost_tokens_per_second", MODEL))})',
+                             "tokens/s · {{engine}} ({{engine_kind}}) @ {{instance}}"),
                            q(f"max{s.by('instance', 'engine', 'source')}({s.of_selected_engines(capacity)})",
                              "capacity ({{source}}) · {{engine}} @ {{instance}}"),
                            unit=TOKENS_PER_SECOND, min=0, description="""
@@ -78,7 +81,8 @@ def dashboard(s: Scope):
                            (llmcost_capacity_tokens_per_second, configured or observed). The gap is idle
                            capacity that is paid for."""),
                 timeseries("Utilization by model",
-                           q(s.m("llmcost_utilization_ratio", MODEL), "{{model}} · {{engine}} @ {{instance}}"),
+                           q(s.of_kinds(s.m("llmcost_utilization_ratio", MODEL)),
+                             "{{model}} · {{engine}} ({{engine_kind}}) @ {{instance}}"),
                            unit=RATIO, min=0, description="""
                            Each model's share of its engine's capacity over the exporter's live window:
                            llmcost_utilization_ratio = llmcost_tokens_per_second / capacity. An engine's models
@@ -140,7 +144,8 @@ def dashboard(s: Scope):
                      divided by the increase of llmcost_tokens_total (input + output) of the same engines.
                      Idle power is included, so it falls as utilization rises."""),
                 timeseries("Energy per token by model",
-                           q(s.m("llmcost_energy_per_token_joules", MODEL), "{{model}} · {{engine}} @ {{instance}}"),
+                           q(s.of_kinds(s.m("llmcost_energy_per_token_joules", MODEL)),
+                             "{{model}} · {{engine}} ({{engine_kind}}) @ {{instance}}"),
                            unit=JOULE, min=0, description="""
                            Joules per token over the exporter's live window (llmcost_energy_per_token_joules):
                            the engine's energy divided by its tokens; every model of an engine gets the
@@ -175,23 +180,24 @@ def dashboard(s: Scope):
             ]),
             question("How loaded are the engines?", [
                 timeseries("Requests running and waiting",
-                           q(f'sum{s.by(*PER_MODEL)}({s.m("llmcost_requests_running", MODEL)})',
-                             "running · {{model}} @ {{instance}}"),
-                           q(f'sum{s.by(*PER_MODEL)}({s.m("llmcost_requests_waiting", MODEL)})',
-                             "waiting · {{model}} @ {{instance}}"),
+                           q(f'sum{s.by(*PER_MODEL)}({s.of_kinds(s.m("llmcost_requests_running", MODEL))})',
+                             "running · {{model}} ({{engine_kind}}) @ {{instance}}"),
+                           q(f'sum{s.by(*PER_MODEL)}({s.of_kinds(s.m("llmcost_requests_waiting", MODEL))})',
+                             "waiting · {{model}} ({{engine_kind}}) @ {{instance}}"),
                            unit=COUNT, min=0, width=8, description="""
                            Requests each engine is running (llmcost_requests_running) and queueing
                            (llmcost_requests_waiting), per model, as sampled from the engine's /metrics.
                            A queue that grows means the engine is at capacity."""),
                 timeseries("Finished requests per second",
                            q(f"sum{s.by(*PER_MODEL, 'finished_reason')}"
-                             f'(rate({s.m("llmcost_requests_total", MODEL)}[$__rate_interval]))',
-                             "{{finished_reason}} · {{model}} @ {{instance}}"),
+                             f"({s.of_kinds(f'rate({requests}[$__rate_interval])')})",
+                             "{{finished_reason}} · {{model}} ({{engine_kind}}) @ {{instance}}"),
                            unit=REQUESTS_PER_SECOND, min=0, width=8, description="""
-                           Requests finished per second by reason (stop, length, abort): rate of
-                           llmcost_requests_total."""),
+                           Requests finished per second by reason (vLLM: stop, length, abort; `unknown` where
+                           the engine reports none, as SGLang): rate of llmcost_requests_total."""),
                 timeseries("KV-cache usage",
-                           q(s.m("llmcost_kv_cache_usage_ratio", MODEL), "{{model}} · {{engine}} @ {{instance}}"),
+                           q(s.of_kinds(s.m("llmcost_kv_cache_usage_ratio", MODEL)),
+                             "{{model}} · {{engine}} ({{engine_kind}}) @ {{instance}}"),
                            unit=RATIO, min=0, width=8, description="""
                            Share of the KV cache in use per engine and model (llmcost_kv_cache_usage_ratio,
                            averaged over the engine's cores). Near 100% the engine queues or preempts

@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     common(run)
 
     demo = commands.add_parser("demo", formatter_class=fmt,
-                               help="run a simulated GPU node and vLLM workload with the exporter scraping it")
+                               help="run a simulated GPU node with vLLM and SGLang workloads, the exporter scraping them")
     demo.add_argument("--demo.speed", dest="speed", type=float, default=60.0,
                       help="time acceleration: simulated seconds per real second (1 = real time)")
     demo.add_argument("--demo.duration", dest="duration", type=float, default=0.0,
@@ -192,7 +192,7 @@ def _run(args) -> int:
 
 
 def _demo(args) -> int:
-    from exporter.demo.node import INSTANCE_HOURLY, INSTANCE_TYPE, Demo
+    from exporter.demo.node import INSTANCE_HOURLY, INSTANCE_TYPE, Demo, describe_servers
 
     web_config = _web_config(args.web_config_file)
     if web_config == 2:
@@ -205,9 +205,9 @@ def _demo(args) -> int:
     demo.start()
     port, scheme = demo.web.port, "https" if demo.web.tls else "http"
     print(f"llm-cost-exporter demo: 4 simulated A10G GPUs ({INSTANCE_TYPE} at ${INSTANCE_HOURLY}/h), "
-          f"2 simulated vLLM servers, time x{args.speed:g}", flush=True)
+          f"{describe_servers()}, time x{args.speed:g}", flush=True)
     print(f"  metrics:  {scheme}://localhost:{port}/metrics\n  summary:  {scheme}://localhost:{port}/\n"
-          f"  engines:  {', '.join(s.url for s in demo.servers)}\nCtrl-C to stop.", flush=True)
+          f"  engines:  {', '.join(demo.engine_lines())}\nCtrl-C to stop.", flush=True)
     stop = _stop_on_signals()
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
     while not wait_for_signal(stop, args.summary_every):

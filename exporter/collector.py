@@ -11,6 +11,7 @@ scrape costs the same whether an engine is healthy or hanging. Sample output:
     llmcost_spend_total{component="instance",currency="USD"} 0.5432
     llmcost_gpu_power_watts{gpu="0",uuid="GPU-..."} 187.0
     llmcost_source_up{name="vllm",source="engine"} 1.0
+    llmcost_engine_info{cached_input_source="counter",engine="vllm",engine_kind="vllm"} 1.0
     llmcost_node_info{capacity_type="spot",cloud="aws",gpu_product="NVIDIA-A10G",instance_type="g5.12xlarge",node="ip-10-0-12-34.ec2.internal",region="us-east-1"} 1.0
     llmcost_config_last_reload_successful 1.0
 
@@ -133,6 +134,13 @@ class CostCollector:
         yield from (info, up, power, limit, util, used, total, energy)
 
     def _model_families(self, snap: Snapshot):
+        engine_info = GaugeMetricFamily(P + "engine_info", "The engine's kind: the engine map its metrics are read "
+                                        "with, configured or detected (auto until its first good scrape), and where its "
+                                        "cached input tokens come from (counter, prefix_cache_hits: an estimate, or "
+                                        "none); constant 1.", labels=["engine", "engine_kind", "cached_input_source"])
+        for e in sorted(snap.engines, key=lambda e: e.name):
+            engine_info.add_metric([e.name, e.kind, e.cached_input_source], 1)
+        yield engine_info
         ids = ["engine", "model"]
         tokens = CounterMetricFamily(P + "tokens", "Tokens processed, by direction (input = prompt, output = generated). "
                                      + _SAMPLED_ENGINE, labels=ids + ["direction"])

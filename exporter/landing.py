@@ -1,7 +1,8 @@
 """The landing page at /: "is self-hosting paying off right now?" at a glance, refreshed every 5 s.
 
 Every figure comes from the same snapshot as /metrics; cells carry data-metric attributes naming
-the metric they show, so a browser test can check them against /metrics.
+the metric they show, so a browser test can check them against /metrics. An engine's kind (the
+engine_kind label of llmcost_engine_info) is shown beside its name, in cells marked data-kind.
 """
 
 from __future__ import annotations
@@ -29,20 +30,26 @@ def _verdict(saving: float | None, api: str, currency: str) -> str:
     return f'<span class=bad>{html.escape(api)} would have cost {-saving:,.2f} {currency} less</span>'
 
 
-def _model_rows(snap, currency: str) -> str:
+def _kind_cell(engine: str, kinds: dict[str, str]) -> str:
+    kind = html.escape(kinds.get(engine, ""))
+    return f'<td class=kind data-kind="{kind}" data-engine="{html.escape(engine)}">{kind}</td>'
+
+
+def _model_rows(snap, currency: str, kinds: dict[str, str]) -> str:
     rows = []
     savings = engine_savings(snap)
     for f in snap.models:
         m = f.model
         ids = {"engine": m.engine, "model": m.model}
-        head = (f"<td>{html.escape(m.engine)}</td><td class=model>{html.escape(m.model)}</td>"
+        head = (f"<td>{html.escape(m.engine)}</td>{_kind_cell(m.engine, kinds)}"
+                f"<td class=model>{html.escape(m.model)}</td>"
                 + _cell(f.tokens_per_second, ",.1f", "llmcost_tokens_per_second", **ids)
                 + _cell(None if f.utilization is None else f.utilization * 100, ".1f", "llmcost_utilization_ratio", **ids)
                 + _cell(f.cost_per_million, ",.4f", "llmcost_cost_per_million_tokens", **ids)
                 + _cell(f.cost_per_million_full, ",.4f", "llmcost_cost_per_million_tokens_at_full_utilization", **ids))
         apis = f.apis or [None]
         for i, c in enumerate(apis):
-            first = head if i == 0 else "<td></td>" * 6
+            first = head if i == 0 else "<td></td>" * 7
             if c is None:
                 rows.append(f"<tr>{first}<td colspan=5>no API compared</td></tr>")
                 continue
@@ -54,7 +61,7 @@ def _model_rows(snap, currency: str) -> str:
                         "llmcost_breakeven_utilization_ratio", **api_ids)
                 + _cell(c.equivalent_spend, ",.4f", "llmcost_api_equivalent_spend_total", **api_ids)
                 + f"<td>{_verdict(savings.get((m.engine, c.api)), c.api, currency)}</td></tr>")
-    return "".join(rows) or "<tr><td colspan=11>no engine has answered yet</td></tr>"
+    return "".join(rows) or "<tr><td colspan=12>no engine has answered yet</td></tr>"
 
 
 def render(snap, config, telemetry_path: str) -> str:
@@ -66,9 +73,11 @@ def render(snap, config, telemetry_path: str) -> str:
         f"<td class=num>{_fmt(None if g.utilization_ratio is None else g.utilization_ratio * 100, '.0f')}</td>"
         f"<td class=num>{_fmt(g.energy_joules / 3.6e6, ',.3f')}</td></tr>"
         for g in snap.gpus) or "<tr><td colspan=7>no GPU source</td></tr>"
+    kinds = {e.name: e.kind for e in snap.engines}
     health_rows = "".join(
-        f"<tr><td>{html.escape(h.source)}</td><td>{html.escape(h.name)}</td><td>{'up' if h.up else 'DOWN'}</td>"
-        f"<td>{html.escape(h.reason or '')}</td></tr>" for h in snap.health)
+        f"<tr><td>{html.escape(h.source)}</td><td>{html.escape(h.name)}</td>"
+        + (_kind_cell(h.name, kinds) if h.source == "engine" else "<td></td>")
+        + f"<td>{'up' if h.up else 'DOWN'}</td><td>{html.escape(h.reason or '')}</td></tr>" for h in snap.health)
     hourly = _fmt(spend.hourly_cost if spend else None, ',.3f')
     total = _fmt(sum(spend.components.values()) if spend else None, ',.4f')
     payback = "".join(f"<li>payback against {html.escape(api)}: {_fmt(months, ',.1f', 'never')} months</li>"
@@ -88,12 +97,12 @@ spent since start <span class=big id=spend>{total}</span> {currency}. Live windo
 Metrics at <a href="{html.escape(telemetry_path)}">{html.escape(telemetry_path)}</a>.</p>
 <ul>{payback}</ul>
 <h2>Is self-hosting paying off?</h2>
-<table id=models><tr><th>engine</th><th>model</th><th>tokens/s</th><th>utilization %</th>
+<table id=models><tr><th>engine</th><th>kind</th><th>model</th><th>tokens/s</th><th>utilization %</th>
 <th>{currency}/1M actual</th><th>{currency}/1M at 100%</th><th>API</th><th>API {currency}/1M</th>
-<th>break-even utilization %</th><th>API-equivalent {currency}</th><th>verdict since start</th></tr>{_model_rows(snap, currency)}</table>
+<th>break-even utilization %</th><th>API-equivalent {currency}</th><th>verdict since start</th></tr>{_model_rows(snap, currency, kinds)}</table>
 <h2>GPUs</h2>
 <table id=gpus><tr><th>gpu</th><th>name</th><th>state</th><th>power W</th><th>limit W</th><th>busy %</th><th>energy kWh</th></tr>{gpu_rows}</table>
 <h2>Sources</h2>
-<table id=sources><tr><th>source</th><th>name</th><th>state</th><th>last error</th></tr>{health_rows}</table>
+<table id=sources><tr><th>source</th><th>name</th><th>kind</th><th>state</th><th>last error</th></tr>{health_rows}</table>
 </body></html>
 """

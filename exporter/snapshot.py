@@ -36,6 +36,15 @@ class ModelFigures:
 
 
 @dataclass(frozen=True)
+class EngineInfo:
+    """What an engine is, as llmcost_engine_info says: its kind (configured, or detected: `auto`
+    until the first good scrape) and where its cached input tokens come from."""
+    name: str
+    kind: str
+    cached_input_source: str  # counter | prefix_cache_hits (an estimate) | none
+
+
+@dataclass(frozen=True)
 class ExporterInfo:
     """What the exporter itself knows besides samples: pricing, node, discovered pods, reloads."""
     pricing: dict[str, str]  # llmcost_pricing_info labels: mode, currency, price_source
@@ -57,6 +66,7 @@ class Snapshot:
     engine_resets: dict[str, int]
     payback_months: dict[str, float | None] = field(default_factory=dict)  # owned mode, per API
     info: ExporterInfo | None = None
+    engines: list[EngineInfo] = field(default_factory=list)  # every engine with totals, retired ones included
 
     @staticmethod
     def empty() -> Snapshot:
@@ -86,6 +96,7 @@ def take_snapshot(clock, config, gpu_source, engines, accountant, retired=frozen
         engine_resets={e.name: e.resets for e in engines},
         payback_months=_payback(now, config, engines, accountant) if config.pricing.mode == "owned" else {},
         info=info,
+        engines=[EngineInfo(e.name, e.kind, e.cached_input_source) for e in engines],
     )
 
 

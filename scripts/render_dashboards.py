@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from dashboards.generate import substitute  # noqa: E402
 from exporter.report import PrometheusAPI  # noqa: E402
 
-VARIABLES = {"node": ".*", "model": ".*", "api": ".*", "datasource": "prometheus"}
+VARIABLES = {"node": ".*", "engine_kind": ".*", "model": ".*", "api": ".*", "datasource": "prometheus"}
 
 
 def legend(fmt: str, labels: dict) -> str:

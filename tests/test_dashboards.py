@@ -33,6 +33,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SELECTOR = 'job=~".*llm-?cost.*"'  # rules/config.yaml
 VARIABLES = {
     "node": f"label_values(llmcost_build_info{{{SELECTOR}}}, instance)",
+    "engine_kind": f'label_values(llmcost_engine_info{{{SELECTOR},instance=~"$node"}}, engine_kind)',
     "model": f'label_values(llmcost_tokens_total{{{SELECTOR},instance=~"$node"}}, model)',
     "api": f"label_values(llmcost_api_price_per_million_tokens{{{SELECTOR}}}, api)",
 }
@@ -110,7 +111,7 @@ def test_template_variables(boards):
         assert board["templating"]["list"][0]["name"] == "datasource", uid
         ds = variables["datasource"]
         assert ds["type"] == "datasource" and ds["query"] == "prometheus", uid
-        for name in ("node", "model"):
+        for name in ("node", "engine_kind", "model"):
             assert variables[name]["query"] == VARIABLES[name], (uid, name)
         used = {name for _, _, expr in panel_queries() for name in re.findall(r"\$(\w+)", expr)}
         for name, var in variables.items():
@@ -120,10 +121,10 @@ def test_template_variables(boards):
             assert var["multi"] and var["includeAll"] and var["allValue"] == ".*", (uid, name)
             assert var["query"] == VARIABLES[name], (uid, name)
             assert name in used, f"{uid}: variable ${name} is used by no query"
-    overview = {v["name"] for v in boards["llmcost-overview"]["templating"]["list"]}
-    assert overview == {"datasource", "node", "model", "api"}
-    utilization = {v["name"] for v in boards["llmcost-utilization-energy"]["templating"]["list"]}
-    assert utilization == {"datasource", "node", "model"}  # no panel there compares with an API
+    overview = [v["name"] for v in boards["llmcost-overview"]["templating"]["list"]]
+    assert overview == ["datasource", "node", "engine_kind", "model", "api"]
+    utilization = [v["name"] for v in boards["llmcost-utilization-energy"]["templating"]["list"]]
+    assert utilization == ["datasource", "node", "engine_kind", "model"]  # no panel there compares with an API
 
 
 def test_every_variable_a_query_uses_is_defined(boards):
@@ -178,6 +179,24 @@ def test_every_selector_filters_by_job_node_and_by_model_and_api_where_they_exis
                 assert 'api=~"$api"' in matchers, f"{uid}: {title!r}: {metric} is not filtered by $api"
         if "llmcost_tokens_total" in expr or "llmcost_engine_" in expr or "llmcost_utilization" in expr:
             assert 'model=~"$model"' in expr, f"{uid}: {title!r} ignores $model"
+
+
+def test_every_engine_and_model_query_is_filtered_by_engine_kind():
+    """Per-engine and per-model series (all those the model filter applies to) are joined to
+    llmcost_engine_info of the selected kinds on the node and the engine; only node-wide figures
+    (GPUs, node spend, hourly cost, list prices) are not."""
+    join = re.compile(r'\* on \(instance, engine\) group_left \(engine_kind\) '
+                      r'llmcost_engine_info\{[^}]*engine_kind=~"\$engine_kind"\}')
+    node_wide = 0
+    for uid, title, expr in panel_queries():
+        if 'model=~"$model"' in expr:
+            assert join.search(expr), f"{uid}: {title!r} ignores $engine_kind"
+        else:
+            assert "$engine_kind" not in expr, (uid, title)
+            assert not re.search(r"llmcost_(engine_|tokens|utilization|cost_per|requests|kv_|api_(equivalent|blended))",
+                                 expr), f"{uid}: {title!r}: an engine's series without the engine kind filter"
+            node_wide += 1
+    assert node_wide < len(panel_queries()) / 3
 
 
 def test_uses_only_raw_exporter_metrics():
@@ -286,6 +305,8 @@ def test_an_overlay_with_cluster_labels_adds_the_cluster_variable(site):
         assert variables["node"]["query"] == f"label_values(llmcost_build_info{{{SITE_SELECTOR}}}, instance)", uid
         assert variables["model"]["query"] == \
             f'label_values(llmcost_tokens_total{{{SITE_SELECTOR},instance=~"$node"}}, model)', uid
+        assert variables["engine_kind"]["query"] == \
+            f'label_values(llmcost_engine_info{{{SITE_SELECTOR},instance=~"$node"}}, engine_kind)', uid
         for panel in panels(board):  # series of two clusters are told apart
             for target in panel["targets"]:
                 assert not target["legendFormat"] or target["legendFormat"].endswith(" ({{cluster}})"), panel["title"]

@@ -63,6 +63,9 @@ def test_metrics_have_gpu_token_and_cost_series(demo):
     for name in ("llmcost_gpu_power_watts", "llmcost_gpu_energy_joules_total", "llmcost_tokens_total",
                  "llmcost_spend_total", "llmcost_hourly_cost", "llmcost_tokens_per_second", "llmcost_source_up"):
         assert f"\n{name}{{" in text, name
+    kinds = {s.labels["engine"]: s.labels["engine_kind"] for f in text_string_to_metric_families(text)
+             for s in f.samples if s.name == "llmcost_engine_info"}
+    assert kinds == {"llama-8b": "vllm", "qwen-32b": "sglang"}  # a vLLM and an SGLang server, both detected
 
 
 def test_promtool_check_metrics_is_clean(demo):
@@ -86,6 +89,8 @@ def test_landing_page_and_healthz(demo):
     status, content_type, page = get(base + "/")
     assert status == 200 and content_type.startswith("text/html")
     assert "Llama-3.1-8B-Instruct" in page and "Qwen2.5-32B-Instruct" in page and 'href="/metrics"' in page
+    assert '<td class=kind data-kind="vllm" data-engine="llama-8b">vllm</td>' in page
+    assert '<td class=kind data-kind="sglang" data-engine="qwen-32b">sglang</td>' in page
     assert get(base + "/healthz")[2] == "ok\n"
     with pytest.raises(urllib.error.HTTPError) as err:
         get(base + "/nope")
@@ -98,8 +103,11 @@ def test_terminal_summary_prints_live_costs(demo):
     process.terminate()
     out, _ = process.communicate(timeout=10)
     assert "http://localhost:" in out
+    assert "a simulated vLLM server and a simulated SGLang server" in out
+    assert "llama-8b (vLLM) http://127.0.0.1:" in out and "qwen-32b (SGLang) http://127.0.0.1:" in out
     summary = [line for line in out.splitlines() if line.startswith("sim ")]
     assert summary and "/1M" in summary[-1] and "util" in summary[-1] and "at 100%" in summary[-1]
+    assert "Llama-3.1-8B-Instruct [vllm]: $" in summary[-1] and "Qwen2.5-32B-Instruct [sglang]: $" in summary[-1]
 
 
 def test_demo_stops_cleanly_on_sigterm():

@@ -27,14 +27,17 @@ def chromium(*args) -> subprocess.CompletedProcess:
 
 
 class Cells(html.parser.HTMLParser):
-    """Collects <td data-metric=...> cells: (metric, labels) -> text."""
+    """Collects <td data-metric=...> cells: (metric, labels) -> text, and the engine kinds shown
+    (<td data-kind=... data-engine=...>): (engine, kind attribute, text)."""
 
     def __init__(self):
         super().__init__()
-        self.cells, self._current = {}, None
+        self.cells, self.kinds, self._current = {}, set(), None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        if tag == "td" and "data-kind" in attrs:
+            self.kinds.add((attrs["data-engine"], attrs["data-kind"]))
         if tag == "td" and "data-metric" in attrs:
             labels = tuple(sorted((k[5:], v) for k, v in attrs.items() if k.startswith("data-") and k != "data-metric"))
             self._current = (attrs["data-metric"], labels)
@@ -85,6 +88,12 @@ def test_landing_page_values_match_metrics_and_screenshot(page):
         assert abs(float(shown.replace(",", "")) - expected) <= 0.5 * 10**-decimals + 1e-9, (metric, labels, shown)
         checked += 1
     assert checked >= 2 * 4 + 4 * 3  # per model 4 figures, per model and API 3
+    # Each engine's kind, in the model rows and the sources table, is llmcost_engine_info's engine_kind.
+    served = {s.labels["engine"]: s.labels["engine_kind"] for f in text_string_to_metric_families(text)
+              for s in f.samples if s.name == "llmcost_engine_info"}
+    assert served == {"a": "vllm", "b": "vllm"}
+    assert parser.kinds == set(served.items())
+    assert dom.stdout.count('data-kind="vllm"') == 2 + 2  # one model row and one source row per engine
     assert "self-hosting saved" in dom.stdout or "would have cost" in dom.stdout
 
     shot = tmp_path / "landing.png"

@@ -1,6 +1,9 @@
 """The proof on a real Prometheus: it scrapes the demo exporter, evaluates the project's rules, and
 answers every dashboard panel's query with the template variables substituted as Grafana would.
 
+The demo serves two engine kinds, a simulated vLLM (llama-8b) and a simulated SGLang (qwen-32b),
+each detected by the exporter (kind auto); the dashboards' $engine_kind filter is run for each.
+
 The demo runs in real time (`--demo.speed=1`, so rate() over counters means what it says) at a
 constant 50% load. At that load both demo engines cost more per token than gpt-4o-mini and less than
 gpt-4o, which gives the cost alert its positive and its negative case in one run.
@@ -38,7 +41,8 @@ CLUSTER = "demo"
 # rules/config.yaml's keys for a site whose job is `llmcost` and whose series carry `cluster`
 SITE = ['selector=job="llmcost"', "cluster_labels=[cluster]"]
 WINDOW_S = 30  # the fast variant's recording window
-ENGINES = {"llama-8b", "qwen-32b"}
+KINDS = {"llama-8b": "vllm", "qwen-32b": "sglang"}  # the demo's engines and what each is detected as
+ENGINES = set(KINDS)
 
 # Recording rule of the fast variant -> the exporter gauge it must agree with (same labels).
 AGREEING = {
@@ -88,12 +92,45 @@ def stack(tmp_path_factory):
 def test_every_dashboard_query_parses_and_returns_data(stack):
     queries = panel_queries()
     assert len(queries) >= 20
-    empty = []
+    empty, kinds = [], set()
     for uid, title, expr in queries:
         result = stack.query(substitute(expr, VARIABLES))  # raises on a PromQL error
         if not result:
             empty.append(f"{uid} / {title}: {expr}")
+        kinds |= {s["metric"]["engine_kind"] for s in result if "engine_kind" in s["metric"]}
     assert not empty, "panels without data:\n" + "\n".join(empty)
+    assert kinds == set(KINDS.values())  # All kinds: the panels show both engines' kinds
+
+
+def test_both_engine_kinds_are_detected_and_served(stack):
+    info = {s["metric"]["engine"]: (s["metric"]["engine_kind"], s["metric"]["cached_input_source"])
+            for s in stack.query("llmcost_engine_info")}
+    assert info == {engine: (kind, "counter") for engine, kind in KINDS.items()}
+    flowing = {s["metric"]["engine"] for s in stack.query("rate(llmcost_tokens_total[30s]) > 0")}
+    assert flowing == ENGINES  # both kinds' token counters are read
+
+
+@pytest.mark.parametrize("kind", sorted(set(KINDS.values())))
+def test_the_engine_kind_filter_selects_that_kinds_engines(stack, kind):
+    """$engine_kind = one kind: every query it filters still has data (each kind has an engine),
+    only from that kind's engines; a kind that no engine has leaves those queries empty."""
+    filtered = [(uid, title, expr) for uid, title, expr in panel_queries() if "$engine_kind" in expr]
+    assert len(filtered) >= 30
+    empty, foreign, leaked = [], [], []
+    for uid, title, expr in filtered:
+        result = stack.query(substitute(expr, {**VARIABLES, "engine_kind": kind}))
+        if not result:
+            empty.append(f"{uid} / {title}: {expr}")
+        others = {s["metric"]["engine"] for s in result if "engine" in s["metric"]} - {
+            e for e, k in KINDS.items() if k == kind}
+        kinds = {s["metric"]["engine_kind"] for s in result if "engine_kind" in s["metric"]}
+        if others or kinds - {kind}:
+            foreign.append(f"{uid} / {title}: {others or kinds}")
+        if stack.query(substitute(expr, {**VARIABLES, "engine_kind": "none"})):
+            leaked.append(f"{uid} / {title}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+    assert not foreign, "series of another kind's engines:\n" + "\n".join(foreign)
+    assert not leaked, "panels with data for a kind no engine has:\n" + "\n".join(leaked)
 
 
 def test_a_sites_dashboards_return_data_for_the_selected_cluster_only(stack):
@@ -124,7 +161,7 @@ def label_values(stack, query: str, variables: dict) -> list[str]:
 
 @pytest.mark.parametrize("overrides", [[], SITE], ids=["default", "site"])
 def test_every_variable_lists_the_demos_values(stack, overrides):
-    expected = {"cluster": [CLUSTER]}
+    expected = {"cluster": [CLUSTER], "engine_kind": sorted(set(KINDS.values()))}
     for board in dashboards_json(load_config(overrides=overrides)):
         for variable in board["templating"]["list"]:
             if variable["type"] != "query":

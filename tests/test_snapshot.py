@@ -33,8 +33,10 @@ def window(*samples):
 
 
 class FakeEngine:
-    def __init__(self, name, *models, resets=0, api_windows=None):
+    def __init__(self, name, *models, resets=0, api_windows=None, kind="vllm", cached_input_source="counter"):
         self.name = name
+        self.kind = kind
+        self.cached_input_source = cached_input_source
         self.models = list(models)
         self.resets = resets
         self.api_windows = api_windows or {}
@@ -173,12 +175,14 @@ def test_the_snapshot_holds_the_time_window_gpus_totals_resets_health_and_info(c
     totals = spend_totals(engines={"e": 1.0})
     info = ExporterInfo({"mode": "cloud", "currency": "USD", "price_source": "configured"}, None, {}, True, 1.0, [])
     kube = SourceHealth("kubernetes", "node")
-    snap = snapshot(clock, [FakeEngine("e", resets=3), FakeEngine("f")], FakeAccountant(0.0, totals=totals),
-                    gpus=gpus, extra_health=[kube], info=info)
+    snap = snapshot(clock, [FakeEngine("e", resets=3), FakeEngine("f", kind="auto", cached_input_source="none")],
+                    FakeAccountant(0.0, totals=totals), gpus=gpus, extra_health=[kube], info=info)
     assert snap.time == clock.now() and snap.window_s == WINDOW_S
     assert [(g.index, g.energy_joules) for g in snap.gpus] == [(0, 10.0), (1, 20.0)]
     assert snap.spend is totals and snap.info is info
     assert snap.engine_resets == {"e": 3, "f": 0}
+    assert [(e.name, e.kind, e.cached_input_source) for e in snap.engines] == [("e", "vllm", "counter"),
+                                                                               ("f", "auto", "none")]
     assert [(h.source, h.name) for h in snap.health] == [("gpu", "nvml"), ("engine", "e"), ("engine", "f"),
                                                          ("kubernetes", "node")]
     assert snap.payback_months == {}  # cloud mode

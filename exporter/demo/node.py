@@ -1,5 +1,10 @@
-"""The node of `llm-cost-exporter demo`: a simulated GPU node and two simulated vLLM servers,
-scraped over real HTTP by the real exporter, with time optionally accelerated. The CLI runs it."""
+"""The node of `llm-cost-exporter demo`: a simulated GPU node, a simulated vLLM server and a
+simulated SGLang server, scraped over real HTTP by the real exporter, with time optionally
+accelerated. The CLI runs it.
+
+The engines are configured with kind `auto` (the default), so the exporter detects each one's
+kind from its first scrape, as it would on a real node; llmcost_engine_info and the landing page
+show what it found."""
 
 from __future__ import annotations
 
@@ -9,19 +14,27 @@ import time
 from exporter.app import Exporter
 from exporter.clock import AcceleratedClock
 from exporter.config import from_dict
+from exporter.demo.server import SimulatedServer
+from exporter.demo.sglang_server import SimulatedSglang
 from exporter.demo.vllm_server import SimulatedVllm
 from exporter.demo.workload import Workload
 from exporter.gpu.simulated import SimulatedNVML
 from exporter.web import WebServer
 
-# A g5.12xlarge-like node: 4x A10G, two models on two GPUs each.
+# A g5.12xlarge-like node: 4x A10G, two models on two GPUs each, one served by vLLM, one by SGLang.
 INSTANCE_TYPE = "g5.12xlarge"
 INSTANCE_HOURLY = 5.672  # USD, AWS us-east-1 on-demand
+SERVERS = {"vllm": ("vLLM", SimulatedVllm), "sglang": ("SGLang", SimulatedSglang)}  # kind -> (name, simulator)
 ENGINES = (
-    # name, model, capacity tokens/s at saturation, GPUs, seed
-    ("llama-8b", "meta-llama/Llama-3.1-8B-Instruct", 2400.0, [0, 1], 11),
-    ("qwen-32b", "Qwen/Qwen2.5-32B-Instruct", 700.0, [2, 3], 23),
+    # name, model, capacity tokens/s at saturation, GPUs, seed, the engine kind its server simulates
+    ("llama-8b", "meta-llama/Llama-3.1-8B-Instruct", 2400.0, [0, 1], 11, "vllm"),
+    ("qwen-32b", "Qwen/Qwen2.5-32B-Instruct", 700.0, [2, 3], 23, "sglang"),
 )
+
+
+def describe_servers() -> str:
+    """The simulated engine servers in words: "a simulated vLLM server and a simulated SGLang server"."""
+    return " and ".join(f"a simulated {SERVERS[kind][0]} server" for *_, kind in ENGINES)
 
 
 COMPARE_APIS = ("gpt-4o-mini", "gpt-4o")
@@ -31,11 +44,11 @@ class Demo:
     def __init__(self, listen_address: str, speed: float, window: str = "30m", constant_load: float | None = None,
                  web_config=None, gpu_interval: str = "1s", engine_interval: str = "1s", engine_timeout: str = "800ms"):
         self.clock = AcceleratedClock(speed)
-        self.servers: list[SimulatedVllm] = []
+        self.servers: list[SimulatedServer] = []
         loads = {}
-        for _name, model, capacity, gpus, seed in ENGINES:
+        for _name, model, capacity, gpus, seed, kind in ENGINES:
             workload = Workload(self.clock, capacity, seed=seed, constant_load=constant_load)  # None: the pattern
-            self.servers.append(SimulatedVllm(workload, model).start())
+            self.servers.append(SERVERS[kind][1](workload, model).start())
             for gpu in gpus:
                 loads[gpu] = workload.load
         self.nvml = SimulatedNVML(self.clock, count=4, product="NVIDIA A10G", idle_watts=58.0, max_watts=300.0)
@@ -49,7 +62,7 @@ class Demo:
             "compare": {"apis": list(COMPARE_APIS)},
             "engines": [{"name": name, "url": server.url, "gpus": gpus, "interval": engine_interval, "timeout": engine_timeout,
                          "capacity_tokens_per_s": capacity}
-                        for (name, _, capacity, gpus, _), server in zip(ENGINES, self.servers, strict=True)],
+                        for (name, _, capacity, gpus, *_), server in zip(ENGINES, self.servers, strict=True)],
         }, environ={})
         self.exporter = Exporter(config, clock=self.clock, nvml_backend=self.nvml)
         self.web = WebServer(self.exporter, listen_address, web_config=web_config)
@@ -67,13 +80,19 @@ class Demo:
         for t in stoppers:
             t.join(5)
 
+    def engine_lines(self) -> list[str]:
+        """Each simulated engine: its name in the exporter, what it simulates, its URL."""
+        return [f"{name} ({SERVERS[kind][0]}) {server.url}"
+                for (name, *_, kind), server in zip(ENGINES, self.servers, strict=True)]
+
     def summary_line(self) -> str:
         snap = self.exporter.snapshot()
+        kinds = {e.name: e.kind for e in snap.engines}
         spend = sum(snap.spend.components.values()) if snap.spend else 0.0
         power = sum(g.power_watts or 0.0 for g in snap.gpus)
         parts = [f"sim {time.strftime('%H:%M', time.gmtime(snap.time))}", f"spend ${spend:,.2f}", f"GPUs {power:,.0f} W"]
         for f in snap.models:
-            name = f.model.model.split("/")[-1]
+            name = f"{f.model.model.split('/')[-1]} [{kinds.get(f.model.engine, '?')}]"
             if f.cost_per_million is None:
                 parts.append(f"{name}: no tokens")
                 continue
