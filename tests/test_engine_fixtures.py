@@ -71,7 +71,11 @@ def sources_table() -> dict[str, dict[str, str]]:
 
 
 SOURCES = sources_table()
-FIXTURES = [pytest.param(p, id=str(p.relative_to(DATA))) for p in fixture_files()]
+# Real bodies that serve no token series yet: counted as an unknown engine until they do.
+NO_TOKENS_YET = {"dynamo/frontend-1.6.1-no-workers-text.txt": "a Dynamo frontend before any model registered"}
+BIG = 100_000  # bytes: Ray's agent serves all of Ray's own metrics too (600 kB): the slow tier reads those
+FIXTURES = [pytest.param(p, id=str(p.relative_to(DATA)), marks=[pytest.mark.slow] if p.stat().st_size > BIG else [])
+            for p in fixture_files() if str(p.relative_to(DATA)) not in NO_TOKENS_YET]
 
 
 def served(path: Path) -> tuple[str, str, str]:
@@ -271,6 +275,14 @@ def test_auto_detection_picks_the_fixtures_engine(path, static_server, exporter_
     assert set(exported(exporter)["tokens"].values()) == {0.0}  # the first scrape is a baseline
 
 
+@pytest.mark.parametrize("name", sorted(NO_TOKENS_YET))
+def test_a_real_body_without_token_series_is_an_unknown_engine_not_a_zero(name, static_server, exporter_for):
+    kind, content_type, body = served(DATA / name)
+    exporter = auto_exporter(exporter_for, static_server(body, content_type))
+    assert exporter.engines[0].kind == "auto" and up(exporter) == 0
+    assert value(exporter, "llmcost_source_errors_total", source="engine", name=ENGINE, reason="unknown_engine") == 1
+
+
 @pytest.mark.parametrize("path", FIXTURES)
 def test_growth_of_every_mapped_series_is_counted_exactly(path, dynamic_server, exporter_for, clock):
     kind, content_type, body = served(path)
@@ -278,7 +290,7 @@ def test_growth_of_every_mapped_series_is_counted_exactly(path, dynamic_server, 
     exporter = scrape_twice(dynamic_server, exporter_for, clock, body, grown, content_type)
     assert exporter.engines[0].kind == kind and up(exporter) == 1
     want = expected_totals(ENGINE_MAPS[kind], sample_rows(body), growth)
-    assert want["tokens"] and all(v > 0 for (_, d), v in want["tokens"].items() if d == "output")
+    assert want["tokens"] and any(v > 0 for (_, d), v in want["tokens"].items() if d == "output")
     assert exported(exporter) == want
     assert value(exporter, "llmcost_engine_restarts_total", engine=ENGINE) == 0
 
@@ -309,7 +321,8 @@ def openmetrics_twins():
             yield pytest.param(path, path.with_name(text_twin), id=str(path.relative_to(DATA)))
 
 
-@pytest.mark.parametrize("path,text_twin", list(openmetrics_twins()))
+@pytest.mark.parametrize("path,text_twin", [pytest.param(*p.values, id=p.id, marks=[pytest.mark.slow] if p.values[0].stat().st_size > BIG else [])
+                                             for p in openmetrics_twins()])
 def test_openmetrics_fixture_counts_like_its_text_twin(path, text_twin, dynamic_server, exporter_for, clock):
     """`escaping=underscores` serves vllm_prompt_tokens_total under `# TYPE vllm:prompt_tokens`
     (prometheus/client_python#1177); `allow-utf-8` keeps the colon. Both count like text 0.0.4."""
@@ -318,10 +331,10 @@ def test_openmetrics_fixture_counts_like_its_text_twin(path, text_twin, dynamic_
         kind, content_type, body = served(fixture)
         grown, _ = grow(body, ENGINE_MAPS[kind])
         exporter = scrape_twice(dynamic_server, exporter_for, clock, body, grown, content_type)
-        assert exporter.engines[0].kind == "vllm" and up(exporter) == 1
+        assert exporter.engines[0].kind == kind and up(exporter) == 1
         results.append((exported(exporter), gauges(exporter)))
     assert results[0] == results[1]
-    assert results[0][0]["tokens"][("Qwen/Qwen3-0.6B", "input")] > 0
+    assert any(v > 0 for (_, direction), v in results[0][0]["tokens"].items() if direction == "input")
 
 
 def test_underscores_fixture_really_is_escaped():

@@ -11,6 +11,8 @@ scrape), vanish and come back, and appear after the baseline. Two references:
 
 import math
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -193,6 +195,7 @@ def _by_quantity(totals):
     return {(m, q): v for (m, _, q), v in totals.items() if v}
 
 
+@pytest.mark.slow  # 2,000 generated engines
 @given(engines())
 @settings(max_examples=examples(2000))
 def test_with_created_the_totals_are_the_tokens_really_served(engine):
@@ -202,6 +205,7 @@ def test_with_created_the_totals_are_the_tokens_really_served(engine):
         assert _by_quantity(totals.totals) == {k: v for k, v in truth.items() if v}
 
 
+@pytest.mark.slow
 @given(engines())
 @settings(max_examples=examples(2000))
 def test_without_created_the_totals_follow_prometheus_semantics(engine):

@@ -34,7 +34,9 @@ class SimulatedServer:
         self.huge_bytes = 50 * 1024 * 1024
         self.requests_served = 0
         self._offset = {k: 0 for k in workload.counters()}  # counters at the last restart
-        self._started_at = time.time()
+        # The process whose counters these are: another server object on the same workload is the
+        # same process reachable again, with the same _created.
+        self._started_at = workload.process_started
         self._registry = CollectorRegistry()
         self._registry.register(collector(self))
         handler = type("Handler", (_Handler,), {"sim": self})

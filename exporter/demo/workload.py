@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 
 SEGMENT_S = 60.0
 
@@ -24,6 +25,7 @@ class Workload:
         self.cached_share = cached_share
         self.output_per_request = output_tokens_per_request
         self.start = clock.now() if start is None else start
+        self.process_started = time.time()  # wall time the serving process started: its counters' _created
         self._lock = threading.Lock()
         self._t = self.start
         self._input = 0.0  # exact cumulative tokens (floats); served values are floored
