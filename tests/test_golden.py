@@ -56,9 +56,7 @@ import pathlib
 import re
 import shutil
 import subprocess
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client import generate_latest
@@ -67,6 +65,7 @@ from exporter.app import Exporter
 from exporter.clock import ManualClock
 from exporter.config import from_dict
 from exporter.gpu.simulated import SimulatedNVML
+from plugins.engines import serve_loopback
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
@@ -103,23 +102,8 @@ class FixedEngine:
         self.counters = dict(start)
         self.per_round = per_round
         self.gauges = gauges
-        engine = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                data = engine.body().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self.server = serve_loopback(lambda _path: (200, "text/plain; version=0.0.4; charset=utf-8",
+                                                    self.body().encode()), poll_interval=0.02)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/metrics"
 
@@ -166,34 +150,18 @@ class FixtureApiServer:
     """GET /api/v1/nodes/NAME and GET /api/v1/pods with the field and label selectors honoured."""
 
     def __init__(self, node: dict, pods: list[dict]):
-        api = self
+        def respond(path):
+            url = urllib.parse.urlsplit(path)
+            query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
+            if url.path == f"/api/v1/nodes/{node['metadata']['name']}":
+                return 200, "application/json", json.dumps(node).encode()
+            if url.path == "/api/v1/pods":
+                items = [p for p in pods if _selected(p, query)]
+                return 200, "application/json", json.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": {
+                    "resourceVersion": "48213412"}, "items": items}).encode()
+            return 404, "application/json", (KUBE_DATA / "status-404-node.json").read_bytes()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                url = urllib.parse.urlsplit(self.path)
-                query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
-                if url.path == f"/api/v1/nodes/{node['metadata']['name']}":
-                    return self._send(200, node)
-                if url.path == "/api/v1/pods":
-                    items = [p for p in pods if _selected(p, query)]
-                    return self._send(200, {"kind": "PodList", "apiVersion": "v1",
-                                            "metadata": {"resourceVersion": "48213412"}, "items": items})
-                self._send(404, json.loads((KUBE_DATA / "status-404-node.json").read_text()))
-
-            def _send(self, code, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self.server = serve_loopback(respond, poll_interval=0.02)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def stop(self) -> None:

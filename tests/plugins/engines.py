@@ -14,6 +14,28 @@ from exporter.gpu.simulated import SimulatedNVML
 from plugins.nodes import MODEL
 
 
+def serve_loopback(respond, poll_interval: float = 0.05) -> ThreadingHTTPServer:
+    """A real HTTP server on 127.0.0.1 (a free port), serving in a daemon thread: respond(path)
+    gives (status, content type, body bytes) for each GET. Stop it with shutdown() and server_close()."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            status, content_type, data = respond(self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True).start()
+    return server
+
+
 @pytest.fixture
 def vllm(clock):
     """A simulated vLLM server on a real loopback socket, at a constant 50% load."""
@@ -39,21 +61,11 @@ def dynamic_server():
     def make(body_fn, content_type="text/plain; version=0.0.4"):
         calls = [0]
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                calls[0] += 1
-                data = body_fn(calls[0]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        def respond(_path):
+            calls[0] += 1
+            return 200, content_type, body_fn(calls[0]).encode()
 
-            def log_message(self, *args):
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        server = serve_loopback(respond)
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}/metrics"
 
@@ -78,23 +90,14 @@ def mutable_engine(tmp_path_factory):
     """One real HTTP engine whose counters a test sets directly (for hypothesis, module-scoped)."""
     state = {"prompt": 0, "generated": 0}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = ("# TYPE vllm:prompt_tokens_total counter\n"
-                    f'vllm:prompt_tokens_total{{model_name="m"}} {state["prompt"]}\n'
-                    "# TYPE vllm:generation_tokens_total counter\n"
-                    f'vllm:generation_tokens_total{{model_name="m"}} {state["generated"]}\n').encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(_path):
+        return 200, "text/plain; version=0.0.4", (
+            "# TYPE vllm:prompt_tokens_total counter\n"
+            f'vllm:prompt_tokens_total{{model_name="m"}} {state["prompt"]}\n'
+            "# TYPE vllm:generation_tokens_total counter\n"
+            f'vllm:generation_tokens_total{{model_name="m"}} {state["generated"]}\n').encode()
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    server = serve_loopback(respond)
     clock = ManualClock()
     nvml = SimulatedNVML(clock, count=1)
 
