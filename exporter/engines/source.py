@@ -156,9 +156,10 @@ class EngineSource:
         if self._totals.resets != resets_before:
             log.warning("engine counters went backwards (restart?) engine=%s series_groups=%d; those series count "
                         "from their new values", self.name, self._totals.resets - resets_before)
-        for reason, count in (("bad_value", rejected), ("overflow", self._totals.overflows - overflows_before)):
+        for reason, count, why in (("bad_value", rejected, "not a finite count"),
+                                   ("overflow", self._totals.overflows - overflows_before, "its sum would overflow")):
             if count:
-                self._cap_hit(reason, f"{count} series left out of one scrape (reason={reason}: not a finite count)")
+                self._cap_hit(reason, f"{count} series left out of one scrape ({why})")
         self.health.success(now, time.monotonic() - started)
 
     def _detect(self, content_type: str, body: str):
