@@ -81,10 +81,20 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 5m, 1h)") from None
 
 
+class OneLineFormatter(logging.Formatter):
+    """logfmt lines that no value from outside can break: a CR or LF anywhere in a record (a pod
+    annotation, an engine's error text) is written as \\r or \\n, so it can never start a line of
+    its own and forge one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level={"warn": logging.WARNING}.get(level, getattr(logging, level.upper())),
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s"))
+    logging.basicConfig(level={"warn": logging.WARNING}.get(level, getattr(logging, level.upper())),
+                        handlers=[handler])
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # it logs every job run at INFO
 
 
