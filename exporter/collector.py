@@ -22,6 +22,8 @@ Series of engines discovered as pods also carry `namespace` and `pod` (engine = 
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from exporter import __version__
@@ -46,6 +48,9 @@ class CostCollector:
         snap = self._take_snapshot()
         pods = snap.info.engine_pods if snap.info else {}
         for family in self._families(snap):
+            # A figure whose arithmetic left the finite range (a rate of counts near 1e308) is
+            # absent, as an unknown figure is: no NaN or Inf ever reaches a dashboard or a sum.
+            family.samples = [s for s in family.samples if math.isfinite(s.value)]
             if pods:
                 family.samples = [_with_pod_labels(sample, pods) for sample in family.samples]
             yield family

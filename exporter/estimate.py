@@ -10,23 +10,77 @@ tests/data/seeds.yaml is reproduced figure by figure. Scenario format: docs/esti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import typing
 
 from exporter import catalog, pricing
 from exporter import costmodel as cm
-from exporter.validation import InputError, load_mapping, show
+from exporter.validation import InputError, build, load_mapping, number, show
 
 SWEEP = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-_SCENARIO_KEYS = {
-    "instance_type", "region", "hourly", "hours_per_month", "throughput_tokens_per_s",
-    "tokens_per_month_at_full_utilization", "tokens_per_month", "utilization", "input_share", "cached_input_share",
-    "apis", "owned", "requests_per_day", "tokens_per_request", "per_request_fees_per_million", "batch", "fine_tuning",
-}
+SHARE = "a share: 0.25 for 25%"
 
 
 class ScenarioError(InputError):
     """A bad scenario: `KEY: got VALUE, allowed: WHAT`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Owned:
+    capex: float = number(0.0)
+    gpu_count: int = number(1)
+    gpu_power_w: float = number(0.0)
+    overhead_power_w: float = number(0.0)
+    electricity_per_kwh: float = number(0.0)
+    pue: float = number(1.0, minimum=1.0)
+    other_monthly: float = number(0.0)
+    amortization_months: float | None = number(None, exclusive=True)  # None: "excluding capex" and payback
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    prompts: float = number()
+    input_tokens_per_prompt: float = number()
+    output_tokens_per_prompt: float = number()
+
+
+@dataclasses.dataclass(frozen=True)
+class Prices:
+    input_per_million: float = number(exclusive=True)
+    output_per_million: float = number(exclusive=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuning:
+    training_tokens: float = number()
+    epochs: int = number(minimum=1)
+    training_per_million: float = number()
+    base: Prices | None = None
+    tuned: Prices | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """The scenario file (docs/estimate.md); every key checked, unknown ones refused."""
+    hourly: float | None = number(None)
+    instance_type: str | None = None
+    region: str | None = None
+    owned: Owned | None = None
+    hours_per_month: float = number(730.0, exclusive=True)
+    throughput_tokens_per_s: float | None = number(None)
+    tokens_per_month_at_full_utilization: float | None = number(None)
+    utilization: float = number(1.0, maximum=1.0, hint=SHARE)
+    tokens_per_month: float | None = number(None)
+    input_share: float = number(0.5, maximum=1.0, hint=SHARE)
+    cached_input_share: float = number(0.0, maximum=1.0, hint=SHARE)
+    apis: list[typing.Any] = dataclasses.field(default_factory=list)  # names or inline prices: _api_prices
+    tokens_per_request: float | None = number(None)
+    requests_per_day: float | None = number(None)
+    per_request_fees_per_million: float = number(0.0)
+    batch: Batch | None = None
+    fine_tuning: FineTuning | None = None
 
 
 def _api_prices(entries) -> list:
@@ -51,28 +105,14 @@ def _api_prices(entries) -> list:
     return prices
 
 
-def _number(scenario: dict, key: str, default=None):
-    value = scenario.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ScenarioError(key, f"got {show(value)}, allowed: a number >= 0")
-    return float(value)
-
-
-def compute(scenario: dict) -> dict:
+def compute(raw: dict) -> dict:
     """All figures the scenario determines, by name."""
-    unknown = sorted(set(scenario) - _SCENARIO_KEYS)
-    if unknown:
-        raise ScenarioError(unknown[0], f"unknown key, allowed keys: {', '.join(sorted(_SCENARIO_KEYS))}")
-    hpm = _number(scenario, "hours_per_month", 730.0)
+    scenario = build(Scenario, raw, "", ScenarioError)
+    hpm = scenario.hours_per_month
     out: dict = {"hours_per_month": hpm}
-    apis = _api_prices(scenario.get("apis"))
-    input_share = _number(scenario, "input_share", 0.5)
-    cached_share = _number(scenario, "cached_input_share", 0.0)
-
-    monthly, opex, capex = _monthly_costs(scenario, hpm, out)
-    capacity, tokens = _volume(scenario, hpm)
+    apis = _api_prices(scenario.apis)
+    monthly, opex, capex = _monthly_costs(scenario, out)
+    capacity, tokens = _volume(scenario)
     if capacity is not None:
         out["throughput_tokens_per_s"] = capacity
     if tokens is not None:
@@ -86,56 +126,53 @@ def compute(scenario: dict) -> dict:
     if opex is not None and tokens:
         out["cost_per_million_excluding_capex"] = cm.cost_per_million(opex, tokens)
 
-    _compare_apis(out, apis, tokens, input_share, cached_share, opex, capex)
-    _per_request(out, scenario, apis, input_share, cached_share)
-    _batch(out, scenario, apis)
-    _fine_tuning(out, scenario)
+    _compare_apis(out, apis, tokens, scenario, opex, capex)
+    _per_request(out, scenario, apis)
+    _batch(out, scenario.batch, apis)
+    _fine_tuning(out, scenario.fine_tuning)
     if capacity and monthly is not None:
         out["sweep"] = [{"utilization": u, "cost_per_million": cm.cost_per_million(monthly, cm.tokens_in_period(capacity, hpm, u))}
                         for u in SWEEP]
     return out
 
 
-def _volume(scenario, hpm):
+def _volume(scenario: Scenario):
     """(capacity in tokens/s, tokens per month), each None where the scenario does not say."""
-    capacity = _number(scenario, "throughput_tokens_per_s")
-    full_tokens = _number(scenario, "tokens_per_month_at_full_utilization")
-    if capacity is None and full_tokens is not None:
-        capacity = full_tokens / (hpm * cm.SECONDS_PER_HOUR)
-    tokens = _number(scenario, "tokens_per_month")
+    capacity = scenario.throughput_tokens_per_s
+    if capacity is None and scenario.tokens_per_month_at_full_utilization is not None:
+        capacity = scenario.tokens_per_month_at_full_utilization / (scenario.hours_per_month * cm.SECONDS_PER_HOUR)
+    tokens = scenario.tokens_per_month
     if tokens is None and capacity is not None:
-        tokens = cm.tokens_in_period(capacity, hpm, _number(scenario, "utilization", 1.0))
+        tokens = cm.tokens_in_period(capacity, scenario.hours_per_month, scenario.utilization)
     return capacity, tokens
 
 
-def _monthly_costs(scenario, hpm, out):
+def _monthly_costs(scenario: Scenario, out):
     """(monthly cost, monthly opex, capex): cloud instance or owned hardware."""
-    owned = scenario.get("owned")
-    hourly = _number(scenario, "hourly")
-    if hourly is None and scenario.get("instance_type"):
-        found = pricing.find_instance(scenario["instance_type"], scenario.get("region"))
+    hourly = scenario.hourly
+    if hourly is None and scenario.instance_type:
+        found = pricing.find_instance(scenario.instance_type, scenario.region)
         if found is None:
-            raise ScenarioError("instance_type", f"got {show(scenario['instance_type'])}, not in the price catalog; "
+            raise ScenarioError("instance_type", f"got {show(scenario.instance_type)}, not in the price catalog; "
                                 "set hourly")
         hourly = found.hourly
+    hpm = scenario.hours_per_month
     if hourly is not None:
         out["hourly"] = hourly
         return cm.monthly_cost(hourly, hpm), None, None
+    owned = scenario.owned
     if owned is None:
         return None, None, None
-    if not isinstance(owned, dict):
-        raise ScenarioError("owned", f"got {show(owned)}, allowed: a mapping (capex, gpu_count, gpu_power_w, ...)")
-    watts = _number(owned, "gpu_count", 1) * _number(owned, "gpu_power_w", 0) + _number(owned, "overhead_power_w", 0)
+    watts = owned.gpu_count * owned.gpu_power_w + owned.overhead_power_w
     kwh = cm.energy_kwh_for(watts, hpm)
-    energy = cm.energy_cost(kwh * cm.JOULES_PER_KWH, _number(owned, "electricity_per_kwh", 0), _number(owned, "pue", 1))
-    opex = energy + _number(owned, "other_monthly", 0)
-    capex = _number(owned, "capex", 0)
+    energy = cm.energy_cost(kwh * cm.JOULES_PER_KWH, owned.electricity_per_kwh, owned.pue)
+    opex = energy + owned.other_monthly
     out.update(energy_kwh_per_month=kwh, energy_cost_per_month=energy, opex_per_month=opex)
-    months = _number(owned, "amortization_months")
-    monthly = opex + (capex / months if months else 0.0)
+    months = owned.amortization_months
+    monthly = opex + (owned.capex / months if months else 0.0)
     if months:
-        out["amortization_per_month"] = capex / months
-    return monthly, opex, capex
+        out["amortization_per_month"] = owned.capex / months
+    return monthly, opex, owned.capex
 
 
 def _blended(api, input_share: float, cached_share: float) -> float:
@@ -143,20 +180,20 @@ def _blended(api, input_share: float, cached_share: float) -> float:
                                         api.cached_input_per_million, cached_share)
 
 
-def _compare_apis(out, apis, tokens, input_share, cached_share, opex, capex):
+def _compare_apis(out, apis, tokens, scenario: Scenario, opex, capex):
     comparisons = {}
     for api in apis:
-        blended = _blended(api, input_share, cached_share)
-        row = {"api_blended_per_million": blended}
+        blended = _blended(api, scenario.input_share, scenario.cached_input_share)
+        row: dict[str, float | None] = {"api_blended_per_million": blended}
         if "cost_per_million_at_full_utilization" in out:
             row["breakeven_utilization"] = cm.breakeven_utilization(out["cost_per_million_at_full_utilization"], blended)
         if tokens:
-            row["api_equivalent_per_month"] = tokens * blended / cm.PER_MILLION
+            api_monthly = row["api_equivalent_per_month"] = tokens * blended / cm.PER_MILLION
             if opex is not None:
-                row["monthly_saving"] = row["api_equivalent_per_month"] - opex
-                row["payback_months"] = cm.payback_months(capex, row["api_equivalent_per_month"], opex)
+                row["monthly_saving"] = api_monthly - opex
+                row["payback_months"] = cm.payback_months(capex, api_monthly, opex)
             elif "monthly_cost" in out:
-                row["monthly_saving"] = row["api_equivalent_per_month"] - out["monthly_cost"]
+                row["monthly_saving"] = api_monthly - out["monthly_cost"]
         comparisons[api.name] = row
     if comparisons:
         out["apis"] = comparisons
@@ -164,44 +201,38 @@ def _compare_apis(out, apis, tokens, input_share, cached_share, opex, capex):
             out.update(next(iter(comparisons.values())))
 
 
-def _per_request(out, scenario, apis, input_share, cached_share):
+def _per_request(out, scenario: Scenario, apis):
     """Per-request economics: an API billed per token against a fixed instance plus per-request fees."""
-    tokens_per_request = _number(scenario, "tokens_per_request")
-    if tokens_per_request is None or "hourly" not in out:
+    if scenario.tokens_per_request is None or "hourly" not in out:
         return
-    api = apis[0] if apis else None
-    if api is None:
+    if not apis:
         raise ScenarioError("tokens_per_request", "needs one entry in apis to price requests with")
-    api_per_request = tokens_per_request * _blended(api, input_share, cached_share) / cm.PER_MILLION
-    fee = _number(scenario, "per_request_fees_per_million", 0) / cm.PER_MILLION
+    blended = _blended(apis[0], scenario.input_share, scenario.cached_input_share)
+    api_per_request = scenario.tokens_per_request * blended / cm.PER_MILLION
+    fee = scenario.per_request_fees_per_million / cm.PER_MILLION
     daily_fixed = out["hourly"] * 24
     out["breakeven_requests_per_day"] = cm.breakeven_requests_per_day(daily_fixed, api_per_request, fee)
-    requests = _number(scenario, "requests_per_day")
-    if requests is not None:
-        out["api_cost_per_day"] = requests * api_per_request
-        out["self_hosted_cost_per_day"] = daily_fixed + requests * fee
+    if scenario.requests_per_day is not None:
+        out["api_cost_per_day"] = scenario.requests_per_day * api_per_request
+        out["self_hosted_cost_per_day"] = daily_fixed + scenario.requests_per_day * fee
 
 
-def _batch(out, scenario, apis):
-    batch = scenario.get("batch")
-    if not batch:
+def _batch(out, batch: Batch | None, apis):
+    if batch is None:
         return
-    inputs = _number(batch, "prompts") * _number(batch, "input_tokens_per_prompt")
-    outputs = _number(batch, "prompts") * _number(batch, "output_tokens_per_prompt")
+    inputs = batch.prompts * batch.input_tokens_per_prompt
+    outputs = batch.prompts * batch.output_tokens_per_prompt
     out["total_tokens"] = inputs + outputs
     out["api_bill"] = {a.name: cm.api_equivalent(inputs, outputs, a.input_per_million, a.output_per_million) for a in apis}
 
 
-def _fine_tuning(out, scenario):
-    ft = scenario.get("fine_tuning")
-    if not ft:
+def _fine_tuning(out, ft: FineTuning | None):
+    if ft is None:
         return
-    out["training_cost"] = cm.training_cost(_number(ft, "training_tokens"), int(_number(ft, "epochs")),
-                                            _number(ft, "training_per_million"))
-    base, tuned = ft.get("base"), ft.get("tuned")
-    if base and tuned:
-        multiples = {tuned[k] / base[k] for k in ("input_per_million", "output_per_million")}
-        out["usage_price_multiple_of_base"] = max(multiples)
+    out["training_cost"] = cm.training_cost(ft.training_tokens, ft.epochs, ft.training_per_million)
+    if ft.base and ft.tuned:
+        out["usage_price_multiple_of_base"] = max(ft.tuned.input_per_million / ft.base.input_per_million,
+                                                  ft.tuned.output_per_million / ft.base.output_per_million)
 
 
 # -- output -----------------------------------------------------------------------------------

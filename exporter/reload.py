@@ -77,6 +77,8 @@ class ConfigReloader:
                 self._apply(load_bytes(data, self.path, self._environ))
             except ConfigError as err:
                 return self._failed(err)
+            except Exception as err:  # noqa: BLE001 (a defect must not leave the gauge saying success)
+                return self._failed(ConfigError("config.file", f"could not be applied: {type(err).__name__}: {err}"))
             self._running_digest = state
             return self._succeeded("configuration reloaded", applied=True)
 

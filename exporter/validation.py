@@ -159,8 +159,11 @@ def choices(*allowed, default=dataclasses.MISSING):
     return dataclasses.field(default=default, metadata={"choices": allowed})
 
 
-def number(default=dataclasses.MISSING, minimum=0.0, exclusive=False):
-    return dataclasses.field(default=default, metadata={"min": minimum, "exclusive": exclusive})
+def number(default=dataclasses.MISSING, minimum=0.0, exclusive=False, maximum=None, hint=""):
+    """A finite number >= minimum (> with exclusive), <= maximum if given; `hint` follows the
+    allowed range in errors (e.g. what a share means)."""
+    return dataclasses.field(default=default, metadata={"min": minimum, "exclusive": exclusive, "max": maximum,
+                                                        "hint": hint})
 
 
 def duration(default: str, positive: bool = False):
@@ -269,8 +272,12 @@ def _convert_str(hint, value, key, meta, error):
     return value
 
 
+def _as_given(hint, value, key, meta, error):
+    return value  # typing.Any: the caller checks it (e.g. entries that are a name or a mapping)
+
+
 _CONVERTERS = {dict: _convert_dict, list: _convert_list, bool: _convert_bool, int: _convert_number,
-               float: _convert_number, str: _convert_str}
+               float: _convert_number, str: _convert_str, typing.Any: _as_given}
 
 
 def _convert_unit(unit: str, value, key: str, meta, error):
@@ -294,13 +301,14 @@ def _convert_unit(unit: str, value, key: str, meta, error):
 
 
 def _check_range(value, key, meta, error, kind: str):
-    minimum = meta.get("min")
-    if minimum is None:
-        return
-    if meta.get("exclusive") and value <= minimum:
-        raise _got(error, key, value, f"{kind} > {minimum:g}")
-    if value < minimum:
-        raise _got(error, key, value, f"{kind} >= {minimum:g}")
+    minimum, maximum, hint = meta.get("min"), meta.get("max"), meta.get("hint", "")
+    hint = f" ({hint})" if hint else ""
+    if minimum is not None and meta.get("exclusive") and value <= minimum:
+        raise _got(error, key, value, f"{kind} > {minimum:g}{hint}")
+    if minimum is not None and value < minimum:
+        raise _got(error, key, value, f"{kind} >= {minimum:g}{hint}")
+    if maximum is not None and value > maximum:
+        raise _got(error, key, value, f"{kind} from {minimum:g} to {maximum:g}{hint}")
 
 
 def _is_optional(hint) -> bool:

@@ -275,3 +275,25 @@ def test_a_file_still_being_written_is_loaded_once_it_settles(setup, clock):
     assert exporter.reloader.poll() == (True, "changing")  # nothing loaded, nothing reported
     exporter.check_config_file()
     assert exporter.accountant.pricing.cloud.hourly == 6.0 and exporter.reload_successful
+
+
+def test_a_defect_while_applying_a_reload_sets_the_gauge_to_0_with_one_line(tmp_path, clock, caplog):
+    """Whatever goes wrong applying a valid-looking file (a bug, not a bad key) is a failed reload:
+    the gauge must not keep saying success."""
+    from exporter.reload import ConfigReloader
+
+    path = tmp_path / "config.yml"
+    path.write_text("pricing: {cloud: {hourly: 3.6}}\n")
+
+    def apply(_config):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    reloader = ConfigReloader(str(path), apply, clock, environ={})
+    path.write_text("pricing: {cloud: {hourly: 4.8}}\n")
+    with caplog.at_level(logging.ERROR):
+        ok, message = reloader.reload()
+    assert not ok and not reloader.successful
+    assert "RecursionError" in message
+    assert [r.getMessage() for r in caplog.records if "config reload failed" in r.getMessage()] == \
+        [f"config reload failed, keeping the running configuration path={path} key=config.file error=config.file: "
+         f"could not be applied: RecursionError: maximum recursion depth exceeded"]

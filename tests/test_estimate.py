@@ -104,7 +104,14 @@ def test_chart_is_written(tmp_path):
 
 
 @pytest.mark.parametrize("scenario,message", [
-    ({"hourly": "cheap"}, "hourly: got 'cheap', allowed: a number >= 0"),
+    ({"hourly": "cheap"}, "hourly: got 'cheap', allowed: a number"),
+    ({"hourly": -1}, "hourly: got -1, allowed: a number >= 0"),
+    ({"hourly": 3, "utilization": 25}, "utilization: got 25, allowed: a number from 0 to 1 (a share: 0.25 for 25%)"),
+    ({"owned": {"capx": 3800}}, "owned.capx: unknown key, allowed keys: capex, "),
+    ({"batch": {"prompts": 10, "input_tokens_per_prompt": 100}}, "batch.output_tokens_per_prompt: required key is missing"),
+    ({"fine_tuning": True}, "fine_tuning: got True, allowed: a mapping"),
+    ({"hourly": 3, "hours_per_month": 0}, "hours_per_month: got 0, allowed: a number > 0"),
+    ({"hourly": float("inf")}, "hourly: got inf, allowed: a finite number"),
     ({"hourli": 3}, "hourli: unknown key"),
     ({"hourly": 3, "apis": ["gpt-99"]}, "apis[0]: got 'gpt-99', allowed: a catalog API"),
     ({"instance_type": "x9.huge"}, "instance_type: got 'x9.huge', not in the price catalog"),

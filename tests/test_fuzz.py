@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pathlib
 import shutil
 import threading
 import typing
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter import config as config_module
+from exporter import estimate
 from exporter.clock import ManualClock
 from exporter.config import Config, ConfigError, from_dict, load_bytes
 from exporter.demo.vllm_server import SimulatedVllm
@@ -31,6 +33,7 @@ from exporter.engines.schemas import bundled
 
 VLLM = bundled()["vllm"]
 from exporter.engines.source import EngineSource
+from exporter.validation import parse_yaml
 from exporter.webconfig import WebConfigError, load as load_web_config
 from plugins.profiles import examples
 
@@ -389,3 +392,71 @@ def test_fuzz_web_config_loader_names_the_key_of_every_rejection(cert_dir, tmp_p
             assert "$2b$04$" not in str(err) and "-----BEGIN" not in str(err)  # no secret echoed
 
     assert run_cases(1000, web_configs, check) >= examples(1000)
+
+
+# -- the estimate scenario loader --------------------------------------------------------------
+
+EXAMPLE_SCENARIOS = [yaml.safe_load(p.read_text()) for p in sorted((pathlib.Path(__file__).parent.parent / "docs" / "examples").glob("*.yaml"))
+                     if "sidecar" not in p.name]
+SCENARIO_KEYS = [f.name for f in dataclasses.fields(estimate.Scenario)] + ["owned.capex", "owned.gpu_count", "owned.amortization_months",
+                                                   "owned.electricity_per_kwh", "batch.prompts", "fine_tuning.epochs",
+                                                   "fine_tuning.base", "apis.0", "apis.0.input_per_million"]
+
+
+def _mutate_scenario(base: dict, mutations) -> dict:
+    import copy
+
+    scenario = copy.deepcopy(base)
+    for op, path, value in mutations:
+        *parents, last = path.split(".")
+        node = scenario
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) and part.isdigit() and int(part) < len(node) else \
+                node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict):
+            if op == "delete":
+                node.pop(last, None)
+            else:
+                node[last] = value
+        elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+    return scenario
+
+
+def check_scenario(case):
+    base, mutations = case
+    try:
+        figures = estimate.compute(_mutate_scenario(base, mutations))
+    except estimate.ScenarioError as err:
+        assert err.key and str(err).startswith(f"{err.key}: "), str(err)
+        return
+    estimate.render_table(figures)  # what the command prints must render too
+
+
+def test_fuzz_scenario_loader_names_the_key_of_every_rejection():
+    scenario_mutation = st.tuples(st.sampled_from(["set", "set", "delete"]), st.sampled_from(SCENARIO_KEYS), anything)
+    cases = st.tuples(st.sampled_from(EXAMPLE_SCENARIOS), st.lists(scenario_mutation, min_size=1, max_size=3))
+    assert run_cases(2000, cases, check_scenario) >= examples(2000)
+
+
+def check_scenario_bytes(data):
+    try:
+        estimate.compute(load_mapping_bytes(data))
+    except estimate.ScenarioError as err:
+        assert err.key and str(err).startswith(f"{err.key}: ")
+
+
+def load_mapping_bytes(data: bytes) -> dict:
+    loaded = parse_yaml(data, "scenario", estimate.ScenarioError)
+    if not isinstance(loaded, dict):
+        raise estimate.ScenarioError("scenario", "the top level must be a mapping")
+    return loaded
+
+
+def test_fuzz_scenario_files_of_any_bytes():
+    yamlish = st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
+                        st.sampled_from(EXAMPLE_SCENARIOS).map(lambda s: yaml.safe_dump(s).encode()).flatmap(
+                            lambda good: st.binary(max_size=40).map(lambda junk: good + junk)))
+    assert run_cases(500, yamlish, check_scenario_bytes) >= examples(500)

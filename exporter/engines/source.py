@@ -13,6 +13,7 @@ than MAX_LABEL_LENGTH are dropped. Each cap counts an error reason and logs once
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -190,7 +191,11 @@ class EngineSource:
                 cost = costmodel.api_equivalent(
                     d.get("input_tokens", 0.0), d.get("output_tokens", 0.0), api.input_per_million, api.output_per_million,
                     d.get("cached_input_tokens", 0.0), api.cached_input_per_million)
-                self._api_spend[(model, api.name)] = self._api_spend.get((model, api.name), 0.0) + cost
+                spent = self._api_spend.get((model, api.name), 0.0) + cost
+                if math.isfinite(spent):  # counts near 1e308 priced: refused like an overflowing sum
+                    self._api_spend[(model, api.name)] = spent
+                else:
+                    self._totals.overflows += 1
             self.api_windows[api.name].add(now, sum(v for (m, a), v in self._api_spend.items() if a == api.name))
 
     def _track_capacity(self, now: float) -> None:
@@ -198,7 +203,9 @@ class EngineSource:
         span = self._engine_window.span(now)
         if span:
             t0, v0, t1, v1 = span
-            self._observed_peak = max(self._observed_peak, (v1 - v0) / (t1 - t0))
+            rate = (v1 - v0) / (t1 - t0)
+            if math.isfinite(rate):  # a rate of counts near 1e308 is no peak worth keeping (or saving)
+                self._observed_peak = max(self._observed_peak, rate)
 
     def capacity(self) -> tuple[float | None, str]:
         if self.config.capacity_tokens_per_s:
