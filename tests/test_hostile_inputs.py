@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import time
@@ -171,3 +172,33 @@ def test_ranks_whose_sum_overflows_are_refused_and_totals_and_state_stay_finite(
     state = json.loads((state_dir / FILE_NAME).read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the state"))
     assert state  # written at the end, finite (NaN/Infinity would have failed parse_constant)
     assert len([line for line in log.splitlines() if "reason=overflow" in line]) == 1, log
+
+
+def test_a_pod_annotation_with_cr_lf_cannot_forge_a_log_line(tmp_path):
+    """Case 7: the annotation ends up in log lines (the discovered engine's URL, its scrape error);
+    every line of the process's log must still be one record of its own."""
+    from test_kubernetes import NODE, FakeApiServer, load
+
+    forged = "/metrics\r\nts=2026-12-01 level=ERROR logger=exporter msg=forged\n"
+    api = FakeApiServer()
+    pod = load("podlist-llm-node.json")["items"][0]
+    pod["status"]["podIP"] = "127.0.0.1"
+    pod["metadata"].setdefault("annotations", {})["llmcost.io/path"] = forged
+    api.node, api.pods = load("node-eks-karpenter-spot-g5.12xlarge.json"), [pod]
+    config = tmp_path / "config.yml"
+    config.write_text(f"gpu: {{backend: none}}\nkubernetes:\n  enabled: true\n  node_name: {NODE}\n  api_url: '{api.url}'\n"
+                      "  discovery: {enabled: true, interval: 1s, timeout: 500ms}\n")
+    try:
+        with ExporterProcess(config) as p:
+            p.wait_serving()
+            assert wait_for(lambda: any(path.endswith("/pods") for path, _ in api.requests))
+            time.sleep(1.5)  # the pod is listed, then its engine is scraped (and fails)
+            took = p.terminate()
+            log = p.stderr
+    finally:
+        api.stop()
+    lines = log.splitlines()
+    assert any("msg=forged" in line for line in lines), log  # the annotation did reach the log...
+    assert all(line.startswith("ts=") for line in lines), log  # ...inside a record, never as one
+    assert not any(re.match(r"ts=\S+ \S+ level=\w+ logger=\S+ msg=forged", line) for line in lines), log
+    assert took < SIGTERM_BUDGET_S
