@@ -129,3 +129,14 @@ def test_scale(tmp_path):
         assert group["evaluations"] >= 2 and 0 < group["median_ms"] < 10_000
     assert point["queries"] and not point["empty_queries"]
     assert all(0 < q["median_ms"] < 30_000 for q in point["queries"])
+
+
+@pytest.mark.slow
+def test_engine_parse(tmp_path):
+    data, out = run_bench("engine_parse", tmp_path)
+    assert {"vllm-40kB", "vllm-400kB", "vllm/v1-0.33.0-dp2-text-0.0.4.txt"} <= set(data["pages"])
+    for name, page in data["pages"].items():
+        assert page["same_readings"], name  # the selective parse reads what the full parse reads
+        assert 0 < min(page["selective_ms"]) and 0 < min(page["full_ms"]), name
+    assert 30_000 < data["pages"]["vllm-40kB"]["bytes"] < 60_000 and 300_000 < data["pages"]["vllm-400kB"]["bytes"]
+    assert "ratio (medians)" in out

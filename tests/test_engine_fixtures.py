@@ -39,6 +39,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from exporter.config import from_dict
+from exporter.engines.parse import ParseError, parse_exposition
+from exporter.engines.schemas import bundled
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "engines"
@@ -581,3 +583,18 @@ def test_a_reloaded_engine_map_applies_to_the_running_engine(tmp_path, dynamic_s
     cached = example["counters"]["cached_input_tokens"][0]
     third, fourth = ({(name, tuple(sorted(labels.items()))): v for name, labels, v in sample_rows(b)} for b in scrapes[2:])
     assert exported(exporter)["cached"]["m"] == sum(v - third[k] for k, v in fourth.items() if k[0] == cached) > 0
+
+
+@pytest.mark.parametrize("path", FIXTURES + [pytest.param(DATA / n, id=n) for n in NO_TOKENS_YET])
+def test_reading_only_the_used_lines_gives_the_full_parse_readings(path):
+    """Issue 16: the engine map's lines are selected before parsing; on every real fixture, with
+    every engine map, the readings (or the refusal) are the full parse's, exactly."""
+    _, content_type, body = served(path)
+    for kind, schema in bundled().items():
+        outcomes = []
+        for selective in (False, True):
+            try:
+                outcomes.append(parse_exposition(content_type, body, schema, selective=selective))
+            except ParseError as err:
+                outcomes.append(type(err))
+        assert outcomes[1] == outcomes[0], (kind, outcomes)

@@ -1,8 +1,9 @@
 """Turn one engine /metrics body into per-model readings, using an EngineSchema.
 
-The parser is chosen by Content-Type (OpenMetrics for vLLM's Rust frontend, the classic text
-format otherwise), and the whole body is parsed before anything is used: a garbled scrape changes
-nothing.
+Only the lines the engine map reads are parsed (exporter/engines/select.py), after every line
+passed a structural check: a garbled scrape changes nothing. Auto-detection and error messages
+parse everything, by the parser the Content-Type names (OpenMetrics for vLLM's Rust frontend, the
+classic text format otherwise).
 
 Names are matched with ':' and '_' as one: OpenMetrics "underscores" escaping turns
 `vllm:prompt_tokens_total` into `vllm_prompt_tokens_total`. prometheus_client 0.22+ escapes the
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from exporter.engines import select
 from exporter.engines.schemas import Candidate, EngineSchema
 
 _COUNTER_TYPES = ("counter", "unknown", "untyped")
@@ -73,8 +75,11 @@ def is_openmetrics(content_type: str) -> bool:
     return content_type.split(";")[0].strip().lower() == "application/openmetrics-text"
 
 
-def parse_exposition(content_type: str, text: str, schema: EngineSchema) -> dict[str, ModelReading]:
-    found = _parse_samples(content_type, text, _wanted_samples(schema))
+def parse_exposition(content_type: str, text: str, schema: EngineSchema, selective: bool = True) -> dict[str, ModelReading]:
+    """Per-model readings. `selective=False` parses every line instead of only those the map reads
+    (the same readings, slower: the benchmark's and the tests' reference)."""
+    wanted = _wanted_samples(schema)
+    found = _parse_selected(content_type, text, wanted) if selective else _parse_samples(content_type, text, wanted)
     readings = _Readings(schema)
     readings.read_counters(found)
     readings.read_gauges(found)
@@ -152,6 +157,19 @@ def _parse_samples(content_type: str, text: str, wanted: dict[str, str]) -> dict
             return _collect(parse_text, text, wanted)
         except Exception:
             raise ParseError(f"unparseable exposition: {type(err).__name__}: {err}"[:300]) from None
+
+
+def _parse_selected(content_type: str, text: str, wanted: dict[str, str]) -> dict[str, list[tuple]]:
+    """The wanted samples, parsed from only their own lines (exporter/engines/select.py). Those
+    lines are read with the text parser whatever the format: it reads OpenMetrics' samples too,
+    and the strict OpenMetrics parser would refuse a histogram family cut down to its _sum."""
+    if is_openmetrics(content_type) and not _complete_openmetrics(text):
+        raise ParseError("unparseable exposition: OpenMetrics without # EOF (truncated)")
+    samples, families = select.served_names(set(wanted))
+    try:
+        return _collect(parse_text, select.select_lines(text, samples, families), wanted)
+    except Exception as err:  # GarbledError, or what the parser raises (ValueError, IndexError, ...)
+        raise ParseError(f"unparseable exposition: {type(err).__name__}: {err}"[:300]) from None
 
 
 def _collect(parser, text: str, wanted: dict[str, str]) -> dict[str, list[tuple[str, dict, float, float | None]]]:
