@@ -14,7 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -25,8 +25,11 @@ S = TypeVar("S", bound="SimulatedServer")
 class SimulatedServer:
     thread_name = "sim-engine"
 
-    def __init__(self, workload, model: str, collector, host: str = "127.0.0.1", port: int = 0):
-        """collector: an EngineCollector subclass, called with this server."""
+    def __init__(self, workload, model: str, collector, host: str = "127.0.0.1", port: int = 0,
+                 process_metrics: bool = False):
+        """collector: an EngineCollector subclass, called with this server. process_metrics: also
+        serve prometheus_client's process, platform and GC metrics, as an engine using its default
+        registry does."""
         self.workload = workload
         self.model = model
         self.fault = "none"
@@ -39,6 +42,9 @@ class SimulatedServer:
         self._started_at = workload.process_started
         self._registry = CollectorRegistry()
         self._registry.register(collector(self))
+        if process_metrics:
+            for default in (ProcessCollector, PlatformCollector, GCCollector):
+                default(registry=self._registry)
         handler = type("Handler", (_Handler,), {"sim": self})
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True

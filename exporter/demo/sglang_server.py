@@ -27,10 +27,12 @@ from __future__ import annotations
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from exporter.demo.server import EngineCollector, SimulatedServer, split
+from exporter.demo.shape import EngineShape
 
 ENGINE_TYPE = "unified"  # no prefill/decode disaggregation
 CACHE_SOURCE = "device"  # SGLang's GPU radix cache (host and storage tiers need HiCache)
 STREAMING_SHARE = 4  # 3 in 4 requests (and their tokens) are streamed: the split's parts
+SHAPE = EngineShape("sglang")  # the rest of SGLang 0.5.23's tokenizer-side page: its histograms
 
 
 class SimulatedSglang(SimulatedServer):
@@ -67,3 +69,4 @@ class _SglangCollector(EngineCollector):
         yield scheduler_gauge("sglang:num_running_reqs", "The number of running requests.", gauges["running"])
         yield scheduler_gauge("sglang:num_queue_reqs", "The number of requests in the waiting queue.", gauges["waiting"])
         yield scheduler_gauge("sglang:token_usage", "The token usage.", gauges["kv_cache"])
+        yield from SHAPE.render(sim.model, {"": counters["requests"]}, sim._started_at)

@@ -2,7 +2,9 @@
 
 Served with prometheus_client, as vLLM does, so the bytes are what a real server sends: `vllm:`
 names, `model_name` and `engine` labels (data-parallel ranks split the counts), `_created`
-samples, the `vllm:iteration_tokens_total` histogram that must not be mistaken for a counter.
+samples, the `vllm:iteration_tokens_total` histogram that must not be mistaken for a counter, and
+the rest of a real vLLM 0.33.0 page at its real size (exporter/demo/shape.py: every other family
+and histogram bucket, and the process metrics prometheus_client adds: about 60 kB a model).
 Faults for tests (exporter.demo.server): restart (counters reset), HTTP 500, garbage, a huge body,
 a hang, a slow drip, not HTTP at all, OpenMetrics; here also the V0 metric names and a renamed model.
 """
@@ -12,6 +14,10 @@ from __future__ import annotations
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from exporter.demo.server import EngineCollector, SimulatedServer, split
+from exporter.demo.shape import EngineShape
+
+ITERATION_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+SHAPE = EngineShape("vllm")  # the rest of vLLM 0.33.0's page: its histograms, caches, process metrics
 
 
 class SimulatedVllm(SimulatedServer):
@@ -20,7 +26,7 @@ class SimulatedVllm(SimulatedServer):
     def __init__(self, workload, model: str, host: str = "127.0.0.1", port: int = 0, data_parallel: int = 1):
         self.data_parallel = data_parallel
         self.v0_names = False
-        super().__init__(workload, model, _VllmCollector, host, port)
+        super().__init__(workload, model, _VllmCollector, host, port, process_metrics=True)
 
 
 class _VllmCollector(EngineCollector):
@@ -62,7 +68,11 @@ class _VllmCollector(EngineCollector):
         iterations = max(total // 512, 0)
         histogram = HistogramMetricFamily("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.",
                                           labels=labels)
-        for rank in ranks:
-            histogram.add_metric([sim.model, rank], [("1", 0), ("256", iterations // 3), ("512", iterations),
-                                                     ("+Inf", iterations)], sum_value=total)
+        for rank in ranks:  # vLLM 0.33.0's buckets; none of 1 token, a third up to 256, all up to 512
+            histogram.add_metric([sim.model, rank], [(f"{le:.1f}", 0 if le == 1 else iterations // 3 if le <= 256 else iterations)
+                                                     for le in ITERATION_BUCKETS] + [("+Inf", iterations)], sum_value=total)
+            histogram.add_sample("vllm:iteration_tokens_total_created", {"model_name": sim.model, "engine": rank}, created)
         yield histogram
+        if not sim.v0_names:
+            yield from SHAPE.render(sim.model, dict(zip(ranks, split(counters["requests"], sim.data_parallel), strict=True)),
+                                    created)

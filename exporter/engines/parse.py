@@ -78,8 +78,8 @@ def is_openmetrics(content_type: str) -> bool:
 def parse_exposition(content_type: str, text: str, schema: EngineSchema, selective: bool = True) -> dict[str, ModelReading]:
     """Per-model readings. `selective=False` parses every line instead of only those the map reads
     (the same readings, slower: the benchmark's and the tests' reference)."""
-    wanted = _wanted_samples(schema)
-    found = _parse_selected(content_type, text, wanted) if selective else _parse_samples(content_type, text, wanted)
+    names = _wanted_samples(schema)
+    found = _parse_selected(content_type, text, names) if selective else _parse_samples(content_type, text, names)
     readings = _Readings(schema)
     readings.read_counters(found)
     readings.read_gauges(found)
