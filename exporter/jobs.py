@@ -129,21 +129,21 @@ class Jobs:
 
 
 class JobsCollector:
-    """llmcost_skipped_runs_total{lane="engines",task="engine:vllm"} 3.0"""
+    """llmcost_skipped_runs_total{lane="engines",task="engine:vllm"} 3.0 (from a task's first skipped run)"""
 
     def __init__(self, jobs: Jobs):
         self.jobs = jobs
 
     def describe(self):
-        return list(self._families())
+        return [self._family()]
 
     def collect(self):
-        return self._families()
-
-    def _families(self):
-        skipped = CounterMetricFamily("llmcost_skipped_runs", "Runs of a task skipped because its previous run was "
-                                      "still going (a scrape or sample slower than its interval).",
-                                      labels=["lane", "task"])
+        family = self._family()
         for (lane, task), count in sorted(self.jobs.skipped().items()):
-            skipped.add_metric([lane, task], count)
-        yield skipped
+            family.add_metric([lane, task], count)
+        return [family] if family.samples else []
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily("llmcost_skipped_runs", "Runs of a task skipped because its previous run was "
+                                   "still going (a scrape or sample slower than its interval).", labels=["lane", "task"])
