@@ -101,7 +101,7 @@ class Jobs:
     def skipped(self) -> dict[tuple[str, str], int]:
         """(lane, task) -> beats skipped because its previous run was still going, for tasks that skipped any."""
         with self._lock:
-            return {(self._lanes[task], task): n for task, n in self._skipped.items() if task in self._lanes}
+            return {(self._lanes[task], task): n for task, n in self._skipped.items()}
 
     def start(self) -> None:
         self._scheduler.start()

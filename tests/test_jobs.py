@@ -43,6 +43,13 @@ def jobs():
     jobs.stop()
 
 
+def wait_until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not within 5 s"
+        time.sleep(0.02)
+
+
 def watch(steady: dict[str, Runs]) -> dict[str, int]:
     """Runs of each steady job during WATCH seconds."""
     before = {name: runs.count for name, runs in steady.items()}
@@ -59,14 +66,13 @@ def test_hung_jobs_on_one_lane_delay_no_job_of_another(jobs, hung_lane, hung_job
     for lane, runs in steady.items():
         jobs.add(runs, BEAT, f"steady:{lane}", lane)
     try:
-        time.sleep(0.2)  # every hung job has started and holds its worker
-        assert all(runs.in_flight == 1 for runs in hung)
+        wait_until(lambda: all(runs.in_flight == 1 for runs in hung))  # every hung job holds its worker
         counted = watch(steady)
     finally:
         for runs in hung:
             runs.hold.set()
-    # 16 beats in WATCH; a starved lane would run 0 (a loaded test machine may lose a few)
-    assert all(n >= WATCH / BEAT / 2 for n in counted.values()), counted
+    # 16 beats in WATCH; a starved lane would run none (a loaded test machine may lose some)
+    assert all(n >= WATCH / BEAT / 4 for n in counted.values()), counted
 
 
 def test_engine_jobs_start_a_thread_per_run_in_flight_not_a_pool(jobs):
@@ -74,19 +80,13 @@ def test_engine_jobs_start_a_thread_per_run_in_flight_not_a_pool(jobs):
     for i, runs in enumerate(hung):
         jobs.add(runs, BEAT, f"engine:{i}", ENGINES)
     try:
-        deadline = time.monotonic() + 5
-        while sum(r.in_flight for r in hung) < len(hung) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert sum(r.in_flight for r in hung) == len(hung)  # none waits for a worker
+        wait_until(lambda: sum(r.in_flight for r in hung) == len(hung))  # none waits for a worker
         assert sum(t.name.startswith("engine:") for t in threading.enumerate()) == len(hung)
     finally:
         for i, runs in enumerate(hung):
             jobs.remove(f"engine:{i}")
             runs.hold.set()
-    deadline = time.monotonic() + 5
-    while any(t.name.startswith("engine:") for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not any(t.name.startswith("engine:") for t in threading.enumerate())  # a thread ends with its run
+    wait_until(lambda: not any(t.name.startswith("engine:") for t in threading.enumerate()))  # ends with its run
 
 
 def test_a_run_still_going_skips_beats_counted_and_logged_once(jobs, caplog):
