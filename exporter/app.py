@@ -21,14 +21,11 @@ from exporter.collector import CostCollector
 from exporter.config import Config
 from exporter.engines.registry import EngineRegistry
 from exporter.gpu.backends import gpu_source_for
-from exporter.jobs import Jobs
+from exporter.jobs import ACCRUAL, CONTROL, Jobs, JobsCollector
 from exporter.reload import ConfigReloader, check_restart_keys
 from exporter.snapshot import ExporterInfo, Snapshot, take_snapshot
 
 log = logging.getLogger("exporter")
-
-BASE_WORKERS = 4  # GPU and accounting, node labels, pod listing, config reload
-DISCOVERY_WORKERS = 32  # room for discovered engines' scrapes
 
 
 class Exporter:
@@ -45,8 +42,7 @@ class Exporter:
         self._pods_listed_at: float | None = None
         prices, self.price_source, self._price_note = pricing.effective(config, None)
         self.accountant = Accountant(prices, self.gpu, {}, self.clock, self.lock, config.window)
-        discovery = DISCOVERY_WORKERS if config.kubernetes.discovery.enabled else 0
-        self.jobs = Jobs(len(config.engines) + BASE_WORKERS + discovery)
+        self.jobs = Jobs()
         self.engine_registry = EngineRegistry(config, self.clock, self.lock, self.accountant, self.jobs)
         if storage is not None:
             self._restore(storage.load(config.pricing.mode, config.pricing.currency))
@@ -57,6 +53,7 @@ class Exporter:
         self.registry = CollectorRegistry()
         labels = {"mode": config.pricing.mode, "currency": config.pricing.currency, "price_source": self.price_source}
         self.registry.register(CostCollector(self.snapshot, labels, self.engine_registry.apis_in_use()))
+        self.registry.register(JobsCollector(self.jobs))
         if storage is not None:
             from exporter.storage import StorageCollector
 
@@ -200,12 +197,13 @@ class Exporter:
                 log.warning("instance price unknown: %s; the instance spend component does not accrue until it is "
                             "known", self._price_note)
         self.sample_gpus_and_account()  # open the spend ledger before any engine's first scrape
-        self.jobs.add(self.sample_gpus_and_account, self.config.gpu.interval, "gpu")
+        self.jobs.add(self.sample_gpus_and_account, self.config.gpu.interval, "gpu", ACCRUAL)
         if self.kube is not None:
             kube = self.config.kubernetes
-            self.jobs.add(self.refresh_node, kube.refresh_interval, "kubernetes:node", first_in=kube.refresh_interval)
+            self.jobs.add(self.refresh_node, kube.refresh_interval, "kubernetes:node", CONTROL,
+                          first_in=kube.refresh_interval)
             if kube.discovery.enabled:
-                self.jobs.add(self.refresh_pods, kube.discovery.refresh_interval, "kubernetes:pods",
+                self.jobs.add(self.refresh_pods, kube.discovery.refresh_interval, "kubernetes:pods", CONTROL,
                               first_in=kube.discovery.refresh_interval)
         self._schedule_reload()
         self.jobs.start()
@@ -215,6 +213,6 @@ class Exporter:
 
     def _schedule_reload(self) -> None:
         if self.reloader.path and self.config.reload_interval > 0:
-            self.jobs.add(self.check_config_file, self.config.reload_interval, "config:reload",
+            self.jobs.add(self.check_config_file, self.config.reload_interval, "config:reload", CONTROL,
                           first_in=self.config.reload_interval)
 

@@ -112,6 +112,7 @@ class KubernetesDiscovery:
     refresh_interval: float = duration("30s", positive=True)  # how often the pods on this node are listed
     interval: float = duration("5s", positive=True)  # scrape cadence of each discovered engine
     timeout: float = duration("3s", positive=True)  # whole response of one engine scrape, < interval
+    max_engines: int = number(64, minimum=1)  # engine pods scraped at most; bounds threads and series
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from exporter.config import Config, EngineConfig
 from exporter.engines.schemas import all_maps
 from exporter.engines.source import EngineSource
+from exporter.jobs import ENGINES
 
 if typing.TYPE_CHECKING:
     from exporter.kube.discovery import PodTarget
@@ -205,7 +206,7 @@ class EngineRegistry:
 
     def _schedule(self, name: str) -> None:
         source = self._engines[name].source
-        self._jobs.add(source.sample, source.config.interval, f"engine:{name}")
+        self._jobs.add(source.sample, source.config.interval, f"engine:{name}", ENGINES)
 
     def _publish(self) -> None:
         self.sources = [e.source for e in self._engines.values()]

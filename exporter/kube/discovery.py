@@ -64,6 +64,13 @@ def pod_targets(pod_list: dict) -> tuple[list[PodTarget], list[tuple[str, str]]]
     return targets, skipped
 
 
+def within_cap(targets: list[PodTarget], limit: int) -> tuple[list[PodTarget], list[PodTarget]]:
+    """(the `limit` longest-running targets, the others): a pod that starts while the node is at the
+    cap is left out rather than one already scraped."""
+    ordered = sorted(targets, key=lambda t: (t.started is None, t.started or 0.0, t.engine))
+    return ordered[:limit], ordered[limit:]
+
+
 def _target(pod: dict, metadata: dict, status: dict) -> PodTarget:
     annotations = metadata.get("annotations") or {}
     port = _port(annotations.get(PORT), (pod.get("spec") or {}).get("containers") or [])

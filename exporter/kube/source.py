@@ -12,7 +12,7 @@ import time
 from exporter.config import KubernetesConfig
 from exporter.health import SourceHealth
 from exporter.kube.client import KubeClient, KubeError
-from exporter.kube.discovery import PodTarget, pod_targets
+from exporter.kube.discovery import PodTarget, pod_targets, within_cap
 from exporter.kube.node import NodeInfo, node_info
 
 log = logging.getLogger("exporter.kube")
@@ -29,6 +29,7 @@ class KubernetesSource:
         self.pods_health = SourceHealth("kubernetes", "pods") if config.discovery.enabled else None
         self.node: NodeInfo | None = None  # the last successful read
         self._skipped: set[tuple[str, str]] = set()  # pods skipped for bad annotations, logged once
+        self._over_cap: list[str] = []  # engine pods left out by discovery.max_engines, logged on change
 
     @property
     def healths(self) -> list[SourceHealth]:
@@ -69,6 +70,21 @@ class KubernetesSource:
             if (pod, why) not in self._skipped:
                 log.warning("pod skipped pod=%s reason=%s", pod, why)
         self._skipped = set(skipped)
+        return self._within_cap(targets, self.pods_health)
+
+    def _within_cap(self, targets: list[PodTarget], health: SourceHealth) -> list[PodTarget]:
+        """At most discovery.max_engines targets; the others counted, and logged when they change."""
+        limit = self.config.discovery.max_engines
+        targets, over = within_cap(targets, limit)
+        names = [t.engine for t in over]
+        for _ in names:
+            health.count("too_many_engines")
+        if names and names != self._over_cap:
+            log.warning("engine pods left out count=%d max_engines=%d first=%s; raise kubernetes.discovery.max_engines "
+                        "or narrow the label selector", len(names), limit, names[0])
+        elif self._over_cap and not names:
+            log.info("engine pods within max_engines again max_engines=%d", limit)
+        self._over_cap = names
         return targets
 
     @staticmethod

@@ -1,6 +1,9 @@
 """Engines on real loopback HTTP sockets: the simulated vLLM, a server whose body a test computes
-(or fixes), and one module-scoped engine whose counters a test sets (for hypothesis)."""
+(or fixes), an engine that accepts and never answers, and one module-scoped engine whose counters
+a test sets (for hypothesis)."""
 
+import contextlib
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -83,6 +86,56 @@ def static_server(dynamic_server):
         return dynamic_server(lambda _call: body, content_type)
 
     return make
+
+
+class SilentEngine:
+    """A real TCP listener that accepts every connection, reads the request and never answers: each
+    scrape of it lasts its whole timeout. Counts the connections open now and the most at once."""
+
+    def __init__(self):
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/metrics"
+        self.accepted = self.open = self.most_open = 0
+        self._lock = threading.Lock()
+        self._connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                self._connections.append(conn)
+                self.accepted += 1
+                self.open += 1
+                self.most_open = max(self.most_open, self.open)
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn):
+        try:
+            while conn.recv(4096):  # until the client gives up and closes
+                pass
+        except OSError:
+            pass
+        with self._lock:
+            self.open -= 1
+
+    def close(self):
+        self._listener.close()
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)  # wakes its holder's recv
+                conn.close()
+
+
+@pytest.fixture
+def silent_engine():
+    engine = SilentEngine()
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")
