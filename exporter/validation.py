@@ -56,7 +56,10 @@ def _got(error, key: str, value, allowed: str) -> Exception:
 
 def show(value, limit: int = 80) -> str:
     """A value for an error message: repr for text (so no newline starts a line), shortened."""
-    text = repr(value) if isinstance(value, str) else str(value)
+    try:
+        text = repr(value) if isinstance(value, str) else str(value)
+    except ValueError:  # an int past Python's 4,300-digit limit for str(); a YAML hex literal can be one
+        return f"a {value.bit_length()}-bit number" if isinstance(value, int) else "a value that cannot be shown"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
