@@ -388,4 +388,54 @@ def test_fuzz_web_config_loader_names_the_key_of_every_rejection(cert_dir, tmp_p
             assert err.key.split(".")[0] in set(WEB_KEYS) | {"web.config"}, str(err)
             assert "$2b$04$" not in str(err) and "-----BEGIN" not in str(err)  # no secret echoed
 
-    assert run_cases(1000, web_configs, check) >= examples(1000)
+    assert run_cases(2000, web_configs, check) >= examples(2000)
+
+
+# Inputs that once escaped the loader's checks with another exception (a ValueError from str() of
+# an int over 4,300 digits, a RecursionError), or would cost memory: placed under any key.
+huge_numbers = st.integers(4300, 6000).flatmap(lambda n: st.sampled_from(["9" * n, "0x" + "f" * n, "0o" + "7" * n,
+                                                                         "-" + "1" * n, "1" * n + ".5", "0b" + "1" * n]))
+deep = st.tuples(st.integers(50, 4000), st.sampled_from(["yaml-list", "yaml-map", "json", "block"])).map(
+    lambda case: {"yaml-list": "[" * case[0] + "]" * case[0], "yaml-map": "{a: " * case[0] + "1" + "}" * case[0],
+                  "json": '{"a": ' * case[0] + "1" + "}" * case[0],
+                  "block": "".join(f"\n{'  ' * (i + 2)}k{i}:" for i in range(min(case[0], 400))) + " 1"}[case[1]])
+alias_bombs = st.tuples(st.integers(2, 12), st.integers(2, 12)).map(
+    lambda wl: "\n  a0: &a0 [x]" + "".join(f"\n  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * wl[0])}]"
+                                           for i in range(1, wl[1] + 1)))
+hostile_values = st.one_of(huge_numbers, deep, alias_bombs, st.text(max_size=40).map(repr))
+WEB_PATHS = [""] + [f"{top}" for top in WEB_KEYS] + [f"{top}.{key}" for top, keys in WEB_KEYS.items() for key in keys]
+
+
+def _at(path: str, value: str) -> str:
+    """`value` (YAML text) under the key path, as block mappings."""
+    text = value
+    for depth, key in reversed(list(enumerate(path.split(".")))):
+        text = f"{'  ' * depth}{key}: {text}" if key else text
+        text = text if depth == 0 else "\n" + text
+    return text + "\n"
+
+
+hostile_files = st.one_of(
+    st.tuples(st.sampled_from(WEB_PATHS), hostile_values).map(lambda pv: _at(*pv).encode()),
+    st.binary(max_size=300),  # mostly not UTF-8
+    st.tuples(st.sampled_from(WEB_PATHS), hostile_values, st.binary(min_size=1, max_size=8)).map(
+        lambda case: _at(case[0], case[1]).encode() + case[2]),
+)
+
+
+def test_fuzz_web_config_files_that_once_raised_other_exceptions(cert_dir, tmp_path):
+    """Huge numbers, deep nesting (YAML and JSON), alias bombs and bytes that are not UTF-8, under
+    any key: nothing but a one-line WebConfigError comes out (the watcher runs load() on the
+    connection path, where anything else once cost a connection slot)."""
+    directory = tmp_path / "w"
+    shutil.copytree(cert_dir, directory)
+    path = directory / "web.yml"
+
+    def check(data: bytes):
+        path.write_bytes(data)
+        try:
+            load_web_config(str(path))
+        except WebConfigError as err:
+            assert err.key and "\n" not in str(err) and len(str(err)) < 1000, str(err)[:300]
+
+    assert run_cases(2000, hostile_files, check) >= examples(2000)

@@ -184,7 +184,7 @@ def flooding_head():
 # -- case 4: web config edits that raise anything ---------------------------------------------------
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
 # Each bad edit and what its one error line says; no two in a row say the same, so each edit is
 # one line. Before, the huge numbers raised ValueError (str() of an int over 4,300 digits) on the
 # connection path, and each connection that found the edit lost its slot.
