@@ -14,7 +14,7 @@ import threading
 MAX_CONNECTIONS = 64
 MAX_CONNECTIONS_PER_CLIENT = 16  # a quarter: one address (a slowloris) leaves 48 to everyone else
 HEAD_FREE_BYTES = 16 * 1024  # every connection may hold this much head without asking (a scrape's is < 1 KiB)
-HEAD_BUDGET_BYTES = 4 * 1024 * 1024  # beyond it, heads share this pool (64 KiB x 100 headers is 6.4 MiB a connection)
+HEAD_BUDGET_BYTES = 1024 * 1024  # beyond it, heads share this pool (64 KiB x 100 headers is 6.4 MiB a connection)
 
 
 class ConnectionSlots:
