@@ -25,7 +25,7 @@ from certs import make_certs
 from conftest import make_config
 from exporter.clock import ManualClock
 from exporter.web import WebConfigError, WebConfigWatcher, WebServer, load
-from exporter.web.limits import ConnectionSlots, HeadBudget
+from exporter.web.limits import ConnectionSlots, HeadBudget, client_of
 from test_bench_smoke import PROMETHEUS_ACCEPT
 from test_demo_and_promtool import free_port
 
@@ -480,6 +480,15 @@ def test_slots_per_client_cannot_exceed_the_total():
     assert slots.acquire("a") and slots.acquire("c")  # per client, then in all
     slots.release("a")
     assert slots.acquire("c") is None and slots.in_use == 3
+
+
+@pytest.mark.parametrize("address, client", [
+    ("127.0.0.2", "127.0.0.2"), ("::ffff:10.1.2.3", "10.1.2.3"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"), ("2001:db8:1:2:bbbb::9%eth0", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+])
+def test_a_client_is_its_ipv4_address_or_its_ipv6_64(address, client):
+    assert client_of(address) == client
 
 
 def test_a_head_over_the_memory_budget_gets_431_and_the_budget_is_given_back(serve):

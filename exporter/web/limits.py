@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import http.client
+import ipaddress
 import threading
 
 MAX_CONNECTIONS = 64
@@ -17,8 +18,22 @@ HEAD_FREE_BYTES = 16 * 1024  # every connection may hold this much head without 
 HEAD_BUDGET_BYTES = 1024 * 1024  # beyond it, heads share this pool (64 KiB x 100 headers is 6.4 MiB a connection)
 
 
+def client_of(address: str) -> str:
+    """Whom a connection counts against: its IPv4 address, or its IPv6 /64 (a host is commonly given
+    a whole /64, so counting single IPv6 addresses would cap nothing)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class ConnectionSlots:
-    """At most `total` connections at once, at most `per_client` of them from one address."""
+    """At most `total` connections at once, at most `per_client` of them from one client (client_of())."""
 
     def __init__(self, total: int = MAX_CONNECTIONS, per_client: int = MAX_CONNECTIONS_PER_CLIENT):
         if not 1 <= per_client <= total:

@@ -6,8 +6,8 @@ unknown paths a 404. The metrics path is prometheus_client's own exposition (exp
 content negotiation, gzip, `name[]`). What is ours is what bounds a client and what the web config
 (exporter.web.config, the exporter-toolkit format) adds to every endpoint:
 
-- at most MAX_CONNECTIONS connections at once, MAX_CONNECTIONS_PER_CLIENT from one client address;
-  more are closed at accept (exporter.web.limits);
+- at most MAX_CONNECTIONS connections at once, MAX_CONNECTIONS_PER_CLIENT from one client (its
+  IPv4 address or IPv6 /64); more are closed at accept (exporter.web.limits);
 - one deadline, READ_TIMEOUT_S from the start of the connection's thread, for the TLS handshake
   and the whole request head together (a client dripping one header byte at a time is cut off at
   the deadline, not after each byte); the request line and headers are capped by http.server
@@ -36,9 +36,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 
 from exporter import landing
-from exporter.web import metrics
+from exporter.web import limits, metrics
 from exporter.web.auth import BasicAuth
-from exporter.web.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, ConnectionSlots, HeadAllowance, HeadBudget
 from exporter.web.ratelimit import TokenBucket
 
 log = logging.getLogger("exporter.web")
@@ -73,7 +72,7 @@ class _HeadReader(io.RawIOBase):
     """The socket's reads, each given only what is left of one deadline for the whole head and
     only as many bytes as the connection's head allowance has room for."""
 
-    def __init__(self, sock, deadline: float, allowance: HeadAllowance):
+    def __init__(self, sock, deadline: float, allowance: limits.HeadAllowance):
         self._sock, self._deadline, self._allowance = sock, deadline, allowance
 
     def readable(self) -> bool:
@@ -163,11 +162,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, handler, web_config, slots: ConnectionSlots, read_timeout: float):
+    def __init__(self, address, handler, web_config, slots: limits.ConnectionSlots, read_timeout: float):
         self.web_config = web_config  # WebConfigWatcher or None
         self.read_timeout = read_timeout
         self.slots = slots
-        self.head_budget = HeadBudget()
+        self.head_budget = limits.HeadBudget()
         self._local = threading.local()
         self._bucket = TokenBucket()
         # Whenever there is a web config: a reload may add basic_auth_users (bcrypt loads on first use).
@@ -182,7 +181,7 @@ class _Server(ThreadingHTTPServer):
     # -- per connection -------------------------------------------------------------------
 
     def process_request(self, request, client_address):
-        client = client_address[0]
+        client = limits.client_of(client_address[0])
         refused = self.slots.acquire(client)
         if refused is not None:
             log.debug("connection from %s refused: %s", client, refused)
@@ -195,14 +194,14 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request, client_address):
-        allowance = HeadAllowance(self.head_budget)
+        allowance = limits.HeadAllowance(self.head_budget)
         try:
             self._serve(request, client_address, allowance)
         finally:  # whatever was raised: a slot kept here is a connection refused for good
             allowance.close()
-            self.slots.release(client_address[0])
+            self.slots.release(limits.client_of(client_address[0]))
 
-    def _serve(self, request, client_address, allowance: HeadAllowance) -> None:
+    def _serve(self, request, client_address, allowance: limits.HeadAllowance) -> None:
         self._local.started = time.monotonic()
         self._local.allowance, self._local.config = allowance, None
         conn = request
@@ -246,7 +245,7 @@ class _Server(ThreadingHTTPServer):
     def connection_config(self):
         return getattr(self._local, "config", None)
 
-    def head_allowance(self) -> HeadAllowance:
+    def head_allowance(self) -> limits.HeadAllowance:
         return self._local.allowance
 
     def rate_allows(self, config) -> bool:
@@ -267,12 +266,12 @@ class WebServer:
     daemon thread by start(). web_config: a WebConfigWatcher, or None for plain HTTP to anyone."""
 
     def __init__(self, exporter, listen_address: str, telemetry_path: str = "/metrics", web_config=None,
-                 max_connections: int = MAX_CONNECTIONS, read_timeout: float = READ_TIMEOUT_S,
-                 max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT):
+                 max_connections: int = limits.MAX_CONNECTIONS, read_timeout: float = READ_TIMEOUT_S,
+                 max_connections_per_client: int = limits.MAX_CONNECTIONS_PER_CLIENT):
         host, port = parse_listen_address(listen_address)
         handler = type("Handler", (_Handler,), {"exporter": exporter, "telemetry_path": telemetry_path})
         server_class = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
-        slots = ConnectionSlots(max_connections, min(max_connections_per_client, max_connections))
+        slots = limits.ConnectionSlots(max_connections, min(max_connections_per_client, max_connections))
         self.httpd = server_class((host, port), handler, web_config, slots, read_timeout)
         self.tls = web_config is not None and web_config.current.tls is not None
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
