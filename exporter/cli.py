@@ -12,6 +12,7 @@ import time
 
 from exporter import __version__, estimate, report
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ConfigError, load_file
+from exporter.web.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 log = logging.getLogger("exporter")
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config.file", dest="config_file", default=None,
                      help="YAML configuration file (docs/configuration.md); LLMCOST_* variables override it")
     run.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="path under which to expose metrics")
+    run.add_argument("--web.max-connections", dest="max_connections", type=_positive_int, default=MAX_CONNECTIONS,
+                     help="connections served at once; more are closed at accept")
+    run.add_argument("--web.max-connections-per-client", dest="max_connections_per_client", type=_positive_int,
+                     default=MAX_CONNECTIONS_PER_CLIENT,
+                     help="connections served at once from one client address, at most --web.max-connections "
+                          "(docs/security.md)")
     run.add_argument("--storage.path", dest="storage_path", default=None,
                      help="directory for the persisted totals, so a restart continues them and accrues its downtime "
                           "(docs/reliability.md); none: totals start at 0 on every start")
@@ -70,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
                                      help="convert LiteLLM's model_prices_and_context_window.json into an API catalog")
     litellm.add_argument("args", nargs=argparse.REMAINDER, help="FILE [--output PATH] [--provider NAME ...]")  # for --help
     return parser
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}, allowed: a whole number >= 1")
+    return int(text)
 
 
 def _seconds(text: str) -> float:
@@ -159,6 +172,10 @@ def _exit_promptly(code: int) -> int:
 
 
 def _run(args) -> int:
+    if args.max_connections_per_client > args.max_connections:
+        print(f"llm-cost-exporter: --web.max-connections-per-client: got {args.max_connections_per_client}, allowed: "
+              f"at most --web.max-connections ({args.max_connections})", file=sys.stderr)
+        return 2
     try:
         config = load_file(args.config_file)
     except ConfigError as err:
@@ -177,7 +194,8 @@ def _run(args) -> int:
         storage = Storage(args.storage_path, args.storage_interval, args.storage_max_gap)
     exporter = Exporter(config, storage=storage)
     try:
-        web = WebServer(exporter, args.listen_address, args.telemetry_path, web_config)
+        web = WebServer(exporter, args.listen_address, args.telemetry_path, web_config,
+                        max_connections=args.max_connections, max_connections_per_client=args.max_connections_per_client)
     except (OSError, ValueError) as err:
         print(f"llm-cost-exporter: cannot listen on {args.listen_address}: {err}", file=sys.stderr)
         return 1

@@ -27,6 +27,7 @@ import yaml
 
 from exporter.units import DURATION_EXAMPLES, parse_duration, parse_size
 
+MAX_NUMBER = 10**300  # any figure of ours is far below; an integer over it cannot become a float
 MAX_FILE_BYTES = 1024 * 1024  # no configuration of ours is larger; a larger file is a mistake
 MAX_ALIASES = 100  # YAML anchors are fine for a config, thousands of alias expansions are a bomb
 MAX_EXPANDED_NODES = 100_000  # nodes once every alias is expanded: a few aliases deep can reach billions
@@ -56,7 +57,10 @@ def _got(error, key: str, value, allowed: str) -> Exception:
 
 def show(value, limit: int = 80) -> str:
     """A value for an error message: repr for text (so no newline starts a line), shortened."""
-    text = repr(value) if isinstance(value, str) else str(value)
+    try:
+        text = repr(value) if isinstance(value, str) else str(value)
+    except ValueError:  # an int past Python's 4,300-digit limit for str(); a YAML hex literal can be one
+        return f"a {value.bit_length()}-bit number" if isinstance(value, int) else "a value that cannot be shown"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -255,6 +259,8 @@ def _convert_number(hint, value, key, meta, error):
     kind = "a whole number" if hint is int else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _got(error, key, value, kind)
+    if isinstance(value, int) and abs(value) > MAX_NUMBER:  # float() of it would overflow
+        raise _got(error, key, value, f"{kind} of at most {MAX_NUMBER:.0e}")
     if not math.isfinite(value):
         raise _got(error, key, value, f"a finite {kind[2:]}")
     if hint is int and not float(value).is_integer():

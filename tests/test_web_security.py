@@ -25,6 +25,7 @@ from certs import make_certs
 from conftest import make_config
 from exporter.clock import ManualClock
 from exporter.web import WebConfigError, WebConfigWatcher, WebServer, load
+from exporter.web.limits import ConnectionSlots, HeadBudget, client_of
 from test_bench_smoke import PROMETHEUS_ACCEPT
 from test_demo_and_promtool import free_port
 
@@ -84,17 +85,17 @@ def client_context(certs, cert=None, **versions) -> ssl.SSLContext:
     return context
 
 
-def get(port, path="/metrics", context=None, auth=None, header=None):
-    """(status, headers, body) over HTTPS (context given) or HTTP."""
+def get(port, path="/metrics", context=None, auth=None, header=None, source="127.0.0.1"):
+    """(status, headers, body) over HTTPS (context given) or HTTP, from the client address `source`."""
     headers = {}
     if auth:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     if header:
         headers["Authorization"] = header
     if context is None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
     else:
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context, source_address=(source, 0))
     try:
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
@@ -321,6 +322,27 @@ def test_rate_limit(serve):
     assert [get(web.port)[0] for _ in range(3)] == [200, 200, 429]
 
 
+def test_requests_that_fail_authentication_spend_no_rate_limit_token(serve, hashed):
+    web, _ = serve(f"basic_auth_users:\n  prometheus: {hashed}\nrate_limit:\n  interval: 1h\n  burst: 2\n")
+    assert [get(web.port, **attempt)[0] for attempt in (dict(), dict(auth=("prometheus", "wrong")),
+                                                        dict(auth=("nobody", PASSWORD)))] * 3 == [401] * 9
+    assert [get(web.port, auth=("prometheus", PASSWORD))[0] for _ in range(3)] == [200, 200, 429]
+
+
+def test_failed_logins_are_not_cached_and_last_as_long_as_the_dearest_check(serve, hashed):
+    dear = bcrypt.hashpw(b"other", bcrypt.gensalt(9)).decode()
+    web, _ = serve(f"basic_auth_users:\n  prometheus: {hashed}\n  dear: {dear}\n")
+    assert get(web.port, auth=("prometheus", PASSWORD))[0] == 200  # measures the cost-9 check once
+    auth = web.httpd.basic_auth
+    floor = auth._failure_costs[9].seconds
+    calls = auth.bcrypt_calls
+    for user in ("prometheus", "prometheus", "nobody"):
+        started = time.monotonic()
+        assert get(web.port, auth=(user, "wrong"))[0] == 401
+        assert time.monotonic() - started >= floor  # a cost-4 check takes a 32nd of a cost-9 one
+    assert auth.bcrypt_calls == calls + 3  # each failure checked again, none remembered
+
+
 # -- reloading ----------------------------------------------------------------------------------
 
 
@@ -350,6 +372,26 @@ def test_a_broken_edit_keeps_the_last_good_config_with_one_line(serve, certs, ha
         assert get(web.port, context=client_context(certs), auth=("prometheus", PASSWORD))[0] == 200
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "basic_auth_users" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize("edit, key", [
+    ("rate_limit:\n  interval: 0x" + "f" * 5000 + "\n", "rate_limit.interval"),  # str() of it raises ValueError
+    ("tls_server_config:\n  min_version: 0x" + "f" * 5000 + "\n", "tls_server_config"),
+    ("rate_limit: " + "[" * 3000 + "]" * 3000 + "\n", "web.config.file"),  # RecursionError
+], ids=["huge-int", "huge-int-tls", "deep"])
+def test_an_edit_that_raises_anything_keeps_the_config_and_leaks_no_slot(serve, config_clock, caplog, edit, key):
+    web, path = serve("")
+    caplog.set_level(logging.INFO, logger="exporter.web")
+    path.write_text(edit)
+    for _ in range(5):
+        config_clock.advance(WebConfigWatcher.CHECK_EVERY_S)
+        assert get(web.port)[0] == 200
+        deadline = time.monotonic() + 5
+        while web.httpd.slots.in_use:  # the connection's slot is given back, however its reload ended
+            assert time.monotonic() < deadline, "a connection slot leaked"
+            time.sleep(0.01)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and f"last good one: {key}" in errors[0], errors
 
 
 def test_users_added_by_a_reload_are_required(serve, hashed, config_clock):
@@ -407,6 +449,62 @@ def test_connections_over_the_cap_are_closed_and_service_resumes(serve):
     finally:
         for s in idle:
             s.close()
+
+
+def test_connections_over_the_per_client_cap_are_closed_and_other_clients_served(serve):
+    web, _ = serve("", max_connections=4, max_connections_per_client=2, read_timeout=1.0)
+    idle = [socket.create_connection(("127.0.0.1", web.port)) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", web.port), timeout=2) as extra:
+            try:
+                assert extra.recv(1) == b""  # a third from the same address: closed at once
+            except ConnectionResetError:
+                pass
+        assert get(web.port, source="127.0.0.2")[0] == 200  # another address still has room
+    finally:
+        for s in idle:
+            s.close()
+    deadline = time.monotonic() + 5
+    while web.httpd.slots.in_use:  # every slot given back once the idle ones are closed
+        assert time.monotonic() < deadline, web.httpd.slots.in_use
+        time.sleep(0.05)
+    assert get(web.port)[0] == 200
+
+
+def test_slots_per_client_cannot_exceed_the_total():
+    with pytest.raises(ValueError):
+        ConnectionSlots(total=4, per_client=5)
+    slots = ConnectionSlots(total=3, per_client=2)
+    assert [slots.acquire("a"), slots.acquire("a"), slots.acquire("b")] == [None, None, None]
+    assert slots.acquire("a") and slots.acquire("c")  # per client, then in all
+    slots.release("a")
+    assert slots.acquire("c") is None and slots.in_use == 3
+
+
+@pytest.mark.parametrize("address, client", [
+    ("127.0.0.2", "127.0.0.2"), ("::ffff:10.1.2.3", "10.1.2.3"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"), ("2001:db8:1:2:bbbb::9%eth0", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+])
+def test_a_client_is_its_ipv4_address_or_its_ipv6_64(address, client):
+    assert client_of(address) == client
+
+
+def test_a_head_over_the_memory_budget_gets_431_and_the_budget_is_given_back(serve):
+    web, _ = serve("")
+    web.httpd.head_budget = budget = HeadBudget(pool=100_000, free=1024)
+    head = b"GET /metrics HTTP/1.0\r\n" + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 40_000) for i in range(3))
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as s:
+        s.sendall(head + b"\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.0 431")
+    deadline = time.monotonic() + 5
+    while budget.left != 100_000:
+        assert time.monotonic() < deadline, budget.left
+        time.sleep(0.05)
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as s:  # 2 x 40 kB fit the pool
+        s.sendall(b"GET /healthz HTTP/1.0\r\n" + b"X-Pad: " + b"a" * 40_000 + b"\r\n" * 2)
+        assert s.recv(64).startswith(b"HTTP/1.0 200")
 
 
 def test_oversized_request_headers_are_refused(serve):
@@ -469,6 +567,17 @@ def test_cli_exits_2_with_one_line_naming_the_key(tmp_path):
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "basic_auth_users.alice" in lines[0] and "correct-horse" not in lines[0]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--web.max-connections-per-client=65"], "--web.max-connections-per-client: got 65, allowed: at most --web.max-connections (64)"),
+    (["--web.max-connections=8", "--web.max-connections-per-client=9"], "at most --web.max-connections (8)"),
+    (["--web.max-connections=0"], "--web.max-connections: got '0', allowed: a whole number >= 1"),
+])
+def test_connection_caps_are_checked_at_start(flags, expected):
+    result = subprocess.run([sys.executable, "-m", "exporter", "run", "--web.listen-address=127.0.0.1:0", *flags],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "LLMCOST_INSTANCE_HOURLY": "1"})
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
 
 
 @pytest.mark.integration  # the run command as a subprocess

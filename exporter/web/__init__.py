@@ -8,12 +8,14 @@
     watcher.py    WebConfigWatcher: reload on change
     auth.py       basic auth against bcrypt hashes, with a cache
     ratelimit.py  rate_limit's token bucket
+    limits.py     connection slots (in all, per client) and the request heads' memory budget
 """
 
 from exporter.web.config import WebConfig, load
 from exporter.web.errors import WebConfigError
-from exporter.web.server import MAX_CONNECTIONS, READ_TIMEOUT_S, WebServer, parse_listen_address
+from exporter.web.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT
+from exporter.web.server import READ_TIMEOUT_S, WebServer, parse_listen_address
 from exporter.web.watcher import WebConfigWatcher
 
-__all__ = ["MAX_CONNECTIONS", "READ_TIMEOUT_S", "WebConfig", "WebConfigError", "WebConfigWatcher", "WebServer",
-           "load", "parse_listen_address"]
+__all__ = ["MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_CLIENT", "READ_TIMEOUT_S", "WebConfig", "WebConfigError",
+           "WebConfigWatcher", "WebServer", "load", "parse_listen_address"]

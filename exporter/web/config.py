@@ -19,12 +19,15 @@ This module reads and checks the file (exporter.validation's read_file and parse
 files only, 1 MiB, alias limits, no duplicate keys) and builds a WebConfig; the TLS context comes
 from exporter.web.tls. Relative paths are relative to the file's directory. Unknown keys are
 errors. Every error names its key (`tls_server_config.key_file: ...`) and never echoes a value
-that may be a secret (exporter.web.errors); the CLI prints that one line and exits 2.
+that may be a secret (exporter.web.errors); the CLI prints that one line and exits 2. Whatever
+else a section raises (an input no check foresaw) is still a WebConfigError naming that section:
+the watcher runs load() on the connection path, where nothing else may escape.
 `http2` is accepted and ignored: this server answers HTTP/1.0, one request per connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -68,21 +71,39 @@ class WebConfig:
 
 
 def load(path: str) -> WebConfig:
-    """Read and validate the file, and build the TLS context. Raises WebConfigError."""
-    raw = _read_mapping(path)
-    _no_unknown(raw, _TOP_KEYS, "")
-    files = [os.path.abspath(path)]
+    """Read and validate the file, and build the TLS context. Raises WebConfigError, only."""
+    with _section(FILE_KEY):
+        raw = _read_mapping(path)
+        _no_unknown(raw, _TOP_KEYS, "")
+        files = [os.path.abspath(path)]
     tls: ssl.SSLContext | None = None
     sans: frozenset[str] = frozenset()
-    options = _tls_options(_mapping(raw, "tls_server_config"))
-    if options is not None:
-        tls, tls_files = server_context(options, os.path.dirname(files[0]))
-        files += tls_files
-        sans = frozenset(options.client_allowed_sans)
-    return WebConfig(path=path, tls=tls, client_allowed_sans=sans,
-                     headers=_http_server_config(_mapping(raw, "http_server_config")),
-                     users=_users(raw.get("basic_auth_users")), rate_limit=_rate_limit(raw.get("rate_limit")),
-                     files=tuple(files))
+    with _section("tls_server_config"):
+        options = _tls_options(_mapping(raw, "tls_server_config"))
+        if options is not None:
+            tls, tls_files = server_context(options, os.path.dirname(files[0]))
+            files += tls_files
+            sans = frozenset(options.client_allowed_sans)
+    with _section("http_server_config"):
+        headers = _http_server_config(_mapping(raw, "http_server_config"))
+    with _section("basic_auth_users"):
+        users = _users(raw.get("basic_auth_users"))
+    with _section("rate_limit"):
+        rate_limit = _rate_limit(raw.get("rate_limit"))
+    return WebConfig(path=path, tls=tls, client_allowed_sans=sans, headers=headers, users=users,
+                     rate_limit=rate_limit, files=tuple(files))
+
+
+@contextlib.contextmanager
+def _section(key: str):
+    """Anything but a WebConfigError raised inside becomes one: a line naming `key` (the exception's
+    type, not its text, which may hold a value of the file)."""
+    try:
+        yield
+    except WebConfigError:
+        raise
+    except Exception as err:
+        raise WebConfigError(key, f"cannot be loaded ({type(err).__name__})") from None
 
 
 def _read_mapping(path: str) -> dict:

@@ -6,15 +6,20 @@ unknown paths a 404. The metrics path is prometheus_client's own exposition (exp
 content negotiation, gzip, `name[]`). What is ours is what bounds a client and what the web config
 (exporter.web.config, the exporter-toolkit format) adds to every endpoint:
 
-- at most MAX_CONNECTIONS connections at once; more are closed at accept;
+- at most MAX_CONNECTIONS connections at once, MAX_CONNECTIONS_PER_CLIENT from one client (its
+  IPv4 address or IPv6 /64); more are closed at accept (exporter.web.limits);
 - one deadline, READ_TIMEOUT_S from the start of the connection's thread, for the TLS handshake
   and the whole request head together (a client dripping one header byte at a time is cut off at
   the deadline, not after each byte); the request line and headers are capped by http.server
-  (64 KiB a line, 100 headers) and request bodies are never read;
+  (64 KiB a line, 100 headers), request bodies are never read, and the heads of all connections
+  together by a memory budget (exporter.web.limits.HeadBudget; 431 when it is spent);
 - the TLS handshake runs in the connection's own thread, so a silent client never blocks the
   accept loop;
-- TLS, basic auth, the rate limit and the extra response headers of the web config, read once per
-  connection from the WebConfigWatcher.
+- TLS, basic auth, then the rate limit (a request that fails authentication spends no token),
+  and the extra response headers of the web config, read once per connection from the
+  WebConfigWatcher.
+
+A connection's slot and its head memory are given back in a `finally`, whatever was raised.
 """
 
 from __future__ import annotations
@@ -24,19 +29,19 @@ import logging
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 
 from exporter import landing
-from exporter.web import metrics
+from exporter.web import limits, metrics
 from exporter.web.auth import BasicAuth
 from exporter.web.ratelimit import TokenBucket
 
 log = logging.getLogger("exporter.web")
 
-MAX_CONNECTIONS = 64
 READ_TIMEOUT_S = 10.0
 TEXT = "text/plain; charset=utf-8"
 _HTTP_METHODS = (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELET", b"OPTIO", b"PATCH", b"CONNE", b"TRACE")
@@ -63,11 +68,12 @@ def _text(status: int, body: bytes, *headers: tuple[str, str]) -> Response:
     return Response(status, [("Content-Type", TEXT), *headers], body)
 
 
-class _DeadlineReader(io.RawIOBase):
-    """The socket's reads, each given only what is left of one deadline for the whole head."""
+class _HeadReader(io.RawIOBase):
+    """The socket's reads, each given only what is left of one deadline for the whole head and
+    only as many bytes as the connection's head allowance has room for."""
 
-    def __init__(self, sock, deadline: float):
-        self._sock, self._deadline = sock, deadline
+    def __init__(self, sock, deadline: float, allowance: limits.HeadAllowance):
+        self._sock, self._deadline, self._allowance = sock, deadline, allowance
 
     def readable(self) -> bool:
         return True
@@ -76,8 +82,11 @@ class _DeadlineReader(io.RawIOBase):
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("request not received before the deadline")
+        room = self._allowance.room(len(buffer))
         self._sock.settimeout(remaining)
-        return self._sock.recv_into(buffer)
+        count = self._sock.recv_into(memoryview(buffer)[:room])
+        self._allowance.spent(count)
+        return count
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -91,7 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         deadline = self.server.connection_started() + self.server.read_timeout
-        plain, self.rfile = self.rfile, io.BufferedReader(_DeadlineReader(self.connection, deadline), 64 * 1024)
+        reader = _HeadReader(self.connection, deadline, self.server.head_allowance())
+        plain, self.rfile = self.rfile, io.BufferedReader(reader, 64 * 1024)
         plain.close()
 
     def do_GET(self):  # noqa: N802 (http.server's name)
@@ -105,16 +115,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(self._refusal() or self._route())
 
     def _refusal(self) -> Response | None:
-        """429 over the rate limit, 401 without valid credentials, on every path; else None."""
+        """401 without valid credentials, then 429 over the rate limit, on every path; else None.
+        Authentication first: a request that fails it spends none of the scraper's rate limit."""
         config = self.server.connection_config()
         if config is None:
             return None
-        if not self.server.rate_allows(config):
-            return _text(429, b"Too Many Requests\n")
         auth = self.server.basic_auth
         if config.auth and (auth is None or auth.check(config.users, self.headers.get("Authorization")) is None):
             log.debug("unauthorized request from %s for %s", self.client_address[0], self.path.split("?", 1)[0])
             return _text(401, b"Unauthorized\n", ("WWW-Authenticate", 'Basic realm="llm-cost-exporter", charset="UTF-8"'))
+        if not self.server.rate_allows(config):
+            return _text(429, b"Too Many Requests\n")
         return None
 
     def _route(self) -> Response:
@@ -151,11 +162,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, handler, web_config, max_connections: int, read_timeout: float):
+    def __init__(self, address, handler, web_config, slots: limits.ConnectionSlots, read_timeout: float):
         self.web_config = web_config  # WebConfigWatcher or None
         self.read_timeout = read_timeout
-        self.max_connections = max_connections
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self.slots = slots
+        self.head_budget = limits.HeadBudget()
         self._local = threading.local()
         self._bucket = TokenBucket()
         # Whenever there is a web config: a reload may add basic_auth_users (bcrypt loads on first use).
@@ -170,22 +181,33 @@ class _Server(ThreadingHTTPServer):
     # -- per connection -------------------------------------------------------------------
 
     def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
-            log.debug("connection from %s refused: %d connections open", client_address[0], self.max_connections)
+        client = limits.client_of(client_address[0])
+        refused = self.slots.acquire(client)
+        if refused is not None:
+            log.debug("connection from %s refused: %s", client, refused)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
-        except Exception:  # no thread could be started: give the slot back
-            self._slots.release()
+        except BaseException:  # no thread could be started: give the slot back
+            self.slots.release(client)
             raise
 
     def process_request_thread(self, request, client_address):
+        allowance = limits.HeadAllowance(self.head_budget)
+        try:
+            self._serve(request, client_address, allowance)
+        finally:  # whatever was raised: a slot kept here is a connection refused for good
+            allowance.close()
+            self.slots.release(limits.client_of(client_address[0]))
+
+    def _serve(self, request, client_address, allowance: limits.HeadAllowance) -> None:
         self._local.started = time.monotonic()
-        self._local.config = self.web_config.get() if self.web_config is not None else None
+        self._local.allowance, self._local.config = allowance, None
         conn = request
         try:
             request.settimeout(self.read_timeout)
+            self._local.config = self.web_config.get() if self.web_config is not None else None
             if self._local.config is not None and self._local.config.tls is not None:
                 conn = self._handshake(request, client_address, self._local.config)
             if conn is not None:
@@ -194,7 +216,10 @@ class _Server(ThreadingHTTPServer):
             log.debug("connection from %s failed: %s", client_address[0], type(err).__name__)
         finally:
             self.shutdown_request(conn if conn is not None else request)
-            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        """socketserver prints a traceback here (no thread could be started): one line instead."""
+        log.warning("connection from %s not served: %s", client_address[0], sys.exc_info()[1])
 
     def _handshake(self, sock, client_address, config):
         """The TLS socket, or None (the plain socket is then closed by the caller)."""
@@ -220,6 +245,9 @@ class _Server(ThreadingHTTPServer):
     def connection_config(self):
         return getattr(self._local, "config", None)
 
+    def head_allowance(self) -> limits.HeadAllowance:
+        return self._local.allowance
+
     def rate_allows(self, config) -> bool:
         return config.rate_limit is None or self._bucket.take(*config.rate_limit)
 
@@ -238,11 +266,13 @@ class WebServer:
     daemon thread by start(). web_config: a WebConfigWatcher, or None for plain HTTP to anyone."""
 
     def __init__(self, exporter, listen_address: str, telemetry_path: str = "/metrics", web_config=None,
-                 max_connections: int = MAX_CONNECTIONS, read_timeout: float = READ_TIMEOUT_S):
+                 max_connections: int = limits.MAX_CONNECTIONS, read_timeout: float = READ_TIMEOUT_S,
+                 max_connections_per_client: int = limits.MAX_CONNECTIONS_PER_CLIENT):
         host, port = parse_listen_address(listen_address)
         handler = type("Handler", (_Handler,), {"exporter": exporter, "telemetry_path": telemetry_path})
         server_class = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
-        self.httpd = server_class((host, port), handler, web_config, max_connections, read_timeout)
+        slots = limits.ConnectionSlots(max_connections, min(max_connections_per_client, max_connections))
+        self.httpd = server_class((host, port), handler, web_config, slots, read_timeout)
         self.tls = web_config is not None and web_config.current.tls is not None
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="web", daemon=True)

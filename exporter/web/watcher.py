@@ -2,6 +2,9 @@
 connection starts, at most once per CHECK_EVERY_S, so rotated certificates and changed users apply
 to new connections without a restart; a broken edit keeps the last good configuration and logs its
 error once (again only when the error changes).
+
+This runs on the connection path, so get() never raises and never waits: whatever a broken edit
+raises is its one error line, and while one connection reloads, the others use the current config.
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ class WebConfigWatcher:
 
     def get(self) -> WebConfig:
         now = self._clock()
-        if now - self._checked < self.CHECK_EVERY_S:
-            return self.current
-        with self._lock:
+        if now - self._checked < self.CHECK_EVERY_S or not self._lock.acquire(blocking=False):
+            return self.current  # checked lately, or being reloaded by another connection
+        try:
             if now - self._checked >= self.CHECK_EVERY_S:
                 self._checked = now
                 self._reload_if_changed()
-            return self.current
+        finally:
+            self._lock.release()
+        return self.current
 
     def _reload_if_changed(self) -> None:
         stamp = _stamp(self.current.files)
@@ -51,7 +56,7 @@ class WebConfigWatcher:
             fresh = load(self.current.path)
             if (fresh.tls is None) != (self.current.tls is None):
                 raise WebConfigError("tls_server_config", "TLS cannot be turned on or off while running; restart")
-        except WebConfigError as err:
+        except Exception as err:  # load() raises only WebConfigError; should anything else come, it must not escape
             if str(err) != self._last_error:
                 log.error("web config not reloaded, keeping the last good one: %s", err)
                 self._last_error = str(err)
@@ -69,6 +74,6 @@ def _stamp(files) -> tuple:
         try:
             st = os.stat(path)
             out.append((path, st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the name
             out.append((path, None))
     return tuple(out)
