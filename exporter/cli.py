@@ -148,17 +148,32 @@ def _web_config(path: str | None):
     return watcher
 
 
-def wait_for_signal(stop: threading.Event, timeout: float | None = None) -> bool:
-    """Wait for `stop`, set by a signal handler, or the timeout; True if it was set. In slices:
-    the kernel may deliver SIGTERM to any thread, and Python runs the handler only when the main
-    thread next executes bytecode, which a wait without a timeout never does (it hung for good)."""
+SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def block_signals() -> None:
+    """Hold SIGINT, SIGTERM and SIGHUP for wait_for_signal(). Call before any thread starts: the
+    threads inherit the mask, so whichever thread the kernel picks, the signal waits for the main
+    thread's sigwait (a Python handler would run only when the main thread next runs bytecode)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+
+
+def wait_for_signal(timeout: float | None = None, on_sighup=None) -> bool:
+    """Sleep until SIGINT or SIGTERM (True) or the timeout (False), without waking up meanwhile.
+    SIGHUP calls on_sighup() (the config reload, as for Prometheus) and goes on waiting."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-        if left <= 0:
-            return stop.is_set()
-        if stop.wait(left):
+        if deadline is None:
+            received = signal.sigwait(SIGNALS)
+        else:
+            info = signal.sigtimedwait(SIGNALS, max(deadline - time.monotonic(), 0.0))
+            if info is None:
+                return False
+            received = info.si_signo
+        if received != signal.SIGHUP:
             return True
+        if on_sighup is not None:
+            on_sighup()
 
 
 def _exit_promptly(code: int) -> int:
@@ -172,6 +187,7 @@ def _exit_promptly(code: int) -> int:
 
 
 def _run(args) -> int:
+    block_signals()  # before anything starts a thread
     if args.max_connections_per_client > args.max_connections:
         print(f"llm-cost-exporter: --web.max-connections-per-client: got {args.max_connections_per_client}, allowed: "
               f"at most --web.max-connections ({args.max_connections})", file=sys.stderr)
@@ -206,11 +222,7 @@ def _run(args) -> int:
     log.info("listening address=%s telemetry_path=%s tls=%s basic_auth=%s engines=%d gpu_backend=%s mode=%s",
              args.listen_address, args.telemetry_path, web.tls, bool(web_config and web_config.current.auth),
              len(config.engines), config.gpu.backend, config.pricing.mode)
-    stop = _stop_on_signals()
-    previous_sighup = reload_on_sighup(exporter) if config.source_path else None
-    wait_for_signal(stop)
-    if previous_sighup is not None:
-        signal.signal(signal.SIGHUP, previous_sighup)
+    wait_for_signal(on_sighup=exporter.reload_config)
     web.stop()
     exporter.stop()
     if storage is not None:
@@ -222,6 +234,7 @@ def _run(args) -> int:
 def _demo(args) -> int:
     from exporter.demo.node import INSTANCE_HOURLY, INSTANCE_TYPE, Demo, describe_servers
 
+    block_signals()  # before anything starts a thread
     web_config = _web_config(args.web_config_file)
     if web_config == 2:
         return 2
@@ -236,29 +249,11 @@ def _demo(args) -> int:
           f"{describe_servers()}, time x{args.speed:g}", flush=True)
     print(f"  metrics:  {scheme}://localhost:{port}/metrics\n  summary:  {scheme}://localhost:{port}/\n"
           f"  engines:  {', '.join(demo.engine_lines())}\nCtrl-C to stop.", flush=True)
-    stop = _stop_on_signals()
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
-    while not wait_for_signal(stop, args.summary_every):
+    while not wait_for_signal(args.summary_every):
         print(demo.summary_line(), flush=True)
         if deadline and time.monotonic() >= deadline:
             break
     demo.stop()
     print("demo stopped", file=sys.stderr, flush=True)
     return _exit_promptly(0)
-
-
-def _stop_on_signals() -> threading.Event:
-    """An Event that SIGINT and SIGTERM set."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
-def reload_on_sighup(exporter):
-    """SIGHUP reloads the configuration, as for Prometheus; returns the previous handler."""
-
-    def on_sighup(*_):  # do the work in a thread: a signal handler must not take our locks
-        threading.Thread(target=exporter.reload_config, name="config-reload", daemon=True).start()
-
-    return signal.signal(signal.SIGHUP, on_sighup)

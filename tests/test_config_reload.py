@@ -5,12 +5,13 @@ is deleted or cannot be read; counted totals never go backwards across a reload.
 import logging
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 from conftest import MODEL, run_for, value
-from exporter.cli import reload_on_sighup
+from exporter.cli import SIGNALS, block_signals, wait_for_signal
 from exporter.app import Exporter
 from exporter.config import load_file
 
@@ -196,23 +197,24 @@ def test_a_configmap_update_is_picked_up_by_the_polling_job(tmp_path, clock, nvm
         exporter.stop()
 
 
-def test_sighup_reloads(setup, clock):
+def test_sighup_reloads_and_the_wait_goes_on_until_sigterm(setup, clock):
+    """What `run` does in its main thread: SIGHUP reloads, SIGTERM ends the wait. (Sent to this
+    thread: pytest's own threads do not hold the signals; `run` blocks them before any thread
+    starts, and the run-process tests send them to the process.)"""
     path, server, make = setup
     exporter = make()
-    previous = signal.getsignal(signal.SIGHUP)
+    block_signals()  # pytest runs tests in the main thread
     exporter.start()
-    replaced = reload_on_sighup(exporter)  # what `run` installs; pytest runs tests in the main thread
     try:
         write(path, hourly=8.8, engines=[("a", server.url)], reload="1h")
-        os.kill(os.getpid(), signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while exporter.accountant.pricing.cloud.hourly != 8.8 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert exporter.accountant.pricing.cloud.hourly == 8.8
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGHUP)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        assert wait_for_signal(timeout=5, on_sighup=exporter.reload_config) is True
+        assert exporter.accountant.pricing.cloud.hourly == 8.8  # reloaded before SIGTERM was taken
+        assert wait_for_signal(timeout=0.2, on_sighup=exporter.reload_config) is False  # nothing pending
     finally:
         exporter.stop()
-        signal.signal(signal.SIGHUP, replaced)
-    assert replaced is previous  # the handler `run` puts back when it stops
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 @pytest.mark.integration  # the run command as a subprocess

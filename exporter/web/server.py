@@ -24,6 +24,7 @@ A connection's slot and its head memory are given back in a `finally`, whatever 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import socket
@@ -274,7 +275,9 @@ class WebServer:
         slots = limits.ConnectionSlots(max_connections, min(max_connections_per_client, max_connections))
         self.httpd = server_class((host, port), handler, web_config, slots, read_timeout)
         self.tls = web_config is not None and web_config.current.tls is not None
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+        # No poll interval: the loop sleeps in select() until a connection comes (no idle wake-ups);
+        # stop() wakes it with one of its own.
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": None},
                                         name="web", daemon=True)
 
     @property
@@ -285,5 +288,19 @@ class WebServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self._thread.is_alive():
+            stopping = threading.Thread(target=self.httpd.shutdown, name="web-stop", daemon=True)
+            stopping.start()
+            for _ in range(40):  # until the loop has seen the request (a wake-up may come first); 2 s at most
+                self._wake_loop()
+                stopping.join(0.05)
+                if not stopping.is_alive():
+                    break
         self.httpd.server_close()
+
+    def _wake_loop(self) -> None:
+        """Connect to ourselves, so the loop's select() returns and it sees shutdown()."""
+        host, port = self.httpd.server_address[:2]
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        with contextlib.suppress(OSError):  # the loop is gone already, or the address is unreachable
+            socket.create_connection((host, port), timeout=0.5).close()
