@@ -848,6 +848,24 @@ def test_dockerfile_is_multi_stage_slim_and_non_root():
     assert ignore[ignore.index("*") if "*" in ignore else 0] == "*" and "!exporter/" in ignore and "!pyproject.toml" in ignore
 
 
+def test_the_image_has_the_extras_the_chart_can_turn_on():
+    """Node-label pricing (on by default) and discovery need the kubernetes client, the podResources
+    profile needs gRPC: both stages build and install the project with those extras."""
+    text = (ROOT / "Dockerfile").read_text()
+    extras = re.search(r"^ARG EXTRAS=(\S+)$", text, re.M).group(1).split(",")
+    assert {"kubernetes", "podresources"} <= set(extras)
+    assert set(extras) <= set(tomllib_extras())
+    build, final = dockerfile_stages()[0], dockerfile_stages()[-1]
+    assert "ARG EXTRAS" in build and "ARG EXTRAS" in final
+    assert any('pip wheel' in i and '".[${EXTRAS}]"' in i for i in build)
+    assert any('pip install' in i and '"llm-cost-exporter[${EXTRAS}]"' in i for i in final)
+
+
+def tomllib_extras() -> list[str]:
+    section = (ROOT / "pyproject.toml").read_text().split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    return re.findall(r"^([\w-]+) = \[", section, re.M)
+
+
 def test_image_gets_every_exporter_package():
     """The wheel the Dockerfile builds holds the packages listed in pyproject.toml: each package
     directory under exporter/ must be listed there, or the image lacks it."""
