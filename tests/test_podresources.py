@@ -329,3 +329,60 @@ def test_grpc_is_imported_only_when_pod_resources_is_on(kubelet):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.stdout.splitlines()[0] == "False", result.stderr
     assert result.stdout.splitlines()[1].startswith("True [('batch', 'embed-6f9d'), ('llm', 'disagg-0')"), result.stderr
+
+
+@pytest.mark.integration  # the run command as a subprocess, real time
+def test_the_run_command_reads_the_kubelet_when_it_appears_and_logs_only_its_own_lines(tmp_path_factory):
+    """`llm-cost-exporter run` as the chart's profile runs it: the kubelet's socket is missing at
+    start (one failing line, reason not_found), then a kubelet serves it and the next pod listing
+    reads it (one recovery line). stderr holds only the exporter's logfmt lines, never gRPC's own."""
+    from test_demo_and_promtool import free_port
+
+    api = FakeApiServer()
+    api.node, api.pods = load("node-eks-karpenter-spot-g5.12xlarge.json"), load("podlist-llm-node.json")["items"]
+    directory = tmp_path_factory.mktemp("run")
+    config, port = directory / "config.yml", free_port()
+    config.write_text(f"gpu: {{backend: none}}\nkubernetes:\n  enabled: true\n  api_url: '{api.url}'\n  timeout: 500ms\n"
+                      "  discovery: {enabled: true, refresh_interval: 1s}\n"
+                      f"  pod_resources: {{enabled: true, socket: '{directory / 'kubelet.sock'}', timeout: 300ms}}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMCOST_", "GRPC_"))}
+    process = subprocess.Popen([sys.executable, "-m", "exporter", "run", f"--config.file={config}",
+                                f"--web.listen-address=127.0.0.1:{port}"], env={**env, "NODE_NAME": "ip-10-0-12-34.ec2.internal"},
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    kubelet, texts = None, []
+    try:
+        for wanted in ('llmcost_source_errors_total{name="pod_resources",reason="not_found",source="kubernetes"}',
+                       'llmcost_source_up{name="pod_resources",source="kubernetes"} 1.0'):
+            texts.append(_scrape_until(port, wanted))
+            if kubelet is None:
+                kubelet = Kubelet(str(directory))
+                kubelet.lister.pods = node_pods()
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+        if kubelet:
+            kubelet.stop()
+        api.stop()
+    assert 'llmcost_source_up{name="pod_resources",source="kubernetes"} 0.0' in texts[0]
+    lines = stderr.splitlines()
+    assert lines and all(line.startswith("ts=") and " level=" in line for line in lines), stderr
+    pod_resources = [line for line in lines if "name=pod_resources" in line]
+    assert len(pod_resources) == 2, pod_resources
+    assert "source failing" in pod_resources[0] and "reason=not_found" in pod_resources[0]
+    assert "source recovered" in pod_resources[1]
+    assert any("GPU devices per pod read from the kubelet pods=5 containers=6 devices=6" in line for line in lines)
+
+
+def _scrape_until(port: int, wanted: str, seconds: float = 20.0) -> str:
+    import urllib.request
+
+    deadline, text = time.monotonic() + seconds, ""
+    while time.monotonic() < deadline:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            text = ""
+        if wanted in text:
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"{wanted} not on /metrics within {seconds}s:\n{text[-2000:]}")
