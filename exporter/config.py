@@ -304,9 +304,10 @@ def _check_pod_resources(kube: KubernetesConfig) -> None:
         raise ConfigError("kubernetes.pod_resources.socket", f"got {show(pod_resources.socket)}, allowed: an absolute path")
     if not pod_resources.resources:
         raise ConfigError("kubernetes.pod_resources.resources", "got [], allowed: one or more resource names")
-    if pod_resources.timeout >= kube.discovery.refresh_interval:
+    room = kube.discovery.refresh_interval - kube.timeout  # the listing and this call share one refresh
+    if pod_resources.timeout >= room:
         raise ConfigError("kubernetes.pod_resources.timeout", f"got {pod_resources.timeout:g}s, allowed: less than "
-                          f"discovery.refresh_interval ({kube.discovery.refresh_interval:g}s)")
+                          f"discovery.refresh_interval - kubernetes.timeout ({room:g}s)")
 
 
 def _installed(module: str) -> bool:
