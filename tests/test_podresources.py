@@ -24,6 +24,8 @@ import time
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import value
 from exporter.kube.podresources.client import PodResourcesError, list_pod_resources
@@ -150,6 +152,15 @@ def test_the_committed_stubs_are_a_fresh_generation(tmp_path):
 def test_device_ids_of_each_device_plugin(raw, device, replica, kind):
     parsed = parse_device_id(raw)
     assert (parsed.id, parsed.replica, parsed.kind, parsed.raw) == (device, replica, kind, raw)
+
+
+@given(uuid=st.uuids(), kind=st.sampled_from(["GPU", "MIG"]), replica=st.integers(0, 10**6), raw=st.text(max_size=80))
+def test_a_replica_suffix_is_cut_and_nothing_is_invented(uuid, kind, replica, raw):
+    device = f"{kind}-{uuid}"
+    assert parse_device_id(f"{device}::{replica}") == GpuDevice(device, replica, f"{device}::{replica}")
+    assert parse_device_id(device) == GpuDevice(device, None, device)
+    parsed = parse_device_id(raw)  # any text: the device is the raw ID or a prefix of it, never more
+    assert parsed.raw == raw and raw.startswith(parsed.id) and (parsed.id != raw or parsed.replica is None)
 
 
 # -- List over the socket --------------------------------------------------------------------------
