@@ -305,7 +305,7 @@ def _check_pod_resources(kube: KubernetesConfig) -> None:
     if not pod_resources.resources:
         raise ConfigError("kubernetes.pod_resources.resources", "got [], allowed: one or more resource names")
     room = kube.discovery.refresh_interval - kube.timeout  # the listing and this call share one refresh
-    if pod_resources.timeout >= room:
+    if 0 < room <= pod_resources.timeout:  # (room <= 0: kubernetes.timeout's own check names that key)
         raise ConfigError("kubernetes.pod_resources.timeout", f"got {pod_resources.timeout:g}s, allowed: less than "
                           f"discovery.refresh_interval - kubernetes.timeout ({room:g}s)")
 
