@@ -7,15 +7,21 @@
 # NVML (libnvidia-ml.so.1) is not in the image: the NVIDIA container runtime mounts the node's.
 
 ARG PYTHON_VERSION=3.12
+# The extras the chart's features need: kubernetes (node-label pricing, discovery; on by default)
+# and podresources (podResources.enabled). Each is imported only when its feature is on.
+ARG EXTRAS=kubernetes,podresources
 
 FROM python:${PYTHON_VERSION}-slim AS build
+ARG EXTRAS
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-# Every dependency has a pure-Python or manylinux wheel, so nothing is compiled here either.
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+# Every dependency has a pure-Python or manylinux wheel (grpcio and protobuf too), so nothing is
+# compiled here either.
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRAS}]"
 
 FROM python:${PYTHON_VERSION}-slim
+ARG EXTRAS
 LABEL org.opencontainers.image.title="llm-cost-exporter" \
       org.opencontainers.image.description="Prometheus exporter: the real cost per 1M tokens of self-hosted LLMs against API prices" \
       org.opencontainers.image.source="https://github.com/llm-cost-exporter/llm-cost-exporter" \
@@ -29,7 +35,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # 4.4 MB core_v1_api.py alone leaves RSS at 138 MiB instead of 77 and adds 1.2 s to startup
 # (bench/README.md, overhead).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install --no-cache-dir --no-index --find-links=/wheels llm-cost-exporter \
+    python -m pip install --no-cache-dir --no-index --find-links=/wheels "llm-cost-exporter[${EXTRAS}]" \
     && llm-cost-exporter --version
 USER 65532:65532
 EXPOSE 9848

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from exporter.catalog import ApiPrice, InstancePrice
 from exporter.engines.schemas import AUTO, EngineSchema, all_maps, parse_maps
+from exporter.kube.podresources.devices import DEFAULT_RESOURCES as GPU_RESOURCES
 from exporter.pricing import CONFIGURED, PricingError, from_node_labels
 from exporter.pricing import resolve as resolve_prices
 from exporter.validation import InputError, build, choices, duration, internal, number, parse_yaml, show, size
@@ -116,6 +117,14 @@ class KubernetesDiscovery:
 
 
 @dataclass(frozen=True)
+class PodResourcesConfig:
+    enabled: bool = False  # exact GPU devices per pod from the kubelet (needs discovery and the podresources extra)
+    socket: str = "/var/lib/kubelet/pod-resources/kubelet.sock"  # the kubelet's PodResources socket, as mounted
+    timeout: float = duration("1s", positive=True)  # the whole List call, connecting included
+    resources: list[str] = field(default_factory=lambda: list(GPU_RESOURCES))  # GPU resource names (fnmatch patterns)
+
+
+@dataclass(frozen=True)
 class KubernetesConfig:
     enabled: bool = False
     node_name: str | None = None  # None = the NODE_NAME environment variable (downward API spec.nodeName)
@@ -125,6 +134,7 @@ class KubernetesConfig:
     api_url: str | None = None  # None = in-cluster (service account); e.g. http://127.0.0.1:8001 (kubectl proxy)
     kubeconfig: str | None = None  # a kubeconfig file instead of the in-cluster service account
     discovery: KubernetesDiscovery = field(default_factory=KubernetesDiscovery)
+    pod_resources: PodResourcesConfig = field(default_factory=PodResourcesConfig)
 
 
 @dataclass(frozen=True)
@@ -256,6 +266,7 @@ def _check_kubernetes(kube: KubernetesConfig) -> None:
     discovery = kube.discovery
     if discovery.enabled and not kube.enabled:
         raise ConfigError("kubernetes.discovery.enabled", "got True, allowed: true only with kubernetes.enabled: true")
+    _check_pod_resources(kube)
     if not kube.enabled:
         return
     if importlib.util.find_spec("kubernetes") is None:
@@ -277,3 +288,30 @@ def _check_kubernetes(kube: KubernetesConfig) -> None:
     if discovery.timeout >= discovery.interval:
         raise ConfigError("kubernetes.discovery.timeout", f"got {discovery.timeout:g}s, allowed: less than "
                           f"interval ({discovery.interval:g}s)")
+
+
+def _check_pod_resources(kube: KubernetesConfig) -> None:
+    pod_resources = kube.pod_resources
+    if not pod_resources.enabled:
+        return
+    if not kube.discovery.enabled:  # the devices are mapped to the discovered engine pods, on their cadence
+        raise ConfigError("kubernetes.pod_resources.enabled", "got true, allowed: true only with "
+                          "kubernetes.discovery.enabled: true")
+    if not (_installed("grpc") and _installed("google.protobuf")):
+        raise ConfigError("kubernetes.pod_resources.enabled", "got true, allowed: false, or install gRPC: "
+                          "pip install 'llm-cost-exporter[podresources]'")
+    if not pod_resources.socket.startswith("/"):
+        raise ConfigError("kubernetes.pod_resources.socket", f"got {show(pod_resources.socket)}, allowed: an absolute path")
+    if not pod_resources.resources:
+        raise ConfigError("kubernetes.pod_resources.resources", "got [], allowed: one or more resource names")
+    room = kube.discovery.refresh_interval - kube.timeout  # the listing and this call share one refresh
+    if 0 < room <= pod_resources.timeout:  # (room <= 0: kubernetes.timeout's own check names that key)
+        raise ConfigError("kubernetes.pod_resources.timeout", f"got {pod_resources.timeout:g}s, allowed: less than "
+                          f"discovery.refresh_interval - kubernetes.timeout ({room:g}s)")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing (google, for google.protobuf)
+        return False

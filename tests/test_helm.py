@@ -57,6 +57,8 @@ EXPECTED_KINDS = {
                   "DaemonSet": 1, "PodMonitor": 1},
     "web-config": {"ServiceAccount": 1, "ConfigMap": 1, "Secret": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
                    "Role": 1, "RoleBinding": 1, "Service": 1, "DaemonSet": 1, "ServiceMonitor": 1},
+    "pod-resources": {"ServiceAccount": 1, "ConfigMap": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1,
+                      "DaemonSet": 1},
     "docs-example": {"ConfigMap": 3, "Service": 1, "ServiceMonitor": 1, "PrometheusRule": 1},
 }
 # (apiGroup, resource, verb) the exporter may be granted, per scenario: get its node (node-label
@@ -68,8 +70,12 @@ EXPECTED_RBAC = {
     "all-monitors": {("ClusterRole", "", "nodes", "get")},
     "discovery": {("ClusterRole", "", "nodes", "get"), ("ClusterRole", "", "pods", "list")},
     "web-config": {("ClusterRole", "", "nodes", "get"), ("Role", "", "pods", "list")},
+    "pod-resources": {("ClusterRole", "", "nodes", "get"), ("ClusterRole", "", "pods", "list")},  # the kubelet's socket is no API
     "docs-example": set(),
 }
+# The Pod Security level each scenario's exporter pod needs, when not "restricted": the exact GPU
+# mapping mounts the kubelet's socket (hostPath) and connects to it as root (docs/helm.md).
+POD_SECURITY = {"pod-resources": "privileged"}
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
@@ -299,15 +305,80 @@ def restricted_violations(pod_template: dict, containers: list[dict]) -> list[st
     return bad
 
 
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                         "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+
+
+def baseline_violations(pod_template: dict, containers: list[dict]) -> list[str]:
+    """Pod Security Standards, "baseline" profile (the checks that apply to these pods): no host
+    namespaces, hostPath volumes, host ports, privileged containers, capabilities beyond the default
+    set, or an Unconfined seccomp profile."""
+    spec, bad = pod_template["spec"], []
+    bad += [key for key in ("hostNetwork", "hostPID", "hostIPC") if spec.get(key)]
+    bad += [f"volume {v['name']}: hostPath" for v in spec.get("volumes", []) if "hostPath" in v]
+    pod_seccomp = spec.get("securityContext", {}).get("seccompProfile", {}).get("type")
+    for c in containers:
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            bad.append(f"{c['name']}: privileged")
+        if set(sc.get("capabilities", {}).get("add", [])) - BASELINE_CAPABILITIES:
+            bad.append(f"{c['name']}: capabilities")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            bad.append(f"{c['name']}: hostPort")
+        if "Unconfined" in (pod_seccomp, sc.get("seccompProfile", {}).get("type")):
+            bad.append(f"{c['name']}: seccomp Unconfined")
+    return bad
+
+
+def pod_security_level(pod_template: dict, containers: list[dict]) -> str:
+    """The least privileged Pod Security level that admits the pod."""
+    if not restricted_violations(pod_template, containers):
+        return "restricted"
+    return "baseline" if not baseline_violations(pod_template, containers) else "privileged"
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s not in POD_SECURITY])
 def test_exporter_pod_meets_pod_security_restricted(objects, scenario):
     pod = pod_spec_of(objects[scenario], scenario)
     container = exporter_container(pod)
     if scenario in ("sidecar", "docs-example"):  # the example's vLLM container is the user's business
         pod = {"spec": {k: v for k, v in pod["spec"].items() if k != "volumes"}}
     assert restricted_violations(pod, [container]) == []
+    assert pod_security_level(pod, [container]) == "restricted"
     assert "nvidia.com/gpu" not in json.dumps(container.get("resources", {})), "the exporter must not take a GPU"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("scenario", POD_SECURITY)
+def test_the_pod_resources_profile_needs_privileged_and_nothing_more(objects, scenario):
+    """Explicitly not "restricted" (nor "baseline"): a read-only hostPath of the kubelet's
+    pod-resources directory, and root to connect to its socket. Nothing else is loosened: no
+    privileged container, no capability, no privilege escalation, read-only root filesystem."""
+    pod = pod_spec_of(objects[scenario], scenario)
+    container = exporter_container(pod)
+    assert pod_security_level(pod, [container]) == POD_SECURITY[scenario]
+    assert restricted_violations(pod, [container]) == [
+        "volume pod-resources: {'hostPath'}", "exporter: runAsNonRoot", "exporter: runAsUser 0"]
+    assert baseline_violations(pod, [container]) == ["volume pod-resources: hostPath"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["pod-resources"]["hostPath"] == {"path": "/var/lib/kubelet/pod-resources", "type": "Directory"}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["pod-resources"] == {"name": "pod-resources", "mountPath": "/var/lib/kubelet/pod-resources",
+                                       "readOnly": True}
+    sc = container["securityContext"]
+    assert (sc["runAsUser"], sc["runAsGroup"], sc["runAsNonRoot"]) == (0, 0, False)
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["allowPrivilegeEscalation"] is False
+    assert sc["privileged"] is False and sc["readOnlyRootFilesystem"] is True
+    # The same values with the profile off: "restricted" again, and the exporter does not ask the kubelet.
+    result = template(HELMS["helm4"], "prod", "monitoring", "-f", str(SCENARIOS[scenario][0]),
+                      "--set", "podResources.enabled=false")
+    assert result.returncode == 0, result.stderr
+    plain = one(parse(result.stdout), "DaemonSet")["spec"]["template"]
+    assert pod_security_level(plain, [exporter_container(plain)]) == "restricted"
+    config = from_dict(yaml.safe_load(one(parse(result.stdout), "ConfigMap")["data"]["config.yml"]),
+                       environ={"NODE_NAME": "gpu-node-1"})
+    assert config.kubernetes.pod_resources.enabled is False
 
 
 @pytest.mark.integration
@@ -492,6 +563,8 @@ def test_config_file_is_accepted_by_the_exporter(objects, scenario):
                     "discovery": {"enabled": kube["discovery"]["enabled"], "label_selector": kube["discovery"]["labelSelector"]}}
         if kube["discovery"]["namespace"]:
             expected["discovery"]["namespace"] = kube["discovery"]["namespace"]
+        if values["podResources"]["enabled"]:  # the socket where the chart mounts the kubelet's directory
+            expected["pod_resources"] = {"enabled": True, "socket": "/var/lib/kubelet/pod-resources/kubelet.sock"}
         assert raw["kubernetes"] == helm_merge(kube["extraConfig"], expected)
     else:
         assert "kubernetes" not in raw
@@ -519,6 +592,11 @@ def test_config_and_values_errors_fail_the_render(helms):
         ("--set", "serviceMonitor.enable=true"): "enable",
         ("--set", "portName=llm-cost-exporter-metrics"): "portName",
         ("--set", "serviceMonitor.enabled=true", "--set", "service.enabled=false"): "service.enabled",
+        ("--set", "podResources.enabled=true"): "needs kubernetes.discovery.enabled",
+        ("--set", "podResources.enabled=true", "--set", "kubernetes.discovery.enabled=true", "--set", "mode=sidecar",
+         "--set", "sidecar.podSelector.app=vllm"): "podResources.enabled: only in daemonset mode",
+        ("--set", "kubernetes.extraConfig.pod_resources.enabled=true"): "set podResources.enabled instead",
+        ("--set", "podResources.hostPath=var/lib/kubelet/pod-resources"): "hostPath",
     }
     jobs = [(h, args) for h in helms for args in cases]
 
@@ -768,6 +846,24 @@ def test_dockerfile_is_multi_stage_slim_and_non_root():
             assert (ROOT / path).exists(), f"COPY {path}: no such file"
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") if "*" in ignore else 0] == "*" and "!exporter/" in ignore and "!pyproject.toml" in ignore
+
+
+def test_the_image_has_the_extras_the_chart_can_turn_on():
+    """Node-label pricing (on by default) and discovery need the kubernetes client, the podResources
+    profile needs gRPC: both stages build and install the project with those extras."""
+    text = (ROOT / "Dockerfile").read_text()
+    extras = re.search(r"^ARG EXTRAS=(\S+)$", text, re.M).group(1).split(",")
+    assert {"kubernetes", "podresources"} <= set(extras)
+    assert set(extras) <= set(tomllib_extras())
+    build, final = dockerfile_stages()[0], dockerfile_stages()[-1]
+    assert "ARG EXTRAS" in build and "ARG EXTRAS" in final
+    assert any('pip wheel' in i and '".[${EXTRAS}]"' in i for i in build)
+    assert any('pip install' in i and '"llm-cost-exporter[${EXTRAS}]"' in i for i in final)
+
+
+def tomllib_extras() -> list[str]:
+    section = (ROOT / "pyproject.toml").read_text().split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    return re.findall(r"^([\w-]+) = \[", section, re.M)
 
 
 def test_image_gets_every_exporter_package():

@@ -1,4 +1,4 @@
-"""The exporter without its optional extras (`kubernetes`, `basic-auth`, `charts`): installed with a
+"""The exporter without its optional extras (`kubernetes`, `basic-auth`, `charts`, `podresources`): installed with a
 plain `pip install .` into .venv-core (./scripts/test makes it), it runs, serves its metrics and
 estimates, and a feature whose extra is missing is refused with one line naming the key and the
 extra, never a traceback."""
@@ -45,7 +45,7 @@ def _scrape_until(port: int, wanted: tuple[str, ...], deadline_s: float = 30.0) 
 
 
 def test_the_extras_really_are_absent(core_python):
-    for module in ("kubernetes", "bcrypt", "matplotlib"):
+    for module in ("kubernetes", "bcrypt", "matplotlib", "grpc", "google.protobuf"):
         probe = subprocess.run([core_python, "-c", f"import {module}"], capture_output=True, text=True)
         assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
 
@@ -70,6 +70,16 @@ def test_kubernetes_without_its_extra_is_one_line_exit_2(core_python, tmp_path):
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert "kubernetes.enabled" in line and "llm-cost-exporter[kubernetes]" in line, line
+
+
+def test_pod_resources_without_its_extra_is_one_line_exit_2(core_python, tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("pricing: {cloud: {hourly: 1.0}}\nkubernetes: {enabled: true, node_name: n, "
+                      "discovery: {enabled: true}, pod_resources: {enabled: true}}\n")
+    result = _run(core_python, "run", f"--config.file={config}", "--web.listen-address=127.0.0.1:0")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "kubernetes.pod_resources.enabled" in line and "llm-cost-exporter[podresources]" in line, line
 
 
 def test_basic_auth_without_its_extra_is_one_line_exit_2(core_python, tmp_path):

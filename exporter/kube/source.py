@@ -1,7 +1,9 @@
 """The Kubernetes source: reads this node's labels and lists the engine pods on it, on slow
 cadences, and keeps the last values it read whenever the API server is unreachable, forbids,
-errs or is slow. Health: llmcost_source_up{source="kubernetes", name="node"|"pods"}, errors by
-reason, one log line per change of state (exporter.health).
+errs or is slow. With kubernetes.pod_resources, each pod listing is followed by one question to
+the kubelet: which GPU devices each container holds (exporter.kube.podresources). Health:
+llmcost_source_up{source="kubernetes", name="node"|"pods"|"pod_resources"}, errors by reason, one
+log line per change of state (exporter.health).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from exporter.health import SourceHealth
 from exporter.kube.client import KubeClient, KubeError
 from exporter.kube.discovery import PodTarget, pod_targets, within_cap
 from exporter.kube.node import NodeInfo, node_info
+from exporter.kube.podresources.source import PodResourcesSource
 
 log = logging.getLogger("exporter.kube")
 
@@ -27,13 +30,16 @@ class KubernetesSource:
         self._client = client or KubeClient(config)
         self.node_health = SourceHealth("kubernetes", "node")
         self.pods_health = SourceHealth("kubernetes", "pods") if config.discovery.enabled else None
+        # GPU devices per pod from the kubelet (config validation requires discovery with it)
+        self.pod_resources = PodResourcesSource(config.pod_resources, clock) if config.pod_resources.enabled else None
         self.node: NodeInfo | None = None  # the last successful read
         self._skipped: set[tuple[str, str]] = set()  # pods skipped for bad annotations, logged once
         self._over_cap: list[str] = []  # engine pods left out by discovery.max_engines, logged on change
 
     @property
     def healths(self) -> list[SourceHealth]:
-        return [h for h in (self.node_health, self.pods_health) if h is not None]
+        pod_resources = self.pod_resources.health if self.pod_resources else None
+        return [h for h in (self.node_health, self.pods_health, pod_resources) if h is not None]
 
     def refresh_node(self) -> bool:
         """Read the Node; True if what we know of it changed. A failure keeps the last values."""
@@ -53,9 +59,18 @@ class KubernetesSource:
         return True
 
     def refresh_pods(self) -> list[PodTarget] | None:
-        """The engine pods on this node now; None when the list could not be read (keep what you had)."""
+        """The engine pods on this node now; None when the list could not be read (keep what you had).
+        Then, with pod_resources, the GPU devices of the pods on this node, whether the list was read
+        or not: the two are separate sources (self.pod_resources.pod_gpus())."""
         if self.pods_health is None:  # discovery is off
             return None
+        targets = self._list_pods()
+        if self.pod_resources is not None:
+            self.pod_resources.refresh()
+        return targets
+
+    def _list_pods(self) -> list[PodTarget] | None:
+        assert self.pods_health is not None
         started = time.monotonic()
         discovery = self.config.discovery
         try:

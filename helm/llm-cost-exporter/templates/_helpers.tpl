@@ -90,6 +90,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $discovery := dict "enabled" .Values.kubernetes.discovery.enabled "label_selector" .Values.kubernetes.discovery.labelSelector }}
 {{- with .Values.kubernetes.discovery.namespace }}{{ $_ := set $discovery "namespace" . }}{{ end }}
 {{- $owned := dict "enabled" true "node_labels_pricing" .Values.kubernetes.nodeLabelsPricing "discovery" $discovery }}
+{{- if hasKey (.Values.kubernetes.extraConfig.pod_resources | default dict) "enabled" }}
+{{- fail "kubernetes.extraConfig.pod_resources.enabled: set podResources.enabled instead (it mounts the kubelet's socket)" }}
+{{- end }}
+{{- if .Values.podResources.enabled }}
+{{- $_ := set $owned "pod_resources" (dict "enabled" true "socket" (printf "%s/kubelet.sock" (include "llm-cost-exporter.podResourcesMountPath" .))) }}
+{{- end }}
 {{- $_ := set $config "kubernetes" (mergeOverwrite (deepCopy .Values.kubernetes.extraConfig) $owned) }}
 {{- end }}
 {{- toYaml $config }}
@@ -135,4 +141,21 @@ RESTART_KEYS): on the pods, so that they roll when one of them changes and only 
 {{- $gpu := $config.gpu | default dict }}
 {{- $keys := dict "pricing.mode" $pricing.mode "pricing.currency" $pricing.currency "gpu.backend" $gpu.backend "gpu.simulated" $gpu.simulated "window" $config.window "kubernetes" $config.kubernetes }}
 {{- toJson $keys | sha256sum }}
+{{- end }}
+
+{{/* Where the kubelet's pod-resources directory is mounted in the exporter's container (podResources). */}}
+{{- define "llm-cost-exporter.podResourcesMountPath" -}}
+/var/lib/kubelet/pod-resources
+{{- end }}
+
+{{/* podResources needs discovery (the exporter maps the devices to the discovered pods) and a DaemonSet. */}}
+{{- define "llm-cost-exporter.checkPodResources" -}}
+{{- if .Values.podResources.enabled }}
+{{- if ne .Values.mode "daemonset" }}
+{{- fail "podResources.enabled: only in daemonset mode (in sidecar mode the pods are yours: mount the socket there)" }}
+{{- end }}
+{{- if not .Values.kubernetes.discovery.enabled }}
+{{- fail "podResources.enabled: needs kubernetes.discovery.enabled=true (the GPU devices are mapped to the discovered engine pods)" }}
+{{- end }}
+{{- end }}
 {{- end }}
