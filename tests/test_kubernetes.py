@@ -1,8 +1,9 @@
 """Kubernetes: node-label pricing, pod discovery, API failures.
 
-The real `kubernetes` client talks over real sockets to a local HTTP server that answers like the
-API server: the Node and PodList fixtures of tests/data/kube/ (v1 wire format), 403/404/500 as
-v1 Status objects, field and label selectors honoured, a slow mode for timeouts. No cluster runs
+The exporter's client (configured by the real `kubernetes` package) talks over real sockets to a
+local HTTP server that answers like the API server: the Node and PodList fixtures of
+tests/data/kube/ (v1 wire format), 403/404/500 as v1 Status objects, field and label selectors
+honoured, a slow and a dripping mode (tests/drip.py) for timeouts. No cluster runs
 here, so this is the one fake; everything on the exporter's side is real.
 """
 
@@ -25,6 +26,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from conftest import MODEL, run_for, value
+from drip import send_dripping
 from exporter.config import from_dict
 from exporter.kube.discovery import pod_targets
 from exporter.kube.node import node_info
@@ -46,7 +48,7 @@ class FakeApiServer:
     def __init__(self):
         self.node = None  # the Node object served
         self.pods = []  # pod items; the server applies the field and label selectors
-        self.fail = {}  # "node" | "pods" -> fixture name of a Status, or "slow"
+        self.fail = {}  # "node" | "pods" -> fixture name of a Status, "slow", or ("drip", a phase of tests/drip.py)
         self.slow_seconds = 1.5
         self.requests = []  # (path, query dict)
         api = self
@@ -60,18 +62,15 @@ class FakeApiServer:
                 failure = api.fail.get(kind)
                 if failure == "slow":
                     time.sleep(api.slow_seconds)
-                elif failure:
+                elif isinstance(failure, str):
                     status = load(failure)
                     return self._send(status["code"], status)
-                if kind == "node":
-                    name = url.path.rsplit("/", 1)[1]
-                    if api.node is None or api.node["metadata"]["name"] != name:
-                        return self._send(404, load("status-404-node.json"))
-                    return self._send(200, api.node)
-                match = re.fullmatch(r"/api/v1(?:/namespaces/([^/]+))?/pods", url.path)
-                items = [p for p in api.pods if _selected(p, match.group(1), query)]
-                self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "48213412"},
-                                 "items": items})
+                code, obj = api.answer(kind, url.path, query)
+                if isinstance(failure, tuple):  # the right answer, too slowly
+                    send_dripping(self.connection, failure[1], code, "application/json", json.dumps(obj).encode())
+                    self.close_connection = True
+                    return
+                self._send(code, obj)
 
             def _send(self, code, obj):
                 body = json.dumps(obj).encode()
@@ -91,6 +90,17 @@ class FakeApiServer:
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, kind, path, query) -> tuple[int, dict]:
+        """(status, object) as the API server would answer the GET."""
+        if kind == "node":
+            name = path.rsplit("/", 1)[1]
+            if self.node is None or self.node["metadata"]["name"] != name:
+                return 404, load("status-404-node.json")
+            return 200, self.node
+        match = re.fullmatch(r"/api/v1(?:/namespaces/([^/]+))?/pods", path)
+        items = [p for p in self.pods if _selected(p, match.group(1), query)]
+        return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "48213412"}, "items": items}
 
     def pod_queries(self):
         return [q for path, q in self.requests if path.endswith("/pods")]
