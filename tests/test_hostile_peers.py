@@ -14,11 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import MODEL
-from drip import PHASES, DrippingServer
+from drip import PHASES, TLS_HANDSHAKE, DrippingServer
 from exporter.engines.fetch import FetchError, fetch
 from exporter.kube.client import KubeClient, KubeError
 from test_demo_and_promtool import free_port
-from test_kubernetes import NODE, api, cluster, kube_config, load  # noqa: F401 (fixtures)
+from test_kubernetes import NODE, api, cluster, kube_config, kubeconfig_client, load, tls_api  # noqa: F401 (fixtures)
 from test_shutdown import BUDGET_S, hanging_engine, terminate, wait_serving  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration  # real-time deadlines on real sockets
@@ -58,6 +58,12 @@ def test_an_engine_dripping_any_part_of_its_answer_times_out_at_the_deadline(dri
     assert "within 1s" in str(err)
     time.sleep(0.1)
     assert server.exchanges and server.exchanges[0] is not None and server.exchanges[0] < 1.0 + EPSILON_S
+
+
+def test_an_https_engine_dripping_its_tls_handshake_times_out_at_the_deadline(dripping):
+    server = dripping(phase=TLS_HANDSHAKE)
+    err, took = timed(lambda: fetch(f"https://127.0.0.1:{server.port}/metrics", 1.0, 1 << 20))
+    assert err.reason == "timeout" and took < 1.0 + EPSILON_S, (err, took)
 
 
 def test_the_same_answers_at_full_speed_are_read_whole(dripping):
@@ -112,6 +118,15 @@ def test_an_api_server_dripping_any_part_of_its_answer_times_out_at_the_deadline
     assert err.reason == "timeout" and took < config.timeout + EPSILON_S, (err, took)
     api.fail.clear()
     assert request()["kind"] in ("Node", "PodList")  # and again once it behaves
+
+
+def test_an_api_server_dripping_over_tls_times_out_at_the_deadline(tls_api, tmp_path):
+    api, certs = tls_api
+    api.node = load("node-eks-karpenter-spot-g5.12xlarge.json")
+    client = kubeconfig_client(tmp_path / "kubeconfig", api.url, certs["ca.crt"], certs["client.crt"], certs["client.key"])
+    api.fail["node"] = ("drip", "body")
+    err, took = timed(lambda: client.read_node(NODE))
+    assert err.reason == "timeout" and took < 2.0 + EPSILON_S, (err, took)  # the kubeconfig client's timeout: 2s
 
 
 # -- the real `run` process -------------------------------------------------------------------
@@ -195,11 +210,13 @@ def kube_run_config(api_url: str, discovery: bool = False) -> str:
 
 
 def test_run_listens_within_the_deadline_while_the_api_server_drips_the_node(tmp_path, api):
-    """(b) Case 2 at start: the node is read before listening, and that read ends by its deadline."""
+    """(b) Case 2 at start: the node is read before listening (the pods after), and that read ends
+    by its deadline, with every call to the API server dripping."""
     api.node = load("node-eks-karpenter-spot-g5.12xlarge.json")
-    api.fail["node"] = ("drip", "headers")
+    api.fail.update(node=("drip", "headers"), pods=("drip", "headers"))
     started = time.monotonic()
-    process, port = start_run(tmp_path, kube_run_config(api.url), NODE_NAME=NODE, LLMCOST_KUBERNETES_ENABLED="true")
+    process, port = start_run(tmp_path, kube_run_config(api.url, discovery=True), NODE_NAME=NODE,
+                              LLMCOST_KUBERNETES_ENABLED="true")
     try:
         while not api.requests and time.monotonic() - started < 20:
             time.sleep(0.01)
