@@ -14,6 +14,7 @@ and counts are bounded by http.client (64 KiB a line, 100 headers); the body by 
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import io
 import socket
@@ -74,8 +75,8 @@ def get(url: str, timeout: float, max_bytes: int, headers: dict[str, str] | None
         raise ValueError("not an http:// or https:// URL with a host")
     connection: _Connection
     if parts.scheme == "https":
-        connection = _TLSConnection(parts.hostname, parts.port, deadline,
-                                    ssl_context or ssl.create_default_context(), server_hostname)
+        connection = _TLSConnection(parts.hostname, parts.port, deadline, ssl_context or _default_context(),
+                                    server_hostname)
     else:
         connection = _Connection(parts.hostname, parts.port, deadline)
     sent = dict(headers or {})
@@ -95,6 +96,12 @@ def get(url: str, timeout: float, max_bytes: int, headers: dict[str, str] | None
         connection.close()
 
 
+@functools.cache
+def _default_context() -> ssl.SSLContext:
+    """The system's CAs, loaded once (a few ms each time otherwise); a context is thread-safe."""
+    return ssl.create_default_context()
+
+
 def _read_body(response: http.client.HTTPResponse, cap: int, strict: bool) -> bytes:
     """The body up to `cap` bytes: past it, BodyTooLargeError when `strict`, else cut there."""
     declared = response.headers.get("Content-Length")
@@ -108,8 +115,10 @@ def _read_body(response: http.client.HTTPResponse, cap: int, strict: bool) -> by
             if strict:
                 raise BodyTooLargeError(cap)
             chunks.append(chunk[:len(chunk) - (size - cap)])
-            break
+            return b"".join(chunks)
         chunks.append(chunk)
+    if response.length:  # read1 ends quietly where the peer closed early: a cut body is no body
+        raise http.client.IncompleteRead(b"".join(chunks), response.length)
     return b"".join(chunks)
 
 

@@ -5,8 +5,10 @@ first the engine fetch and the Kubernetes client alone, then the real `run` proc
 
 import math
 import os
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -74,9 +76,23 @@ def test_the_same_answers_at_full_speed_are_read_whole(dripping):
         assert fetch(server.url, 1.0, 1 << 20) == ("text/plain; version=0.0.4", body.decode()), phase
 
 
+def test_an_engine_cut_off_mid_body_is_a_protocol_error_not_a_shorter_exposition():
+    body = b'# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total{model_name="m"} 123456\n'
+
+    class CutShort(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.recv(65536)
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            self.request.sendall(head + body[:-5])  # "... 12": read whole, a counter reset
+
+    with socketserver.TCPServer(("127.0.0.1", 0), CutShort) as server:
+        threading.Thread(target=server.handle_request, daemon=True).start()
+        err, _ = timed(lambda: fetch(f"http://127.0.0.1:{server.server_address[1]}/metrics", 1.0, 1 << 20))
+    assert err.reason == "protocol", err
+
+
 def test_credentials_in_an_engine_url_are_sent_as_basic_auth_and_never_shown(dripping):
     import base64
-    import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     seen = []
@@ -124,6 +140,7 @@ def test_an_api_server_dripping_over_tls_times_out_at_the_deadline(tls_api, tmp_
     api, certs = tls_api
     api.node = load("node-eks-karpenter-spot-g5.12xlarge.json")
     client = kubeconfig_client(tmp_path / "kubeconfig", api.url, certs["ca.crt"], certs["client.crt"], certs["client.key"])
+    assert client.read_node(NODE)["kind"] == "Node"  # the kubeconfig read, at full speed
     api.fail["node"] = ("drip", "body")
     err, took = timed(lambda: client.read_node(NODE))
     assert err.reason == "timeout" and took < 2.0 + EPSILON_S, (err, took)  # the kubeconfig client's timeout: 2s

@@ -324,14 +324,18 @@ def test_unreachable_api_server_and_no_in_cluster_configuration(clock, exporter_
     assert value(exporter, "llmcost_source_up", source="kubernetes", name="node") == 0
 
 
+def server_tls(certs, client_certificate: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=certs["ca.crt"])
+    context.load_cert_chain(certs["server.crt"], certs["server.key"])
+    context.verify_mode = ssl.CERT_REQUIRED if client_certificate else ssl.CERT_NONE
+    return context
+
+
 @pytest.fixture
 def tls_api(tmp_path):
     """The fake API server over https, asking for a client certificate signed by the test CA."""
     certs = make_certs(tmp_path / "certs")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=certs["ca.crt"])
-    context.load_cert_chain(certs["server.crt"], certs["server.key"])
-    context.verify_mode = ssl.CERT_REQUIRED
-    server = FakeApiServer(tls=context)
+    server = FakeApiServer(tls=server_tls(certs, client_certificate=True))
     yield server, certs
     server.stop()
 
@@ -364,6 +368,33 @@ def test_a_kubeconfig_is_followed_over_tls_with_its_ca_client_certificate_and_to
             client.read_node(NODE)
         assert failed.value.reason == "connection" and why in str(failed.value), failed.value
     assert len(api.requests) == 1  # neither got as far as a request
+
+
+def test_the_in_cluster_service_account_is_followed_over_tls(tmp_path, monkeypatch):
+    """As in a pod: KUBERNETES_SERVICE_HOST/PORT, the service account's token and CA (their paths
+    pointed at test files: the only change), the server's certificate checked against that CA."""
+    from kubernetes.config import incluster_config
+
+    certs = make_certs(tmp_path / "certs")
+    api = FakeApiServer(tls=server_tls(certs, client_certificate=False))
+    try:
+        api.node = load("node-eks-karpenter-spot-g5.12xlarge.json")
+        token = tmp_path / "token"
+        token.write_text("sa-t0k3n")
+        monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+        monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", certs["ca.crt"])
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.server.server_address[1]))
+        config = from_dict({"pricing": {"cloud": {"hourly": 1.0}}, "gpu": {"backend": "none"},
+                            "kubernetes": {"enabled": True, "node_name": NODE}}, environ={})
+        assert KubeClient(config.kubernetes).read_node(NODE)["metadata"]["name"] == NODE
+        assert api.authorizations == ["bearer sa-t0k3n"]
+        monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", certs["other-ca.crt"])
+        with pytest.raises(KubeError) as failed:
+            KubeClient(config.kubernetes).read_node(NODE)
+        assert failed.value.reason == "connection" and "certificate verify failed" in str(failed.value)
+    finally:
+        api.stop()
 
 
 @pytest.mark.slow  # a fresh interpreter imports the exporter
