@@ -185,7 +185,8 @@ def failing_lines(stderr: str, source: str, name: str) -> list[str]:
 
 def test_run_with_an_engine_dripping_its_head_times_it_out_and_counts_on(tmp_path, dripping, hanging_engine):
     """(a) Case 1: every scrape of the dripping engine ends within its timeout + 1 s; it is down with
-    reason timeout, logged once; the healthy engine's tokens and the spend go on; totals finite."""
+    reason timeout, logged once; the healthy engine's tokens and the spend go on; totals finite.
+    (hanging_engine: test_shutdown's simulated vLLM on the real clock, healthy here.)"""
     drip_engine = dripping(phase="headers")
     process, port = start_run(tmp_path, f"""\
 pricing: {{cloud: {{hourly: 3.6}}}}
