@@ -192,7 +192,9 @@ class Exporter:
     def start(self) -> None:
         """Start the sampling jobs; the first round runs at once."""
         if self.kube is not None:
-            self.refresh_kubernetes()  # the node's price before the first tick (bounded by kubernetes.timeout)
+            # The node's price before the first tick, bounded by kubernetes.timeout; the pods are
+            # listed by their job at once, so a slow API server delays listening by one timeout only.
+            self.refresh_node()
             if self.price_source == pricing.UNKNOWN and self._price_note.endswith("not been read yet"):
                 log.warning("instance price unknown: %s; the instance spend component does not accrue until it is "
                             "known", self._price_note)
@@ -203,8 +205,7 @@ class Exporter:
             self.jobs.add(self.refresh_node, kube.refresh_interval, "kubernetes:node", CONTROL,
                           first_in=kube.refresh_interval)
             if kube.discovery.enabled:
-                self.jobs.add(self.refresh_pods, kube.discovery.refresh_interval, "kubernetes:pods", CONTROL,
-                              first_in=kube.discovery.refresh_interval)
+                self.jobs.add(self.refresh_pods, kube.discovery.refresh_interval, "kubernetes:pods", CONTROL)
         self._schedule_reload()
         self.jobs.start()
 

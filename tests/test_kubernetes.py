@@ -1,8 +1,9 @@
 """Kubernetes: node-label pricing, pod discovery, API failures.
 
-The real `kubernetes` client talks over real sockets to a local HTTP server that answers like the
-API server: the Node and PodList fixtures of tests/data/kube/ (v1 wire format), 403/404/500 as
-v1 Status objects, field and label selectors honoured, a slow mode for timeouts. No cluster runs
+The exporter's client (configured by the real `kubernetes` package) talks over real sockets to a
+local HTTP server that answers like the API server: the Node and PodList fixtures of
+tests/data/kube/ (v1 wire format), 403/404/500 as v1 Status objects, field and label selectors
+honoured, a slow and a dripping mode (tests/drip.py) for timeouts. No cluster runs
 here, so this is the one fake; everything on the exporter's side is real.
 """
 
@@ -13,6 +14,7 @@ import logging
 import pathlib
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,10 +24,14 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 from prometheus_client import generate_latest
 
+from certs import make_certs
 from conftest import MODEL, run_for, value
+from drip import send_dripping
 from exporter.config import from_dict
+from exporter.kube.client import KubeClient, KubeError
 from exporter.kube.discovery import pod_targets
 from exporter.kube.node import node_info
 from test_demo_and_promtool import free_port
@@ -43,12 +49,14 @@ def load(name: str):
 class FakeApiServer:
     """Answers GET /api/v1/nodes/NAME and the pod lists like the API server, from fixtures."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        """tls: an ssl.SSLContext (server side) to answer over https."""
         self.node = None  # the Node object served
         self.pods = []  # pod items; the server applies the field and label selectors
-        self.fail = {}  # "node" | "pods" -> fixture name of a Status, or "slow"
+        self.fail = {}  # "node" | "pods" -> fixture name of a Status, "slow", or ("drip", a phase of tests/drip.py)
         self.slow_seconds = 1.5
         self.requests = []  # (path, query dict)
+        self.authorizations = []  # the Authorization header of each request (None: none sent)
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,22 +64,20 @@ class FakeApiServer:
                 url = urllib.parse.urlsplit(self.path)
                 query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
                 api.requests.append((url.path, query))
+                api.authorizations.append(self.headers.get("Authorization"))
                 kind = "node" if url.path.startswith("/api/v1/nodes/") else "pods"
                 failure = api.fail.get(kind)
                 if failure == "slow":
                     time.sleep(api.slow_seconds)
-                elif failure:
+                elif isinstance(failure, str):
                     status = load(failure)
                     return self._send(status["code"], status)
-                if kind == "node":
-                    name = url.path.rsplit("/", 1)[1]
-                    if api.node is None or api.node["metadata"]["name"] != name:
-                        return self._send(404, load("status-404-node.json"))
-                    return self._send(200, api.node)
-                match = re.fullmatch(r"/api/v1(?:/namespaces/([^/]+))?/pods", url.path)
-                items = [p for p in api.pods if _selected(p, match.group(1), query)]
-                self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "48213412"},
-                                 "items": items})
+                code, obj = api.answer(kind, url.path, query)
+                if isinstance(failure, tuple):  # the right answer, too slowly
+                    send_dripping(self.connection, failure[1], code, "application/json", json.dumps(obj).encode())
+                    self.close_connection = True
+                    return
+                self._send(code, obj)
 
             def _send(self, code, obj):
                 body = json.dumps(obj).encode()
@@ -89,8 +95,21 @@ class FakeApiServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, kind, path, query) -> tuple[int, dict]:
+        """(status, object) as the API server would answer the GET."""
+        if kind == "node":
+            name = path.rsplit("/", 1)[1]
+            if self.node is None or self.node["metadata"]["name"] != name:
+                return 404, load("status-404-node.json")
+            return 200, self.node
+        match = re.fullmatch(r"/api/v1(?:/namespaces/([^/]+))?/pods", path)
+        items = [p for p in self.pods if _selected(p, match.group(1), query)]
+        return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "48213412"}, "items": items}
 
     def pod_queries(self):
         return [q for path, q in self.requests if path.endswith("/pods")]
@@ -303,6 +322,79 @@ def test_unreachable_api_server_and_no_in_cluster_configuration(clock, exporter_
     exporter.refresh_kubernetes()
     assert value(exporter, "llmcost_source_errors_total", source="kubernetes", name="node", reason="config") == 1
     assert value(exporter, "llmcost_source_up", source="kubernetes", name="node") == 0
+
+
+def server_tls(certs, client_certificate: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=certs["ca.crt"])
+    context.load_cert_chain(certs["server.crt"], certs["server.key"])
+    context.verify_mode = ssl.CERT_REQUIRED if client_certificate else ssl.CERT_NONE
+    return context
+
+
+@pytest.fixture
+def tls_api(tmp_path):
+    """The fake API server over https, asking for a client certificate signed by the test CA."""
+    certs = make_certs(tmp_path / "certs")
+    server = FakeApiServer(tls=server_tls(certs, client_certificate=True))
+    yield server, certs
+    server.stop()
+
+
+def kubeconfig_client(path, server, ca, cert=None, key=None) -> KubeClient:
+    user = {"token": "t0k3n"}
+    if cert:
+        user.update({"client-certificate": cert, "client-key": key})
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": ca}}],
+        "users": [{"name": "test", "user": user}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}]}))
+    config = from_dict({"pricing": {"cloud": {"hourly": 1.0}}, "gpu": {"backend": "none"},
+                        "kubernetes": {"enabled": True, "node_name": NODE, "kubeconfig": str(path), "timeout": "2s"}},
+                       environ={})
+    return KubeClient(config.kubernetes)
+
+
+def test_a_kubeconfig_is_followed_over_tls_with_its_ca_client_certificate_and_token(tls_api, tmp_path):
+    api, certs = tls_api
+    api.node = load("node-eks-karpenter-spot-g5.12xlarge.json")
+    client = kubeconfig_client(tmp_path / "kubeconfig", api.url, certs["ca.crt"], certs["client.crt"], certs["client.key"])
+    assert client.read_node(NODE)["metadata"]["name"] == NODE
+    assert api.authorizations == ["Bearer t0k3n"]
+    strange_ca = kubeconfig_client(tmp_path / "other", api.url, certs["other-ca.crt"], certs["client.crt"], certs["client.key"])
+    without_cert = kubeconfig_client(tmp_path / "nocert", api.url, certs["ca.crt"])
+    for client, why in ((strange_ca, "certificate verify failed"), (without_cert, "")):
+        with pytest.raises(KubeError) as failed:
+            client.read_node(NODE)
+        assert failed.value.reason == "connection" and why in str(failed.value), failed.value
+    assert len(api.requests) == 1  # neither got as far as a request
+
+
+def test_the_in_cluster_service_account_is_followed_over_tls(tmp_path, monkeypatch):
+    """As in a pod: KUBERNETES_SERVICE_HOST/PORT, the service account's token and CA (their paths
+    pointed at test files: the only change), the server's certificate checked against that CA."""
+    from kubernetes.config import incluster_config
+
+    certs = make_certs(tmp_path / "certs")
+    api = FakeApiServer(tls=server_tls(certs, client_certificate=False))
+    try:
+        api.node = load("node-eks-karpenter-spot-g5.12xlarge.json")
+        token = tmp_path / "token"
+        token.write_text("sa-t0k3n")
+        monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+        monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", certs["ca.crt"])
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.server.server_address[1]))
+        config = from_dict({"pricing": {"cloud": {"hourly": 1.0}}, "gpu": {"backend": "none"},
+                            "kubernetes": {"enabled": True, "node_name": NODE}}, environ={})
+        assert KubeClient(config.kubernetes).read_node(NODE)["metadata"]["name"] == NODE
+        assert api.authorizations == ["bearer sa-t0k3n"]
+        monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", certs["other-ca.crt"])
+        with pytest.raises(KubeError) as failed:
+            KubeClient(config.kubernetes).read_node(NODE)
+        assert failed.value.reason == "connection" and "certificate verify failed" in str(failed.value)
+    finally:
+        api.stop()
 
 
 @pytest.mark.slow  # a fresh interpreter imports the exporter
