@@ -45,7 +45,7 @@ class Split:
 
     def share(self, engine: str) -> float:
         """The engine's share of the node's GPUs, 0-1."""
-        return sum(self.fractions.get(engine, {}).values()) / self.gpu_count
+        return min(sum(self.fractions.get(engine, {}).values()) / self.gpu_count, 1.0)  # never 1 + a rounding
 
     def unallocated_share(self) -> float:
         return sum(self.unallocated.values()) / self.gpu_count
@@ -101,5 +101,5 @@ def _place_amounts(claims: dict[str, Claim], free: list[int], fractions: dict[st
     scale = min(1.0, len(free) / total)  # more claimed than there is: stale data; never bill past the node
     for engine, gpus in amounts.items():
         for index in free:
-            fractions[engine][index] = gpus * scale / len(free)
+            fractions[engine][index] = min(gpus * scale / len(free), 1.0)
     return max(0.0, 1.0 - total * scale / len(free))

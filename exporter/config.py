@@ -88,7 +88,7 @@ class EngineConfig:
     timeout: float = duration("3s", positive=True)
     max_body_bytes: int = size("4MiB")
     max_models: int = number(50, minimum=1)
-    gpus: list[int] | None = None  # GPU indices this engine holds; None = all GPUs of the node
+    gpus: list[int] | None = None  # GPU indices this engine holds; None = its pod's resources, else shared evenly
     capacity_tokens_per_s: float | None = number(None, exclusive=True)  # from a benchmark; None = observed peak
     apis: list[str] | None = None  # APIs to compare this engine's models with; None = compare.apis
 
@@ -112,6 +112,7 @@ class KubernetesDiscovery:
     refresh_interval: float = duration("30s", positive=True)  # how often the pods on this node are listed
     interval: float = duration("5s", positive=True)  # scrape cadence of each discovered engine
     timeout: float = duration("3s", positive=True)  # whole response of one engine scrape, < interval
+    mig_share: str = choices("compute", "memory", default="compute")  # what a MIG device's share of its GPU counts
 
 
 @dataclass(frozen=True)

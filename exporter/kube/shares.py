@@ -63,8 +63,8 @@ class PodGpus:
 
 
 def node_gpus(node: dict) -> NodeGpus:
-    metadata = node.get("metadata") or {}
-    labels, annotations = metadata.get("labels") or {}, metadata.get("annotations") or {}
+    metadata = _mapping(node.get("metadata"))
+    labels, annotations = _mapping(metadata.get("labels")), _mapping(metadata.get("annotations"))
     replicas = {key[:-len(".replicas")]: n for key, value in labels.items()
                 if key.startswith("nvidia.com/") and key.endswith(".replicas") and (n := _int(value)) > 0}
     single = labels.get(MIG_STRATEGY_LABEL) == "single"
@@ -77,25 +77,25 @@ def node_gpus(node: dict) -> NodeGpus:
 def pod_gpus(pod: dict) -> PodGpus:
     """Effective resources as the scheduler counts them: the containers' sum, or the largest init
     container's if that is more."""
-    spec = pod.get("spec") or {}
+    spec = _mapping(pod.get("spec"))
     total: dict[str, float] = {}
-    for container in spec.get("containers") or []:
+    for container in _list(spec.get("containers")):
         for name, amount in _gpu_resources(container).items():
             total[name] = total.get(name, 0.0) + amount
-    for container in spec.get("initContainers") or []:
+    for container in _list(spec.get("initContainers")):
         for name, amount in _gpu_resources(container).items():
             total[name] = max(total.get(name, 0.0), amount)
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    hami = next((annotations[key] for key in HAMI_POD_ANNOTATIONS if annotations.get(key)), "")
+    annotations = _mapping(_mapping(pod.get("metadata")).get("annotations"))
+    hami = next((str(annotations[key]) for key in HAMI_POD_ANNOTATIONS if annotations.get(key)), "")
     return PodGpus(total, _hami_pod_devices(hami))
 
 
 def _gpu_resources(container: dict) -> dict[str, float]:
-    resources = container.get("resources") or {}
-    limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+    resources = _mapping(_mapping(container).get("resources"))
+    limits, requests = _mapping(resources.get("limits")), _mapping(resources.get("requests"))
     out = {}
     for name in set(limits) | set(requests):
-        if name.startswith("nvidia.com/"):  # extended resources: limits, else requests (they must be equal)
+        if str(name).startswith("nvidia.com/"):  # extended resources: limits, else requests (they must be equal)
             amount = _quantity(limits.get(name, requests.get(name)))
             if amount > 0:
                 out[name] = amount
@@ -220,6 +220,14 @@ def _quantity(text) -> float:
     match = _QUANTITY.fullmatch(str(text).strip())
     value = float(match.group(1)) * _SUFFIXES[match.group(2) or ""] if match else 0.0
     return value if math.isfinite(value) else 0.0
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _int(text) -> int:
