@@ -585,3 +585,25 @@ def test_the_mig_share_follows_the_configured_basis(api, clock, exporter_for):
     namespace, pod = QWEN.split("/")
     assert value(exporter, "llmcost_engine_gpu_share_ratio", engine=QWEN, method="mig", namespace=namespace,
                  pod=pod) == pytest.approx(WORKED["memory"][QWEN][0], rel=1e-9)
+
+
+def test_a_gone_pod_frees_its_share_and_relabelled_gpus_change_the_shares(api, clock, exporter_for):
+    from test_shares import BGE, E5, WORKED, WORKED_NODE, WORKED_PODS
+
+    api.node, api.pods = load(WORKED_NODE), load(WORKED_PODS)["items"]
+    exporter = exporter_for(kube_config(api.url, node=api.node["metadata"]["name"], discovery=True), h100s(clock))
+    exporter.refresh_kubernetes()
+    exporter.sample_gpus_and_account()
+    unallocated = WORKED["compute"]["unallocated"][0]
+    assert value(exporter, "llmcost_unallocated_gpu_share_ratio") == pytest.approx(unallocated, rel=1e-9)
+    api.pods = [p for p in api.pods if p["metadata"]["name"] != BGE.split("/")[1]]
+    exporter.refresh_pods()
+    clock.advance(60)
+    exporter.sample_gpus_and_account()
+    freed = WORKED["compute"][BGE][0]  # its replica is free now, not spread over the others
+    assert value(exporter, "llmcost_unallocated_gpu_share_ratio") == pytest.approx(unallocated + freed, rel=1e-9)
+    api.node["metadata"]["labels"]["nvidia.com/mig-7g.80gb.replicas"] = "2"  # the device plugin re-configured
+    exporter.refresh_node()
+    share = value(exporter, "llmcost_engine_gpu_share_ratio", engine=E5, method="replica", namespace="embed",
+                  pod=E5.split("/")[1])
+    assert share == pytest.approx(1 / 2 / 8, rel=1e-9)
