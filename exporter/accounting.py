@@ -81,7 +81,8 @@ class Accountant:
         self._engine_gpus = _claims(engine_gpus)  # the active engines: they share the node's spend
         self._node_gpu_count = 0  # the node's GPUs by its labels: used while NVML reports none
         self._last_gpu_count = 0  # GPUs NVML reported on the last tick
-        self._split: tuple[int, Split] | None = None  # (GPU count, its split), until the engines change
+        self._last_uuids: dict[str, int] = {}  # and their UUIDs (claims may name GPUs by UUID)
+        self._split: tuple[tuple, Split] | None = None  # (GPUs, their split), until the engines change
         self._clock = clock
         self._lock = lock
         self._components: dict[str, float] = {c: 0.0 for c in self.component_names(pricing.mode)}
@@ -205,7 +206,7 @@ class Accountant:
             gpu_joules = {r.index: max(energy_by_gpu[r.uuid] - self._last_gpu_energy.get(r.uuid, energy_by_gpu[r.uuid]), 0.0)
                           for r in readings}
             new_requests = max(requests - self._last_requests, 0.0)
-            self._last_gpu_count = len(readings)
+            self._last_gpu_count, self._last_uuids = len(readings), {r.uuid: r.index for r in readings}
             self._accrue(now, dt, gpu_joules, new_requests, len(readings), idle_engines)
             self._last_time, self._last_gpu_energy, self._last_requests = now, energy_by_gpu, requests
 
@@ -267,8 +268,9 @@ class Accountant:
 
     def _node_split(self, gpu_count: int) -> Split:
         count = gpu_count or self._node_gpu_count  # no NVML readings: the node's labels
-        if self._split is None or self._split[0] != count:
-            self._split = (count, split(self._engine_gpus, count))
+        key = (count, tuple(sorted(self._last_uuids.items())))
+        if self._split is None or self._split[0] != key:
+            self._split = (key, split(self._engine_gpus, count, self._last_uuids))
         return self._split[1]
 
     # -- reading (call with the state lock held) ------------------------------------------

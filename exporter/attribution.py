@@ -5,9 +5,11 @@ A claim says how an engine holds GPUs, and the method that produced it:
 
 - `config`: GPU indices (`engines[].gpus`, the `llmcost.io/gpus` annotation). Each such GPU is
   split evenly between the engines naming it (and the `even` engines).
+- device fractions by GPU UUID, where the allocation names the GPUs (HAMi's annotation): each
+  on its own GPU, once NVML has reported that UUID.
 - `exclusive`, `replica`, `mig`, `hami`: GPU-equivalents read from the Kubernetes API
-  (exporter.kube.shares), on GPUs not known by index: they are placed, evenly, on the GPUs no
-  `config` claim names. Claims beyond those GPUs are scaled down to fit (never over-billed).
+  (exporter.kube.shares), on GPUs not known by index: they are placed on what the above left of
+  each GPU, in proportion to it. Claims beyond that are scaled down to fit (never over-billed).
 - `even`: nothing is known; the engine holds every GPU, sharing each with the others there.
 
 Every GPU's fractions (engines + unallocated) add up to 1, so pricing each GPU by its fractions
@@ -29,6 +31,7 @@ class Claim:
     method: str
     gpus: float = 0.0  # GPU-equivalents (the Kubernetes methods)
     indices: tuple[int, ...] = ()  # the GPUs held (config)
+    devices: tuple[tuple[str, float], ...] = ()  # (GPU UUID, fraction of it) where known; else `gpus` counts
 
     @staticmethod
     def from_config(gpus) -> Claim:
@@ -56,9 +59,10 @@ class Split:
         return engines, sum(f * per_gpu.get(i, 0.0) for i, f in self.unallocated.items())
 
 
-def split(claims: dict[str, Claim], gpu_count: int) -> Split:
-    """The node's `gpu_count` GPUs split between `claims`. With no GPU known, one notional GPU
-    is split evenly between all engines (the spend is still someone's)."""
+def split(claims: dict[str, Claim], gpu_count: int, uuids: dict[str, int] | None = None) -> Split:
+    """The node's `gpu_count` GPUs split between `claims`; `uuids`: GPU UUID -> index, as NVML
+    reports them. With no GPU known, one notional GPU is split evenly between all engines (the
+    spend is still someone's)."""
     methods = {e: c.method for e, c in claims.items()}
     if gpu_count <= 0:
         share = 1.0 / len(claims) if claims else 0.0
@@ -69,10 +73,11 @@ def split(claims: dict[str, Claim], gpu_count: int) -> Split:
     for index, holders in named.items():  # a GPU named in config: its holders and the even engines
         for engine in holders + evens:
             fractions[engine][index] = 1.0 / (len(holders) + len(evens))
-    free = [i for i in range(gpu_count) if i not in named]
-    left = _place_amounts(claims, free, fractions)
+    free = {i: 1.0 for i in range(gpu_count) if i not in named}  # GPU -> what is left of it
+    placed = _place_devices(claims, uuids or {}, free, fractions)
+    _place_amounts({e: c for e, c in claims.items() if e not in placed}, free, fractions)
     unallocated = {i: 0.0 for i in named}
-    for index in free:
+    for index, left in free.items():
         for engine in evens:
             fractions[engine][index] = left / len(evens)
         unallocated[index] = 0.0 if evens else left
@@ -90,16 +95,37 @@ def _named_gpus(claims: dict[str, Claim], gpu_count: int) -> dict[int, list[str]
     return named
 
 
-def _place_amounts(claims: dict[str, Claim], free: list[int], fractions: dict[str, dict[int, float]]) -> float:
-    """Spread the GPU-equivalent claims evenly over the free GPUs, scaled down to fit; return
-    the fraction of each free GPU left over."""
+def _place_devices(claims: dict[str, Claim], uuids: dict[str, int], free: dict[int, float],
+                   fractions: dict[str, dict[int, float]]) -> set[str]:
+    """Put the device fractions on their GPUs (a GPU claimed past 1 is scaled down to fit; one a
+    config names keeps its holders); return the engines placed. A claim naming a GPU NVML has not
+    reported is counted by its GPU-equivalents instead."""
+    placed = {e for e, c in claims.items() if c.devices and all(u in uuids for u, _ in c.devices)}
+    wanted: dict[int, dict[str, float]] = {}
+    for engine in placed:
+        for uuid, fraction in claims[engine].devices:
+            if uuids[uuid] in free and math.isfinite(fraction) and fraction > 0:
+                on_gpu = wanted.setdefault(uuids[uuid], {})
+                on_gpu[engine] = on_gpu.get(engine, 0.0) + fraction
+    for index, engines in wanted.items():
+        scale = min(1.0, 1.0 / sum(engines.values()))
+        for engine, fraction in engines.items():
+            fractions[engine][index] = min(fraction * scale, 1.0)
+        free[index] = max(0.0, 1.0 - sum(engines.values()) * scale)
+    return placed
+
+
+def _place_amounts(claims: dict[str, Claim], free: dict[int, float], fractions: dict[str, dict[int, float]]) -> None:
+    """Spread the GPU-equivalent claims over what is left of the GPUs, in proportion to it, scaled
+    down to fit; `free` keeps what is left after them."""
     amounts = {e: c.gpus if math.isfinite(c.gpus) and c.gpus > 0 else 0.0
                for e, c in claims.items() if c.method in KUBERNETES_METHODS}
-    total = sum(amounts.values())
-    if not free or total <= 0:
-        return 1.0
-    scale = min(1.0, len(free) / total)  # more claimed than there is: stale data; never bill past the node
+    room, total = sum(free.values()), sum(amounts.values())
+    if room <= 0 or total <= 0:
+        return
+    scale = min(1.0, room / total)  # more claimed than there is: stale data; never bill past the node
     for engine, gpus in amounts.items():
-        for index in free:
-            fractions[engine][index] = min(gpus * scale / len(free), 1.0)
-    return max(0.0, 1.0 - total * scale / len(free))
+        for index, left in free.items():
+            fractions[engine][index] = min(gpus * scale * left / room, 1.0)
+    for index, left in free.items():
+        free[index] = max(0.0, left * (1.0 - total * scale / room))

@@ -376,6 +376,8 @@ def test_restored_totals_wait_for_their_engine_and_are_saved_again_meanwhile():
 KUBERNETES_CLAIM = st.builds(Claim, st.sampled_from(["exclusive", "replica", "mig", "hami"]),
                              st.floats(0.0, 12.0, allow_nan=False))
 CONFIG_CLAIM = st.one_of(st.none(), st.lists(st.integers(0, 9), max_size=3)).map(Claim.from_config)
+DEVICE_CLAIM = st.lists(st.tuples(st.integers(0, 9).map(lambda i: f"GPU-{i}"), st.floats(0.0, 1.0)), min_size=1,
+                        max_size=3).map(lambda devices: Claim("hami", sum(f for _, f in devices), devices=tuple(devices)))
 
 
 @st.composite
@@ -383,7 +385,8 @@ def claimed_nodes(draw):
     """A node (0-8 GPUs NVML reports, 0-8 by its labels), engines with claims of every method that
     change between ticks, a pricing mode, and ticks of (seconds, joules per GPU, new requests)."""
     count, labelled = draw(st.integers(0, 8)), draw(st.integers(0, 8))
-    engine_sets = st.dictionaries(st.sampled_from("abcdef"), st.one_of(KUBERNETES_CLAIM, CONFIG_CLAIM), max_size=6)
+    engine_sets = st.dictionaries(st.sampled_from("abcdef"), st.one_of(KUBERNETES_CLAIM, CONFIG_CLAIM, DEVICE_CLAIM),
+                                  max_size=6)
     seconds = st.integers(1, 64 * 3600).map(lambda n: n / 64)
     tick = st.tuples(seconds, st.lists(st.floats(0.0, 1e6), min_size=count, max_size=count), st.integers(0, 10**6),
                      st.one_of(st.none(), engine_sets))  # new claims before this tick, or none
@@ -427,6 +430,16 @@ def test_kubernetes_claims_take_the_gpus_no_pin_names_and_the_rest_is_unallocate
     assert totals.unallocated == pytest.approx(0.1 - 0.08125, rel=REL)  # GPUs 1-3 less 2.25 of them
     assert totals.shares == {"pinned": (0.25, "config"), "llama": (0.5, "exclusive"), "embed": (0.0625, "replica")}
     assert totals.unallocated_share == pytest.approx(0.1875, rel=REL)
+
+
+def test_a_device_claim_pays_for_its_own_gpu_and_its_measured_energy():
+    ledger = Ledger(pricing(**OWNED), FakeGpus(2), {"hami": Claim("hami", 0.5, devices=(("GPU-1", 0.5),))})
+    ledger.acc.tick(0)
+    totals = ledger.run(360.0, joules=(0, 3_600_000))  # GPU 1 draws 1 kWh = 0.3 in 0.1 h
+    # shared per tick 1.103 (test_owned_spend...), half a GPU each; half of GPU 1's: (0.5515 + 0.3) / 2
+    assert totals.engines == {"hami": pytest.approx((0.5515 + 0.3) / 2, rel=REL)}
+    assert totals.engine_energy_joules == {"hami": pytest.approx((3_600_000 + 18_000) / 2, rel=REL)}
+    assert totals.unallocated == pytest.approx(1.403 - (0.5515 + 0.3) / 2, rel=REL)
 
 
 def test_without_nvml_the_node_labels_give_the_gpu_count():

@@ -43,7 +43,9 @@ def pod(limits=None, requests=None, annotations=None, init=None):
 
 
 def share(node_json, pod_json, basis="compute"):
-    return pod_share(node_gpus(node_json), pod_gpus(pod_json), basis)
+    """(GPU-equivalents, method) of the pod's claim, None without one."""
+    claim = pod_share(node_gpus(node_json), pod_gpus(pod_json), basis)
+    return None if claim is None else (claim.gpus, claim.method)
 
 
 # -- one pod, each method -----------------------------------------------------------------------------
@@ -90,8 +92,8 @@ def test_a_mig_device_is_its_compute_slices_or_its_memory_eighths(profile, produ
                            "nvidia.com/mig.strategy": "mixed"}))
     assert mig_fraction(profile, gpus, "compute") == pytest.approx(compute, rel=REL)
     assert mig_fraction(profile, gpus, "memory") == pytest.approx(memory, rel=REL)
-    assert pod_share(gpus, pod_gpus(pod({f"nvidia.com/mig-{profile}": "2"})), "compute") == (
-        pytest.approx(2 * compute, rel=REL), "mig")
+    claim = pod_share(gpus, pod_gpus(pod({f"nvidia.com/mig-{profile}": "2"})), "compute")
+    assert (claim.gpus, claim.method) == (pytest.approx(2 * compute, rel=REL), "mig")
 
 
 def test_single_strategy_reads_the_profile_from_the_product_and_has_no_physical_count():
@@ -165,6 +167,22 @@ def test_config_pins_first_then_kubernetes_claims_on_the_other_gpus_then_unalloc
     assert (node_split.share("pinned"), node_split.share("k8s"), node_split.unallocated_share()) == (0.25, 0.375, 0.375)
 
 
+def test_device_fractions_sit_on_their_own_gpus_and_the_rest_share_what_is_left():
+    uuids = {"GPU-a": 0, "GPU-b": 1}
+    node_split = split({"hami": Claim("hami", 0.75, devices=(("GPU-b", 0.75),)), "k8s": Claim("exclusive", 1.0)}, 2, uuids)
+    assert node_split.fractions["hami"] == {1: 0.75}
+    # 1.25 GPUs left (all of GPU 0, a quarter of GPU 1): the whole GPU goes in proportion to it
+    assert node_split.fractions["k8s"] == {0: pytest.approx(0.8, rel=REL), 1: pytest.approx(0.2, rel=REL)}
+    assert node_split.unallocated_share() == pytest.approx(0.125, rel=REL)
+    crowded = split({"a": Claim("hami", 0.8, devices=(("GPU-a", 0.8),)), "b": Claim("hami", 0.8, devices=(("GPU-a", 0.8),))},
+                    2, uuids)
+    assert crowded.fractions == {"a": {0: 0.5}, "b": {0: 0.5}}  # 1.6 of one GPU: scaled down to it
+    pinned = split({"cfg": Claim.from_config([1]), "hami": Claim("hami", 0.5, devices=(("GPU-b", 0.5),))}, 2, uuids)
+    assert pinned.fractions == {"cfg": {1: 1.0}, "hami": {}}  # a configured GPU keeps its holders
+    unknown = split({"hami": Claim("hami", 0.5, devices=(("GPU-z", 0.5),))}, 2, uuids)
+    assert unknown.fractions == {"hami": {0: 0.25, 1: 0.25}}  # a UUID NVML did not report: GPU-equivalents
+
+
 def test_claims_beyond_the_node_are_scaled_down_to_fit():
     node_split = split({"a": Claim("exclusive", 3.0), "b": Claim("replica", 1.0)}, 2)
     assert (node_split.share("a"), node_split.share("b"), node_split.unallocated_share()) == (0.75, 0.25, 0.0)
@@ -234,7 +252,12 @@ def nodes_with_engines(draw):
         annotations["hami.io/node-nvidia-register"] = json.dumps(devices)
         resource = st.builds(lambda n, cores: {"nvidia.com/gpu": str(n), "nvidia.com/gpucores": str(cores)},
                              st.integers(1, count), st.integers(1, 100))
-    engine_pod = st.one_of(resource.map(pod), st.just(pod({"cpu": "2"})))
+    allocated = st.lists(st.tuples(st.integers(0, count), st.integers(0, H100_MIB), st.integers(0, 100)),
+                         min_size=1, max_size=3).map(  # GPU-<count> is one NVML does not report
+        lambda devs: {"hami.io/vgpu-devices-allocated": "".join(f"GPU-{i},NVIDIA,{m},{c}:" for i, m, c in devs) + ";"})
+    engine_pod = st.one_of(resource.map(pod), st.just(pod({"cpu": "2"})),
+                           st.builds(lambda r, a: pod(r, annotations=a), resource, allocated) if kind == "hami"
+                           else st.nothing())
     pods = draw(st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e", "f"]), engine_pod, max_size=6))
     pins = draw(st.dictionaries(st.sampled_from(sorted(pods) or ["-"]),
                                 st.one_of(st.none(), st.lists(st.integers(0, count + 1), max_size=3)), max_size=2))
@@ -246,7 +269,7 @@ def check_split_is_conserved(case):
     node_json, pods, pins, count, basis = case
     engine_claims = claims(node_gpus(node_json), {e: pod_gpus(p) for e, p in pods.items()}, basis)
     engine_claims.update({e: Claim.from_config(gpus) for e, gpus in pins.items()})  # the annotation wins
-    node_split = split(engine_claims, count)
+    node_split = split(engine_claims, count, {f"GPU-{i}": i for i in range(count)})
     for index in range(count):
         held = [node_split.fractions[e].get(index, 0.0) for e in engine_claims]
         assert all(0.0 <= f <= 1.0 for f in held + [node_split.unallocated[index]])

@@ -12,7 +12,7 @@ and of HAMi (Project-HAMi/HAMi charts/hami/values.yaml, docs/develop/protocol.md
                time-sliced MIG resource: n x its MIG fraction / nvidia.com/mig-<profile>.replicas
     mig        nvidia.com/mig-3g.40gb: n         n x 3/7 (compute) or 4/8 (memory) of a GPU
                nvidia.com/gpu: n, mig.strategy=single: the same, profile from nvidia.com/gpu.product
-    hami       hami.io/vgpu-devices-allocated    each device: cores/100, else memory / the device's
+    hami       hami.io/vgpu-devices-allocated    each device (by UUID): cores/100, else memory / the device's
                nvidia.com/gpucores, gpumem(-percentage)   n x cores/100, else memory percentage
 """
 
@@ -128,11 +128,11 @@ def _hami_pod_devices(text: str) -> tuple[tuple[str, int, int], ...]:
 # -- the share of one pod -----------------------------------------------------------------------------
 
 
-def pod_share(node: NodeGpus, pod: PodGpus, mig_basis: str = "compute") -> tuple[float, str] | None:
-    """(GPU-equivalents, method), or None when the pod has no GPU resource at all."""
-    hami = _hami_share(node, pod)
+def pod_share(node: NodeGpus, pod: PodGpus, mig_basis: str = "compute") -> Claim | None:
+    """The pod's claim on the node's GPUs, or None when it has no GPU resource at all."""
+    hami = _hami_claim(node, pod)
     if hami is not None:
-        return hami, "hami"
+        return hami
     parts: list[tuple[float, str]] = []
     for name, amount in sorted(pod.resources.items()):
         if name.startswith(MIG_PREFIX):
@@ -145,7 +145,7 @@ def pod_share(node: NodeGpus, pod: PodGpus, mig_basis: str = "compute") -> tuple
         return None
     methods = [m for _, m in parts]
     method = next(m for m in ("mig", "replica", "exclusive") if m in methods)
-    return sum(g for g, _ in parts), method
+    return Claim(method, gpus=sum(g for g, _ in parts))
 
 
 def _gpu_part(node: NodeGpus, amount: float, mig_basis: str) -> tuple[float, str]:
@@ -157,21 +157,25 @@ def _gpu_part(node: NodeGpus, amount: float, mig_basis: str) -> tuple[float, str
     return amount, "exclusive"
 
 
-def _hami_share(node: NodeGpus, pod: PodGpus) -> float | None:
-    """From HAMi's allocation where every device's part is known, else from the HAMi resources."""
-    fractions = [cores / 100 if cores > 0 else _ratio(memory, node.hami_memory_mib.get(uuid, 0))
-                 for uuid, memory, cores in pod.hami_devices]
-    if fractions and None not in fractions:
-        return sum(min(f or 0.0, 1.0) for f in fractions)
+def _hami_claim(node: NodeGpus, pod: PodGpus) -> Claim | None:
+    """From HAMi's allocation where every device's part is known (by GPU UUID), else from the
+    HAMi resources (GPU-equivalents)."""
+    devices = tuple((uuid, cores / 100 if cores > 0 else _ratio(memory, node.hami_memory_mib.get(uuid, 0)))
+                    for uuid, memory, cores in pod.hami_devices)
+    if devices and all(f is not None for _, f in devices):
+        exact = tuple((uuid, min(f or 0.0, 1.0)) for uuid, f in devices)
+        return Claim("hami", gpus=sum(f for _, f in exact), devices=exact)
     resources = pod.resources
     if not any(k in resources for k in (HAMI_CORES, HAMI_MEMORY, HAMI_MEMORY_PERCENT)):
         return None
     count = resources.get(GPU, 1.0)  # HAMi's webhook adds nvidia.com/gpu: 1 when only these are set
     if HAMI_CORES in resources:
-        return count * min(resources[HAMI_CORES] / 100, 1.0)
-    if HAMI_MEMORY_PERCENT in resources:
-        return count * min(resources[HAMI_MEMORY_PERCENT] / 100, 1.0)
-    return count * min(_ratio(resources[HAMI_MEMORY], node.memory_mib) or 1.0, 1.0)
+        fraction = resources[HAMI_CORES] / 100
+    elif HAMI_MEMORY_PERCENT in resources:
+        fraction = resources[HAMI_MEMORY_PERCENT] / 100
+    else:
+        fraction = _ratio(resources[HAMI_MEMORY], node.memory_mib) or 1.0
+    return Claim("hami", gpus=count * min(fraction, 1.0))
 
 
 def mig_fraction(profile: str, node: NodeGpus, basis: str = "compute") -> float:
@@ -200,8 +204,7 @@ def claims(node: NodeGpus | None, pods: dict[str, PodGpus], mig_basis: str = "co
     shares = {engine: pod_share(node, pod, mig_basis) for engine, pod in pods.items()}
     if all(share is None for share in shares.values()):
         return {engine: Claim(EVEN) for engine in pods}
-    return {engine: Claim(share[1], gpus=share[0]) if share else Claim("exclusive", gpus=0.0)
-            for engine, share in shares.items()}
+    return {engine: share or Claim("exclusive", gpus=0.0) for engine, share in shares.items()}
 
 
 def gpu_count(node: NodeGpus | None) -> int:
