@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 CONFIG, EVEN = "config", "even"
 KUBERNETES_METHODS = ("exclusive", "replica", "mig", "hami")
-METHODS = (*KUBERNETES_METHODS, CONFIG, EVEN)
 
 
 @dataclass(frozen=True)
