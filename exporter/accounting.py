@@ -3,8 +3,10 @@ GPUs are held, idle time included.
 
 Components: cloud `instance` (+ `requests` fees); owned `amortization`, `fixed`, `energy`
 (measured GPU energy + overhead watts, times PUE, times the electricity price). The node's spend
-is then allocated to engines by the GPUs each holds: a GPU's own energy goes to the engines on
-it, everything else is split evenly per GPU. Formulas: docs/cost-model.md.
+is then allocated to engines by their shares of its GPUs (exporter.attribution): each GPU costs
+its part of the shared spend plus its own energy, and goes to the engines by their fractions of
+it; the fractions no engine holds are unallocated spend. Engines + unallocated = the node, on
+every tick. Formulas: docs/cost-model.md.
 
 Engines and prices may change while running (discovered pods come and go, the config file is
 reloaded): set_engines() and set_pricing() apply from the next tick on, and nothing already
@@ -14,9 +16,10 @@ accrued changes. An engine no longer active keeps its (frozen) totals until forg
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter import costmodel
+from exporter.attribution import Claim, Split, split
 from exporter.config import Pricing
 from exporter.series import SlidingWindow
 
@@ -33,6 +36,9 @@ class SpendTotals:
     engine_energy_joules: dict[str, float]  # GPU energy of the engine's GPUs + its share of overhead
     idle_spend: dict[str, float]  # per engine: spend accrued while it produced no tokens
     co2e_grams: float | None  # None without a configured grid intensity
+    unallocated: float = 0.0  # cumulative spend on the GPU fractions no engine holds
+    shares: dict[str, tuple[float, str]] = field(default_factory=dict)  # active engine -> (share 0-1, method)
+    unallocated_share: float = 1.0  # of the node's GPUs, now
 
 
 class _Ledger:
@@ -61,18 +67,22 @@ class _Ledger:
         return None if start is None or end is None else max(end - start, 0.0)
 
 
-def engine_gpu_shares(engine_gpus: dict[str, list[int] | None], gpu_count: int) -> dict[int, list[str]]:
-    """GPU index -> engines holding it (an engine with gpus=None holds them all)."""
-    return {i: [e for e, gpus in engine_gpus.items() if gpus is None or i in gpus] for i in range(gpu_count)}
+def _claims(engines: dict) -> dict[str, Claim]:
+    """Claims as given, or GPU indices (None: nothing known) as configured."""
+    return {e: c if isinstance(c, Claim) else Claim.from_config(c) for e, c in engines.items()}
 
 
 class Accountant:
-    def __init__(self, pricing: Pricing, gpu_source, engine_gpus: dict[str, list[int] | None],
-                 clock, lock: threading.RLock, window_s: float):
+    def __init__(self, pricing: Pricing, gpu_source, engine_gpus: dict, clock, lock: threading.RLock, window_s: float):
+        """`engine_gpus`: engine -> Claim, or GPU indices (None: nothing known), as set_engines()."""
         self._pricing = pricing
         self._gpu = gpu_source
         self._window_s = window_s
-        self._engine_gpus = dict(engine_gpus)  # the active engines: they share the node's spend
+        self._engine_gpus = _claims(engine_gpus)  # the active engines: they share the node's spend
+        self._node_gpu_count = 0  # the node's GPUs by its labels: used while NVML reports none
+        self._last_gpu_count = 0  # GPUs NVML reported on the last tick
+        self._last_uuids: dict[str, int] = {}  # and their UUIDs (claims may name GPUs by UUID)
+        self._split: tuple[tuple, Split] | None = None  # (GPUs, their split), until the engines change
         self._clock = clock
         self._lock = lock
         self._components: dict[str, float] = {c: 0.0 for c in self.component_names(pricing.mode)}
@@ -82,6 +92,7 @@ class Accountant:
         self._overhead_joules = 0.0
         self._idle_spend = {e: 0.0 for e in engine_gpus}
         self._co2e_grams = 0.0
+        self._unallocated = 0.0
         self._opex = 0.0  # owned: energy + fixed (what the API must beat to pay the capex back)
         self.opex_window = SlidingWindow(window_s)
         self._last_time: float | None = None
@@ -107,11 +118,14 @@ class Accountant:
             for component in self.component_names(pricing.mode):
                 self._components.setdefault(component, 0.0)
 
-    def set_engines(self, engine_gpus: dict[str, list[int] | None]) -> None:
-        """The active engines and their GPUs. New ones start at 0; engines left out stop
-        accruing and keep their totals until forget()."""
+    def set_engines(self, engine_gpus: dict, node_gpu_count: int = 0) -> None:
+        """The active engines and their claims on the node's GPUs (a Claim, or GPU indices with
+        None for nothing known), and the node's GPU count by its labels. New engines start at 0;
+        engines left out stop accruing and keep their totals until forget()."""
         with self._lock:
-            self._engine_gpus = dict(engine_gpus)
+            self._engine_gpus = _claims(engine_gpus)
+            self._node_gpu_count = node_gpu_count
+            self._split = None
             for engine in engine_gpus:
                 if engine not in self._spend:
                     self._spend[engine], self._energy[engine] = _Ledger(self._window_s), _Ledger(self._window_s)
@@ -141,6 +155,7 @@ class Accountant:
                                 **{e: [self._spend[e].total, self._energy[e].total, self._idle_spend.get(e, 0.0)]
                                    for e in self._spend}},
                     "energy_cost": self._energy_cost, "overhead_joules": self._overhead_joules,
+                    "unallocated": self._unallocated,
                     "co2e_grams": self._co2e_grams, "opex": self._opex, "last_time": self._last_time,
                     "last_gpu_energy": dict(self._last_gpu_energy), "last_requests": self._last_requests}
 
@@ -161,6 +176,7 @@ class Accountant:
             self._energy_cost = float(state["energy_cost"])
             self._overhead_joules = float(state["overhead_joules"])
             self._co2e_grams = float(state["co2e_grams"])
+            self._unallocated = float(state.get("unallocated", 0.0))  # absent from files of older versions
             self._opex = float(state["opex"])
             if accrue_gap and state["last_time"] is not None:
                 self._last_time = float(state["last_time"])
@@ -190,6 +206,7 @@ class Accountant:
             gpu_joules = {r.index: max(energy_by_gpu[r.uuid] - self._last_gpu_energy.get(r.uuid, energy_by_gpu[r.uuid]), 0.0)
                           for r in readings}
             new_requests = max(requests - self._last_requests, 0.0)
+            self._last_gpu_count, self._last_uuids = len(readings), {r.uuid: r.index for r in readings}
             self._accrue(now, dt, gpu_joules, new_requests, len(readings), idle_engines)
             self._last_time, self._last_gpu_energy, self._last_requests = now, energy_by_gpu, requests
 
@@ -229,29 +246,32 @@ class Accountant:
         self._allocate_energy(now, dt, gpu_joules, overhead_joules, gpu_count)
 
     def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count, idle_engines) -> None:
-        for engine, amount in self._split_by_gpu(shared_total, per_gpu_energy_cost, gpu_count).items():
+        engines, unallocated = self._price_gpus(shared_total, per_gpu_energy_cost, gpu_count)
+        self._unallocated += unallocated
+        for engine, amount in engines.items():
             self._spend[engine].add(now, amount, dt)
             if amount and engine in idle_engines:
                 self._idle_spend[engine] += amount
 
     def _allocate_energy(self, now, dt, gpu_joules: dict[int, float], overhead_joules: float, gpu_count: int) -> None:
-        """Each GPU's joules to the engines on it; overhead like shared spend."""
-        for engine, joules in self._split_by_gpu(overhead_joules, gpu_joules, gpu_count).items():
+        """Each GPU's joules to the engines by their fractions of it; overhead like shared spend."""
+        for engine, joules in self._price_gpus(overhead_joules, gpu_joules, gpu_count)[0].items():
             self._energy[engine].add(now, joules, dt)
 
-    def _split_by_gpu(self, shared: float, per_gpu: dict[int, float], gpu_count: int) -> dict[str, float]:
-        """`shared` evenly per GPU, plus each GPU's own amount, to the engines holding each GPU; a
-        GPU no engine holds keeps its part (unallocated). Without GPU information, `shared` is
-        split evenly between the active engines. Inactive engines get 0, so their ledgers stay current."""
-        out = {e: 0.0 for e in self._spend}
-        if gpu_count == 0 and self._engine_gpus:
-            for engine in self._engine_gpus:
-                out[engine] = shared / len(self._engine_gpus)
-        for index, engines in engine_gpu_shares(self._engine_gpus, gpu_count).items():
-            amount = shared / gpu_count + per_gpu.get(index, 0.0)
-            for engine in engines:
-                out[engine] += amount / len(engines)
-        return out
+    def _price_gpus(self, shared: float, per_gpu: dict[int, float], gpu_count: int) -> tuple[dict[str, float], float]:
+        """`shared` evenly per GPU, plus each GPU's own amount, to the engines by their fractions of
+        each GPU: (per engine, unallocated). Inactive engines get 0, so their ledgers stay current."""
+        node_split = self._node_split(gpu_count)
+        costs = {i: shared / node_split.gpu_count + per_gpu.get(i, 0.0) for i in range(node_split.gpu_count)}
+        engines, unallocated = node_split.price(costs)
+        return {e: engines.get(e, 0.0) for e in self._spend}, unallocated
+
+    def _node_split(self, gpu_count: int) -> Split:
+        count = gpu_count or self._node_gpu_count  # no NVML readings: the node's labels
+        key = (count, tuple(sorted(self._last_uuids.items())))
+        if self._split is None or self._split[0] != key:
+            self._split = (key, split(self._engine_gpus, count, self._last_uuids))
+        return self._split[1]
 
     # -- reading (call with the state lock held) ------------------------------------------
 
@@ -263,7 +283,13 @@ class Accountant:
             energy_cost=self._energy_cost if p.energy.electricity_per_kwh is not None else None,
             hourly_cost=self._hourly, overhead_energy_joules=self._overhead_joules,
             engine_energy_joules={e: ledger.total for e, ledger in self._energy.items()}, idle_spend=dict(self._idle_spend),
-            co2e_grams=self._co2e_grams if p.energy.grid_co2e_grams_per_kwh is not None else None)
+            co2e_grams=self._co2e_grams if p.energy.grid_co2e_grams_per_kwh is not None else None,
+            unallocated=self._unallocated, shares=self._shares(),
+            unallocated_share=self._node_split(self._last_gpu_count).unallocated_share())
+
+    def _shares(self) -> dict[str, tuple[float, str]]:
+        node_split = self._node_split(self._last_gpu_count)
+        return {e: (node_split.share(e), node_split.methods[e]) for e in self._engine_gpus}
 
     def spend_between(self, engine: str, t0: float, t1: float) -> float | None:
         """Spend allocated to `engine` in [t0, t1]; None if the ledger does not cover t0."""

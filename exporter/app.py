@@ -123,6 +123,8 @@ class Exporter:
     def refresh_node(self) -> None:
         if self.kube is not None and self.kube.refresh_node():
             self._apply_pricing()
+            with self.lock:  # the node's GPU labels: the engine pods' shares of its GPUs
+                self.engine_registry.set_node_gpus(self.kube.node.gpus if self.kube.node else None)
 
     def refresh_pods(self) -> None:
         if self.kube is None or self.kube.pods_health is None:

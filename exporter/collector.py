@@ -9,6 +9,8 @@ scrape costs the same whether an engine is healthy or hanging. Sample output:
     # TYPE llmcost_tokens_total counter
     llmcost_tokens_total{direction="input",engine="vllm",model="meta-llama/Llama-3.1-8B-Instruct"} 1.234e+06
     llmcost_spend_total{component="instance",currency="USD"} 0.5432
+    llmcost_engine_gpu_share_ratio{engine="vllm",method="exclusive"} 0.25
+    llmcost_unallocated_spend_total{currency="USD"} 0.1358
     llmcost_gpu_power_watts{gpu="0",uuid="GPU-..."} 187.0
     llmcost_source_up{name="vllm",source="engine"} 1.0
     llmcost_engine_info{cached_input_source="counter",engine="vllm",engine_kind="vllm"} 1.0
@@ -185,6 +187,13 @@ class CostCollector:
                                           "and PUE (in cloud mode for information; the instance price already includes it).",
                                           labels=["currency"])
         overhead = CounterMetricFamily(P + "overhead_energy_joules", "Energy of the rest of the box (configured overhead watts).")
+        unallocated = CounterMetricFamily(P + "unallocated_spend", "Self-hosted spend on the GPU fractions no engine "
+                                          "holds: with the engines' spend, the node's spend.", labels=["currency"])
+        share = GaugeMetricFamily(P + "engine_gpu_share_ratio", "The engine's share of the node's GPUs (0-1) and the "
+                                  "method that produced it (exclusive, replica, mig, hami, config, even).",
+                                  labels=["engine", "method"])
+        unallocated_share = GaugeMetricFamily(P + "unallocated_gpu_share_ratio", "The share of the node's GPUs (0-1) "
+                                              "that no engine holds.")
         hourly = GaugeMetricFamily(P + "hourly_cost", "Current self-hosted cost per hour of the node, all components.",
                                    labels=["currency"])
         cpm = GaugeMetricFamily(P + "cost_per_million_tokens", "Self-hosted cost per 1M tokens over the live window, allocation "
@@ -196,6 +205,10 @@ class CostCollector:
                 spend.add_metric([component, currency], value)
             for engine, value in sorted(s.engines.items()):
                 engine_spend.add_metric([engine, currency], value)
+            unallocated.add_metric([currency], s.unallocated)
+            for engine, (ratio, method) in sorted(s.shares.items()):
+                share.add_metric([engine, method], ratio)
+            unallocated_share.add_metric([], s.unallocated_share)
             if s.energy_cost is not None:
                 energy_cost.add_metric([currency], s.energy_cost)
             overhead.add_metric([], s.overhead_energy_joules)
@@ -204,7 +217,7 @@ class CostCollector:
         for f in snap.models:
             if f.cost_per_million is not None:
                 cpm.add_metric([f.model.engine, f.model.model, currency], f.cost_per_million)
-        yield from (spend, engine_spend, energy_cost, overhead, hourly, cpm)
+        yield from (spend, engine_spend, unallocated, share, unallocated_share, energy_cost, overhead, hourly, cpm)
 
     def _economics_families(self, snap: Snapshot):
         currency = self._pricing_labels["currency"]

@@ -89,7 +89,7 @@ class EngineConfig:
     timeout: float = duration("3s", positive=True)
     max_body_bytes: int = size("4MiB")
     max_models: int = number(50, minimum=1)
-    gpus: list[int] | None = None  # GPU indices this engine holds; None = all GPUs of the node
+    gpus: list[int] | None = None  # GPU indices this engine holds; None = its pod's resources, else shared evenly
     capacity_tokens_per_s: float | None = number(None, exclusive=True)  # from a benchmark; None = observed peak
     apis: list[str] | None = None  # APIs to compare this engine's models with; None = compare.apis
 
@@ -114,6 +114,7 @@ class KubernetesDiscovery:
     interval: float = duration("5s", positive=True)  # scrape cadence of each discovered engine
     timeout: float = duration("3s", positive=True)  # whole response of one engine scrape, < interval
     max_engines: int = number(64, minimum=1)  # engine pods scraped at most; bounds threads and series
+    mig_share: str = choices("compute", "memory", default="compute")  # what a MIG device's share of its GPU counts
 
 
 @dataclass(frozen=True)

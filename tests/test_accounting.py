@@ -7,13 +7,17 @@ not read back from the code.
 import dataclasses
 import json
 import threading
+import time
 
 import pytest
 from fakes import FakeGpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plugins.profiles import examples
+from test_fuzz import run_cases
 
 from exporter.accounting import Accountant
+from exporter.attribution import Claim
 from exporter.clock import ManualClock
 from exporter.config import from_dict
 
@@ -365,3 +369,97 @@ def test_restored_totals_wait_for_their_engine_and_are_saved_again_meanwhile():
     totals = second.run(100.0)
     assert totals.engines == {"a": pytest.approx(0.1, rel=REL), "b": pytest.approx(0.1, rel=REL)}
     assert totals.engine_energy_joules["b"] == pytest.approx(365_000 + 5_000, rel=REL)
+
+
+# --- conservation under every kind of claim -------------------------------------------------------------
+
+KUBERNETES_CLAIM = st.builds(Claim, st.sampled_from(["exclusive", "replica", "mig", "hami"]),
+                             st.floats(0.0, 12.0, allow_nan=False))
+CONFIG_CLAIM = st.one_of(st.none(), st.lists(st.integers(0, 9), max_size=3)).map(Claim.from_config)
+DEVICE_CLAIM = st.lists(st.tuples(st.integers(0, 9).map(lambda i: f"GPU-{i}"), st.floats(0.0, 1.0)), min_size=1,
+                        max_size=3).map(lambda devices: Claim("hami", sum(f for _, f in devices), devices=tuple(devices)))
+
+
+@st.composite
+def claimed_nodes(draw):
+    """A node (0-8 GPUs NVML reports, 0-8 by its labels), engines with claims of every method that
+    change between ticks, a pricing mode, and ticks of (seconds, joules per GPU, new requests)."""
+    count, labelled = draw(st.integers(0, 8)), draw(st.integers(0, 8))
+    engine_sets = st.dictionaries(st.sampled_from("abcdef"), st.one_of(KUBERNETES_CLAIM, CONFIG_CLAIM, DEVICE_CLAIM),
+                                  max_size=6)
+    seconds = st.integers(1, 64 * 3600).map(lambda n: n / 64)
+    tick = st.tuples(seconds, st.lists(st.floats(0.0, 1e6), min_size=count, max_size=count), st.integers(0, 10**6),
+                     st.one_of(st.none(), engine_sets))  # new claims before this tick, or none
+    return count, labelled, draw(engine_sets), draw(st.sampled_from(["cloud", "owned"])), draw(
+        st.lists(tick, min_size=1, max_size=6))
+
+
+def check_engines_and_unallocated_make_the_node(case):
+    count, labelled, engines, mode, ticks = case
+    ledger = Ledger(NODE_PRICES[mode], FakeGpus(count), {})
+    ledger.acc.set_engines(engines, labelled)
+    ledger.acc.tick(0)
+    requests, before = 0, ledger.acc.totals()
+    for seconds, joules, new_requests, claims in ticks:
+        if claims is not None:
+            ledger.acc.set_engines(claims, labelled)
+        requests += new_requests
+        after = ledger.run(seconds, requests=requests, joules=joules)
+        node = sum(after.components.values()) - sum(before.components.values())
+        engines_spend = sum(after.engines.values()) - sum(before.engines.values())
+        assert node > 0
+        assert engines_spend + after.unallocated - before.unallocated == pytest.approx(node, rel=REL)
+        assert sum(s for s, _ in after.shares.values()) + after.unallocated_share == pytest.approx(1.0, rel=REL)
+        assert all(0.0 <= s <= 1.0 for s, _ in after.shares.values())
+        before = after
+
+
+@pytest.mark.slow  # 1,000 generated nodes
+def test_engines_and_unallocated_add_up_to_the_node_spend_on_every_tick():
+    started = time.monotonic()
+    assert run_cases(1000, claimed_nodes(), check_engines_and_unallocated_make_the_node) >= examples(1000)
+    print(f"{examples(1000)} nodes in {time.monotonic() - started:.1f}s")
+
+
+def test_kubernetes_claims_take_the_gpus_no_pin_names_and_the_rest_is_unallocated():
+    ledger = Ledger(cloud(), FakeGpus(4), {"pinned": [0], "llama": Claim("exclusive", 2.0), "embed": Claim("replica", 0.25)})
+    ledger.acc.tick(0)
+    totals = ledger.run(100.0)  # 0.1 for the node, 0.025 a GPU
+    assert totals.engines == {"pinned": pytest.approx(0.025, rel=REL), "llama": pytest.approx(0.05, rel=REL),
+                              "embed": pytest.approx(0.00625, rel=REL)}
+    assert totals.unallocated == pytest.approx(0.1 - 0.08125, rel=REL)  # GPUs 1-3 less 2.25 of them
+    assert totals.shares == {"pinned": (0.25, "config"), "llama": (0.5, "exclusive"), "embed": (0.0625, "replica")}
+    assert totals.unallocated_share == pytest.approx(0.1875, rel=REL)
+
+
+def test_a_device_claim_pays_for_its_own_gpu_and_its_measured_energy():
+    ledger = Ledger(pricing(**OWNED), FakeGpus(2), {"hami": Claim("hami", 0.5, devices=(("GPU-1", 0.5),))})
+    ledger.acc.tick(0)
+    totals = ledger.run(360.0, joules=(0, 3_600_000))  # GPU 1 draws 1 kWh = 0.3 in 0.1 h
+    # shared per tick 1.103 (test_owned_spend...), half a GPU each; half of GPU 1's: (0.5515 + 0.3) / 2
+    assert totals.engines == {"hami": pytest.approx((0.5515 + 0.3) / 2, rel=REL)}
+    assert totals.engine_energy_joules == {"hami": pytest.approx((3_600_000 + 18_000) / 2, rel=REL)}
+    assert totals.unallocated == pytest.approx(1.403 - (0.5515 + 0.3) / 2, rel=REL)
+
+
+def test_without_nvml_the_node_labels_give_the_gpu_count():
+    ledger = Ledger(cloud(), None, {})
+    ledger.acc.set_engines({"llama": Claim("exclusive", 2.0)}, node_gpu_count=8)
+    ledger.acc.tick(0)
+    totals = ledger.run(100.0)
+    assert totals.engines == {"llama": pytest.approx(0.025, rel=REL)}  # 2 of 8 GPUs of 0.1
+    assert totals.unallocated == pytest.approx(0.075, rel=REL)
+
+
+def test_unallocated_spend_is_saved_and_restored():
+    first = Ledger(cloud(), FakeGpus(2), {"a": [0]})
+    first.acc.tick(0)
+    first.run(100.0)
+    state = json.loads(json.dumps(first.acc.export_state()))
+    second = Ledger(first.acc.pricing, FakeGpus(2), {"a": [0]}, clock=first.clock)
+    second.acc.restore_state(state, accrue_gap=False)
+    assert second.acc.totals().unallocated == pytest.approx(0.05, rel=REL)
+    del state["unallocated"]  # a state file of an older version
+    third = Ledger(first.acc.pricing, FakeGpus(2), {"a": [0]}, clock=first.clock)
+    third.acc.restore_state(state, accrue_gap=False)
+    assert third.acc.totals().unallocated == 0.0

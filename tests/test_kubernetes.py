@@ -31,6 +31,7 @@ from certs import make_certs
 from conftest import MODEL, run_for, value
 from drip import send_dripping
 from exporter.config import from_dict
+from exporter.gpu.simulated import SimulatedNVML
 from exporter.kube.client import KubeClient, KubeError
 from exporter.kube.discovery import pod_targets
 from exporter.kube.node import node_info
@@ -628,3 +629,73 @@ def test_the_run_command_prices_its_node_and_scrapes_its_pods(cluster, clock, tm
     assert re.search(r'llmcost_tokens_total\{direction="input",engine="llm/llama[^}]*pod="llama[^}]*\} [1-9]', text), text
     assert 'llmcost_hourly_cost{currency="USD"} 2.1824' in text
     assert "engine discovered engine=llm/llama-8b-7d9f8c6b5-x2kqz" in stderr
+
+
+# -- GPU shares: the worked 8-GPU node of docs/cost-model.md, served by the API ----------------------
+
+def h100s(clock):
+    """The 8 GPUs NVML reports on that node."""
+    return SimulatedNVML(clock, count=8, product="NVIDIA H100 80GB HBM3", load_fn=lambda t: 0.5)
+
+
+def test_the_worked_8_gpu_node_pays_by_the_shares_the_doc_computes_by_hand(api, clock, exporter_for):
+    from test_shares import WORKED, WORKED_NODE, WORKED_PODS
+
+    api.node, api.pods = load(WORKED_NODE), load(WORKED_PODS)["items"]
+    exporter = exporter_for(kube_config(api.url, node=api.node["metadata"]["name"], discovery=True), h100s(clock))
+    exporter.refresh_kubernetes()
+    for _ in range(61):  # an hour of GPU ticks; the engines' own scrapes are not what this is about
+        exporter.sample_gpus_and_account()
+        clock.advance(60)
+    assert pricing_source(exporter) == "node_labels:aws/p5.48xlarge/us-east-1/on-demand"
+    node = value(exporter, "llmcost_spend_total", component="instance", currency="USD")
+    assert node == pytest.approx(55.04, rel=1e-9)  # the catalog's hourly price, for the hour
+    held = 0.0
+    for engine, (share, method) in WORKED["compute"].items():
+        if engine == "unallocated":
+            assert value(exporter, "llmcost_unallocated_gpu_share_ratio") == pytest.approx(share, rel=1e-9)
+            assert value(exporter, "llmcost_unallocated_spend_total", currency="USD") == pytest.approx(share * node, rel=1e-9)
+            continue
+        namespace, pod = engine.split("/")
+        labels = {"engine": engine, "namespace": namespace, "pod": pod}
+        assert value(exporter, "llmcost_engine_gpu_share_ratio", method=method, **labels) == pytest.approx(share, rel=1e-9)
+        held += value(exporter, "llmcost_engine_spend_total", currency="USD", **labels)
+        assert value(exporter, "llmcost_engine_spend_total", currency="USD", **labels) == pytest.approx(share * node, rel=1e-9)
+    assert held + value(exporter, "llmcost_unallocated_spend_total", currency="USD") == pytest.approx(node, rel=1e-9)
+
+
+def test_the_mig_share_follows_the_configured_basis(api, clock, exporter_for):
+    from test_shares import QWEN, WORKED, WORKED_NODE, WORKED_PODS
+
+    api.node, api.pods = load(WORKED_NODE), load(WORKED_PODS)["items"]
+    config = from_dict({"pricing": {"mode": "cloud"}, "gpu": {"backend": "simulated"},
+                        "kubernetes": {"enabled": True, "node_name": api.node["metadata"]["name"], "api_url": api.url,
+                                       "discovery": {"enabled": True, "mig_share": "memory"}}}, environ={})
+    exporter = exporter_for(config, h100s(clock))
+    exporter.refresh_kubernetes()
+    exporter.sample_gpus_and_account()
+    namespace, pod = QWEN.split("/")
+    assert value(exporter, "llmcost_engine_gpu_share_ratio", engine=QWEN, method="mig", namespace=namespace,
+                 pod=pod) == pytest.approx(WORKED["memory"][QWEN][0], rel=1e-9)
+
+
+def test_a_gone_pod_frees_its_share_and_relabelled_gpus_change_the_shares(api, clock, exporter_for):
+    from test_shares import BGE, E5, WORKED, WORKED_NODE, WORKED_PODS
+
+    api.node, api.pods = load(WORKED_NODE), load(WORKED_PODS)["items"]
+    exporter = exporter_for(kube_config(api.url, node=api.node["metadata"]["name"], discovery=True), h100s(clock))
+    exporter.refresh_kubernetes()
+    exporter.sample_gpus_and_account()
+    unallocated = WORKED["compute"]["unallocated"][0]
+    assert value(exporter, "llmcost_unallocated_gpu_share_ratio") == pytest.approx(unallocated, rel=1e-9)
+    api.pods = [p for p in api.pods if p["metadata"]["name"] != BGE.split("/")[1]]
+    exporter.refresh_pods()
+    clock.advance(60)
+    exporter.sample_gpus_and_account()
+    freed = WORKED["compute"][BGE][0]  # its replica is free now, not spread over the others
+    assert value(exporter, "llmcost_unallocated_gpu_share_ratio") == pytest.approx(unallocated + freed, rel=1e-9)
+    api.node["metadata"]["labels"]["nvidia.com/mig-7g.80gb.replicas"] = "2"  # the device plugin re-configured
+    exporter.refresh_node()
+    share = value(exporter, "llmcost_engine_gpu_share_ratio", engine=E5, method="replica", namespace="embed",
+                  pod=E5.split("/")[1])
+    assert share == pytest.approx(1 / 2 / 8, rel=1e-9)

@@ -7,8 +7,10 @@ its series are dropped. While an engine exists its totals never go backwards: a 
 re-created pod restarts its counting from a new baseline (or from zero, for a pod that started
 since the last listing), never from its old values.
 
-Every change is published to the accountant (which engines share the node's spend, on which
-GPUs) and to the jobs (one scrape job per active engine).
+Every change is published to the accountant (which engines share the node's spend: each one's
+claim on its GPUs, exporter.attribution) and to the jobs (one scrape job per active engine). A
+discovered pod claims what its GPU resources say against the node's labels (exporter.kube.shares);
+GPU indices, configured or annotated, win.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import logging
 import typing
 from dataclasses import dataclass
 
+from exporter.attribution import Claim
 from exporter.config import Config, EngineConfig
 from exporter.engines.schemas import all_maps
 from exporter.engines.source import EngineSource
 from exporter.jobs import ENGINES
+from exporter.kube import shares
 
 if typing.TYPE_CHECKING:
     from exporter.kube.discovery import PodTarget
@@ -54,6 +58,7 @@ class EngineRegistry:
         self._retired_requests = 0.0  # finished requests of expired engines: the node total stays monotonic
         self._saved: dict[str, dict] = {}  # persisted totals of engines not seen yet since the start
         self._saved_provisional = False
+        self._node_gpus: shares.NodeGpus | None = None  # the node's GPU labels, once read
 
     # -- what the rest of the exporter reads ----------------------------------------------
 
@@ -159,6 +164,12 @@ class EngineRegistry:
                 self._retire(name, "pod gone")
         self._publish()
 
+    def set_node_gpus(self, node_gpus: shares.NodeGpus | None) -> None:
+        """The node's GPU labels (read again): the pods' shares follow."""
+        if node_gpus != self._node_gpus:
+            self._node_gpus = node_gpus
+            self._publish()
+
     def drop_expired(self) -> None:
         now = self._clock.now()
         retention = self._config.removed_engine_retention
@@ -210,7 +221,15 @@ class EngineRegistry:
 
     def _publish(self) -> None:
         self.sources = [e.source for e in self._engines.values()]
-        self._accountant.set_engines({name: e.gpus for name, e in self._engines.items() if e.active})
+        self._accountant.set_engines(self._claims(), shares.gpu_count(self._node_gpus))
+
+    def _claims(self) -> dict[str, Claim]:
+        """Each active engine's claim: GPU indices where given, else its pod's GPU resources, else
+        nothing known (even)."""
+        active = {name: e for name, e in self._engines.items() if e.active}
+        pods = {name: e.pod.gpu_request for name, e in active.items() if e.gpus is None and e.pod is not None}
+        from_pods = shares.claims(self._node_gpus, pods, self._config.kubernetes.discovery.mig_share)
+        return {name: from_pods.get(name) or Claim.from_config(e.gpus) for name, e in active.items()}
 
     def _pod_engine_config(self, target) -> EngineConfig:
         discovery = self._config.kubernetes.discovery

@@ -8,7 +8,7 @@ A pod is a target when it is Running, has an IP, and says where its metrics are:
       llmcost.io/scheme: http         # http (default) or https
       llmcost.io/kind: auto           # the engine map to read it with (engines[].kind), default auto
       llmcost.io/capacity-tokens-per-second: "2400"   # optional, as engines[].capacity_tokens_per_s
-      llmcost.io/gpus: "0,1"          # optional NVML indices it holds; default all GPUs of the node
+      llmcost.io/gpus: "0,1"          # optional NVML indices it holds; default: its GPU resources
 
 Which pods are listed at all is the API server's business (label selector, spec.nodeName field
 selector). A pod whose annotations are wrong is skipped with a reason, so one bad pod never
@@ -18,9 +18,10 @@ hides the others.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.engines.schemas import AUTO, all_maps
+from exporter.kube.shares import PodGpus, pod_gpus
 
 PREFIX = "llmcost.io/"
 PORT, PATH, SCHEME, KIND = PREFIX + "port", PREFIX + "path", PREFIX + "scheme", PREFIX + "kind"
@@ -37,6 +38,7 @@ class PodTarget:
     capacity: float | None
     gpus: tuple[int, ...] | None
     started: float | None  # status.startTime as Unix time
+    gpu_request: PodGpus = field(default_factory=PodGpus)  # its GPU resources: its share of the node's GPUs
 
     @property
     def engine(self) -> str:
@@ -88,7 +90,7 @@ def _target(pod: dict, metadata: dict, status: dict) -> PodTarget:
     return PodTarget(
         namespace=str(metadata.get("namespace", "")), pod=str(metadata.get("name", "")), uid=str(metadata.get("uid", "")),
         url=f"{scheme}://{host}:{port}{path}", kind=kind, capacity=_capacity(annotations.get(CAPACITY)),
-        gpus=_gpus(annotations.get(GPUS)), started=_timestamp(status.get("startTime")))
+        gpus=_gpus(annotations.get(GPUS)), started=_timestamp(status.get("startTime")), gpu_request=pod_gpus(pod))
 
 
 def _port(annotation, containers) -> int:

@@ -1,5 +1,5 @@
 """What the exporter reads from its Node object: instance type, region, capacity type (spot or
-not), GPU product and cloud. Pure functions over the API server's JSON (a v1 Node).
+not), GPU product and cloud, and its GPU labels (for the engines' shares, exporter.kube.shares). Pure functions over the API server's JSON (a v1 Node).
 
 Label keys are the ones the clouds and their autoscalers set (the beta keys are the older names
 that nodes still carry); the first key present wins.
@@ -7,7 +7,9 @@ that nodes still carry); the first key present wins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from exporter.kube.shares import NodeGpus, node_gpus
 
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 REGION_LABELS = ("topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/region")
@@ -33,6 +35,7 @@ class NodeInfo:
     capacity_type: str  # on-demand | spot | reserved
     gpu_product: str  # "" when unlabelled
     cloud: str  # aws | gcp | azure | the providerID's own scheme (kind, ...) | unknown
+    gpus: NodeGpus = field(default_factory=NodeGpus)  # what its labels say of its GPUs (exporter.kube.shares)
 
     def labels(self) -> dict[str, str]:
         """The labels of llmcost_node_info."""
@@ -56,6 +59,7 @@ def node_info(node: dict) -> NodeInfo:
         capacity_type=capacity_type(labels),
         gpu_product=_first(labels, GPU_PRODUCT_LABELS),
         cloud=cloud(spec.get("providerID") or ""),
+        gpus=node_gpus(node),
     )
 
 
