@@ -13,20 +13,24 @@ import time
 import urllib.request
 
 import pytest
-
+import test_restart
+import test_shutdown
 from conftest import run_for, value
+from prometheus import free_port
+from test_restart import _start, _wait_serving, spend
+from test_shutdown import BUDGET_S, terminate
+
 from exporter import storage as storage_module
 from exporter.state_schema import MAX_NUMBER
-from exporter.storage import FILE_NAME, Storage
-from test_restart import _start, _wait_serving, node, spend  # noqa: F401 (node: the fixture)
-from prometheus import free_port
-from test_shutdown import BUDGET_S, hanging_engine, terminate  # noqa: F401 (hanging_engine: the fixture)
+from exporter.storage import FILE_NAME
 
 HOURLY = 3.6
+node = test_restart.node  # fixtures, found by pytest under these names
+hanging_engine = test_shutdown.hanging_engine
 
 
 @pytest.fixture
-def saved_document(clock, node, tmp_path):  # noqa: F811
+def saved_document(clock, node, tmp_path):
     """A real state document: what a run of a minute saved (the file removed again)."""
     _, start_exporter = node
     exporter, store = start_exporter()
@@ -42,24 +46,24 @@ def saved_document(clock, node, tmp_path):  # noqa: F811
 def _parent(document, path: str):
     """The container holding the last part of a dotted path (list indices as numbers), and that part."""
     *parents, last = path.split(".")
-    node = document
+    container = document
     for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node, int(last) if isinstance(node, list) else last
+        container = container[int(part)] if isinstance(container, list) else container[part]
+    return container, int(last) if isinstance(container, list) else last
 
 
 def _set(path: str, value):
     """A mutation of the document: the value at a dotted path replaced."""
     def mutate(document):
-        node, key = _parent(document, path)
-        node[key] = value
+        container, key = _parent(document, path)
+        container[key] = value
     return mutate
 
 
 def _delete(path: str):
     def mutate(document):
-        node, key = _parent(document, path)
-        del node[key]
+        container, key = _parent(document, path)
+        del container[key]
     return mutate
 
 
@@ -115,7 +119,7 @@ def _assert_set_aside_and_fresh(tmp_path, clock, exporter, store, lines, content
     assert spend(exporter) == pytest.approx(HOURLY * 60 / 3600) and store.save()  # and it goes on
 
 
-def test_the_unmutated_document_is_restored(clock, node, tmp_path, saved_document, caplog):  # noqa: F811
+def test_the_unmutated_document_is_restored(clock, node, tmp_path, saved_document, caplog):
     """The control: the variants below differ from a file that restores."""
     _, start_exporter = node
     clock.advance(10)
@@ -126,7 +130,7 @@ def test_the_unmutated_document_is_restored(clock, node, tmp_path, saved_documen
 
 @pytest.mark.parametrize("variant", sorted(WRONG))
 def test_valid_json_of_the_wrong_shape_is_set_aside_and_the_start_is_fresh(clock, node, tmp_path, saved_document,
-                                                                           caplog, variant):  # noqa: F811
+                                                                           caplog, variant):
     _, start_exporter = node
     mutate, names = WRONG[variant]
     document = copy.deepcopy(saved_document)
@@ -137,7 +141,7 @@ def test_valid_json_of_the_wrong_shape_is_set_aside_and_the_start_is_fresh(clock
 
 
 @pytest.mark.parametrize("literal", sorted(LITERALS))
-def test_non_finite_literals_are_set_aside(clock, node, tmp_path, saved_document, caplog, literal):  # noqa: F811
+def test_non_finite_literals_are_set_aside(clock, node, tmp_path, saved_document, caplog, literal):
     _, start_exporter = node
     document = copy.deepcopy(saved_document)
     document["accountant"]["components"]["instance"] = "PLACEHOLDER"
@@ -146,7 +150,7 @@ def test_non_finite_literals_are_set_aside(clock, node, tmp_path, saved_document
     _assert_set_aside_and_fresh(tmp_path, clock, exporter, store, lines, content, LITERALS[literal])
 
 
-def test_a_second_bad_file_in_the_same_second_gets_its_own_name(clock, node, tmp_path, caplog):  # noqa: F811
+def test_a_second_bad_file_in_the_same_second_gets_its_own_name(clock, node, tmp_path, caplog):
     _, start_exporter = node
     for content in (b"{", b"[]"):
         _start_with(tmp_path, start_exporter, content, caplog)
@@ -154,7 +158,7 @@ def test_a_second_bad_file_in_the_same_second_gets_its_own_name(clock, node, tmp
     assert kept == [b"[]", b"{"]
 
 
-def test_a_fifo_at_the_state_path_is_set_aside_without_blocking(clock, node, tmp_path, caplog):  # noqa: F811
+def test_a_fifo_at_the_state_path_is_set_aside_without_blocking(clock, node, tmp_path, caplog):
     _, start_exporter = node
     os.mkfifo(tmp_path / FILE_NAME)  # an open() for reading would wait for a writer forever
     started = time.monotonic()
@@ -167,7 +171,7 @@ def test_a_fifo_at_the_state_path_is_set_aside_without_blocking(clock, node, tmp
 
 
 @pytest.mark.parametrize("kind", ["fifo", "symlink"])
-def test_a_non_regular_temporary_file_is_a_failed_write_not_a_blocked_one(clock, node, tmp_path, caplog, kind):  # noqa: F811
+def test_a_non_regular_temporary_file_is_a_failed_write_not_a_blocked_one(clock, node, tmp_path, caplog, kind):
     _, start_exporter = node
     exporter, store = start_exporter()
     tmp, victim = tmp_path / f"{FILE_NAME}.tmp", tmp_path / "victim"
@@ -190,7 +194,7 @@ def test_a_non_regular_temporary_file_is_a_failed_write_not_a_blocked_one(clock,
     assert "state written again" in caplog.text
 
 
-def test_the_final_write_gives_up_in_time_when_the_write_hangs(clock, node, caplog):  # noqa: F811
+def test_the_final_write_gives_up_in_time_when_the_write_hangs(clock, node, caplog):
     """A hung NFS mount blocks the write in the kernel; here the dump blocks, the same for stop()."""
     _, start_exporter = node
     exporter, store = start_exporter()
@@ -208,7 +212,7 @@ def test_the_final_write_gives_up_in_time_when_the_write_hangs(clock, node, capl
     assert "did not finish within 1s" in caplog.text
 
 
-def test_no_periodic_write_follows_the_final_one(clock, node, tmp_path):  # noqa: F811
+def test_no_periodic_write_follows_the_final_one(clock, node, tmp_path):
     """A periodic write after the final one would mark a clean stop as a crash."""
     _, start_exporter = node
     _, store = start_exporter()
