@@ -145,6 +145,7 @@ def run_once(args, checker: Checker, iteration: int, rng: random.Random, config:
     """One process: started, scraped every ~0.1 s, SIGKILLed (or SIGTERMed) at a random moment."""
     state = os.path.join(state_dir, FILE_NAME)
     fresh = not os.path.exists(state)
+    tmp_before = _stamp(state + ".tmp")  # a .tmp left by an earlier kill is not this one's
     if fresh:
         checker.reset()
     port = free_port()
@@ -175,8 +176,17 @@ def run_once(args, checker: Checker, iteration: int, rng: random.Random, config:
         if process.poll() is None:
             process.kill()
             process.wait()
-    return {"fresh": fresh, "served": served, "tmp_left": os.path.exists(state + ".tmp"),
+    tmp_after = _stamp(state + ".tmp")
+    return {"fresh": fresh, "served": served, "tmp_left": tmp_after is not None and tmp_after != tmp_before,
             "sigterm": bool(term)}
+
+
+def _stamp(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def wait_for(predicate, timeout: float) -> bool:
