@@ -242,6 +242,7 @@ def _run(tmp_path, engine_url):
 
 def _stop_within_budget(process) -> str:
     took, stderr = terminate(process)
+    print(f"SIGTERM to exit {took:.2f}s")
     assert process.returncode == 0, stderr
     assert took < BUDGET_S, f"SIGTERM to exit {took:.2f}s\n{stderr}"
     return stderr
