@@ -49,7 +49,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from exporter import state_schema
 from exporter.clock import SystemClock
 from exporter.state_schema import VERSION, StateError
-from exporter.validation import read_file
+from exporter.validation import read_file, show
 
 log = logging.getLogger("exporter.storage")
 
@@ -94,9 +94,9 @@ class Storage:
         if data is None:
             return None
         accountant = data["accountant"]
-        if (accountant.get("mode"), accountant.get("currency")) != (mode, currency):
+        if (accountant["mode"], accountant["currency"]) != (mode, currency):
             log.warning("saved state path=%s is for mode=%s currency=%s, not this configuration; starting from 0",
-                        self.path, accountant.get("mode"), accountant.get("currency"))
+                        self.path, show(accountant["mode"]), show(accountant["currency"]))  # shortened: from a file
             return None
         clean = data.get("clean") is True
         last_tick = accountant.get("last_time")
