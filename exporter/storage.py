@@ -21,30 +21,41 @@ web server stopped) is marked clean. After a crash, the last periodic write may 
 is billed (at most max-gap: billing it covers what was exposed), and each engine's models stay out
 of /metrics until its first scrape, which drops the saved totals if the engine restarted meanwhile.
 
-A missing file is a first start. A file that cannot be read, is not ours, or was written for
-another mode or currency is ignored with one log line: the exporter starts from 0, never fails.
-Write failures (a full or read-only disk) are counted and logged once until a write succeeds.
+A missing file is a first start. A file that cannot be used (not a regular file, unreadable, not
+JSON, not ours, or any key of the wrong shape or a number that is not finite, negative or over
+2^53: exporter.state_schema) is set aside as `<file>.bad-<UTC time>` with one log line, and the
+exporter starts from 0: it never fails, and never restores part of a file. A file written for
+another mode or currency is not restored either (one line). Writes go through a regular
+temporary file only (a FIFO or symlink there is a failed write, never a blocked one), and the one
+at shutdown gets FINAL_WRITE_S at most. Write failures (a full or read-only disk) are counted and
+logged once until a write succeeds.
 Metrics (tell docs/metrics.md): llmcost_state_last_write_timestamp_seconds,
 llmcost_state_write_errors_total, llmcost_state_restored_gap_seconds.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 import threading
+import time
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from exporter import state_schema
 from exporter.clock import SystemClock
+from exporter.state_schema import VERSION, StateError
+from exporter.validation import read_file, show
 
 log = logging.getLogger("exporter.storage")
 
 FILE_NAME = "llm-cost-exporter-state.json"
-VERSION = 1
 MAX_STATE_BYTES = 16 * 1024 * 1024  # bounded by the series caps; anything larger is not ours
+FINAL_WRITE_S = 1.0  # SIGTERM must end the process within 2 s, the web server's stop included
 
 
 @dataclass(frozen=True)
@@ -83,9 +94,9 @@ class Storage:
         if data is None:
             return None
         accountant = data["accountant"]
-        if (accountant.get("mode"), accountant.get("currency")) != (mode, currency):
+        if (accountant["mode"], accountant["currency"]) != (mode, currency):
             log.warning("saved state path=%s is for mode=%s currency=%s, not this configuration; starting from 0",
-                        self.path, accountant.get("mode"), accountant.get("currency"))
+                        self.path, show(accountant["mode"]), show(accountant["currency"]))  # shortened: from a file
             return None
         clean = data.get("clean") is True
         last_tick = accountant.get("last_time")
@@ -110,27 +121,34 @@ class Storage:
 
     def _read(self) -> dict | None:
         try:
-            with open(self.path, "rb") as handle:
-                raw = handle.read(MAX_STATE_BYTES + 1)
+            os.lstat(self.path)
         except FileNotFoundError:
             log.info("no saved state at %s: counting from 0", self.path)
             return None
-        except OSError as err:
+        except OSError as err:  # the directory itself is unreadable: nothing to set aside
             log.warning("saved state path=%s unreadable (%s); counting from 0", self.path, err.strerror)
             return None
-        try:
-            if len(raw) > MAX_STATE_BYTES:
-                raise ValueError("too large")
-            data = json.loads(raw)
-            if not isinstance(data, dict) or data.get("version") != VERSION:
-                raise ValueError(f"not a version {VERSION} state file")
-            for key, kind in (("accountant", dict), ("gpus", list), ("engines", dict)):
-                if not isinstance(data.get(key), kind):
-                    raise ValueError(f"no {key}")
-            return data
-        except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-            log.warning("saved state path=%s is not usable (%s); counting from 0", self.path, str(err)[:200])
+        try:  # a regular file only, size-capped: a FIFO or /dev/zero in its place must not hang the start
+            return state_schema.parse(read_file(self.path, "", StateError, MAX_STATE_BYTES))
+        except StateError as err:
+            self._set_aside(err)
             return None
+
+    def _set_aside(self, err: StateError) -> None:
+        """Keep an unusable file for a human under another name, so that it neither blocks every
+        start nor gets overwritten by the next write."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock.now()))
+        aside = f"{self.path}.bad-{stamp}"
+        for n in range(1, 100):
+            if not os.path.lexists(aside):
+                break
+            aside = f"{self.path}.bad-{stamp}-{n}"
+        try:
+            os.rename(self.path, aside)
+            where = f"set aside as {aside}"
+        except OSError as rename_err:
+            where = f"could not be set aside ({rename_err.strerror})"
+        log.warning("saved state path=%s is not usable (%s); %s; counting from 0", self.path, err, where)
 
     # -- saving -----------------------------------------------------------------------------
 
@@ -139,30 +157,50 @@ class Storage:
         if self._dump is None:
             return False
         with self._write_lock:
+            if not final and self._stop.is_set():
+                return False  # the final write is done or under way: a periodic one must not follow it
             try:
                 # clean: written at shutdown, after the web server stopped, so nothing was exposed after it.
                 document = {"version": VERSION, "clean": final, "saved_at": self._clock.now(), **self._dump()}
                 data = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
                 os.makedirs(self.directory, exist_ok=True)
-                tmp = f"{self.path}.tmp"
-                with open(tmp, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
+                self._replace(data)
                 _fsync_dir(self.directory)
             except (OSError, ValueError) as err:  # ValueError: a NaN somewhere; never write one
-                self.write_errors += 1
-                if not self._failing:
-                    log.error("cannot write state path=%s: %s; retrying every %gs", self.path,
-                              getattr(err, "strerror", None) or err, self.interval)
-                    self._failing = True
+                self._failed(getattr(err, "strerror", None) or str(err))
                 return False
             if self._failing:
                 log.info("state written again path=%s", self.path)
                 self._failing = False
             self.last_write = self._clock.now()
             return True
+
+    def _replace(self, data: bytes) -> None:
+        """data into the temporary file, fsync, rename over the state file. Only a regular file
+        is written: a FIFO would block the open (and so SIGTERM), a symlink would write elsewhere."""
+        tmp = f"{self.path}.tmp"
+        try:
+            if not stat.S_ISREG(os.lstat(tmp).st_mode):
+                raise OSError(errno.EEXIST, f"{tmp} is not a regular file")
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped in since the lstat
+                raise OSError(errno.EEXIST, f"{tmp} is not a regular file")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)  # never opens what is at the state path, whatever it is
+
+    def _failed(self, why: str) -> None:
+        self.write_errors += 1
+        if not self._failing:
+            log.error("cannot write state path=%s: %s; retrying every %gs", self.path, why, self.interval)
+            self._failing = True
 
     def bind(self, dump) -> None:
         """What to write: dump() returns a dict with accountant, gpus and engines (the exporter's)."""
@@ -178,11 +216,19 @@ class Storage:
             self.save()
 
     def stop(self) -> bool:
-        """Stop the periodic writes and write one last time: call after the web server stopped."""
+        """Stop the periodic writes and write one last time: call after the web server stopped.
+        The write gets FINAL_WRITE_S: a hung filesystem (NFS) must not keep SIGTERM from ending
+        the process; it then counts as a failed write."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
-        return self.save(final=True)
+        done: list[bool] = []
+        writer = threading.Thread(target=lambda: done.append(self.save(final=True)), name="storage-final",
+                                  daemon=True)
+        writer.start()
+        writer.join(FINAL_WRITE_S)
+        if not done:
+            self._failed(f"the final write did not finish within {FINAL_WRITE_S:g}s (a hung filesystem?)")
+            return False
+        return done[0]
 
 
 def _fsync_dir(directory: str) -> None:
