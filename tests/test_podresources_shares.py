@@ -269,3 +269,27 @@ def test_mig_share_memory_counts_a_mig_slice_by_its_memory(tmp_path_factory, clo
     finally:
         kubelet.stop()
         api.stop()
+
+
+# -- outside Kubernetes: engines[].gpus by NVML UUID ----------------------------------------------------------
+
+
+def test_configured_uuids_pin_an_engine_to_a_gpu_or_a_mig_slice(clock, exporter_for):
+    from conftest import make_config
+
+    nvml = h100_node(clock)
+    mig = nvml.gpus[6].mig[0].uuid
+    config = make_config([("whole", "http://127.0.0.1:9/metrics", {"gpus": [nvml.gpus[4].uuid, 0]}),
+                          ("slice", "http://127.0.0.1:9/metrics", {"gpus": [mig]}),
+                          ("gone", "http://127.0.0.1:9/metrics", {"gpus": ["GPU-00000000-0000-0000-0000-000000000000"]})],
+                         mode="owned", **{k: v for k, v in OWNED.items() if k != "mode"})
+    exporter = exporter_for(config, nvml)
+    exporter.sample_gpus_and_account()
+    assert shares(exporter) == {"whole": (pytest.approx(2 / 8, rel=REL), "config"),
+                                "slice": (pytest.approx(3 / 7 / 8, rel=REL), "config"),
+                                "gone": (0.0, "config"),  # a UUID NVML does not report holds nothing
+                                "unallocated": (pytest.approx(1 - (2 + 3 / 7) / 8, rel=REL), "")}
+    joules, node_spend, spend, unallocated, energy = tick(exporter, clock)
+    assert energy["whole"] == pytest.approx(joules[0] + joules[4], rel=REL)
+    assert energy["slice"] == pytest.approx(3 / 7 * joules[6], rel=REL)
+    assert sum(spend.values()) + unallocated == pytest.approx(node_spend, rel=REL)

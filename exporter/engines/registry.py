@@ -16,6 +16,7 @@ GPUs and MIG devices (exporter.kube.podresources.claims); GPU indices, configure
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import typing
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ log = logging.getLogger("exporter")
 @dataclass
 class _Engine:
     source: EngineSource
-    gpus: list[int] | None
+    gpus: list | None  # GPU indices or NVML UUIDs
     pod: PodTarget | None = None  # for a discovered engine
     removed_at: float | None = None  # gone since: frozen until removed_at + removed_engine_retention
 
@@ -183,10 +184,9 @@ class EngineRegistry:
     def set_gpus(self, readings) -> None:
         """NVML's GPUs and MIG devices (GPU readings), which the kubelet's device UUIDs name."""
         layout = tuple((r.uuid, r.name, r.memory_total_bytes, r.mig) for r in readings)
-        if layout != self._gpus[0]:
+        if layout != self._gpus[0]:  # at start, and as MIG devices change: seldom
             self._gpus = (layout, list(readings))
-            if self._pod_devices is not None:
-                self._publish()
+            self._publish()
 
     def drop_expired(self) -> None:
         now = self._clock.now()
@@ -248,7 +248,21 @@ class EngineRegistry:
         pods = {name: e.pod.gpu_request for name, e in active.items() if e.gpus is None and e.pod is not None}
         from_pods = shares.claims(self._node_gpus, pods, self._config.kubernetes.discovery.mig_share)
         from_pods.update(self._exact_claims(active, from_pods))
-        return {name: from_pods.get(name) or Claim.from_config(e.gpus) for name, e in active.items()}
+        return {name: from_pods.get(name) or self._config_claim(e.gpus) for name, e in active.items()}
+
+    def _config_claim(self, gpus: list | None) -> Claim:
+        """GPU indices as given; NVML UUIDs on their GPUs (a MIG device: its part of its GPU, as
+        podresources counts it); a UUID NVML does not report holds nothing."""
+        claim = Claim.from_config(None if gpus is None else [g for g in gpus if isinstance(g, int)])
+        uuids = [g for g in gpus or [] if isinstance(g, str)]
+        if not uuids:
+            return claim
+        parts = nvml_parts(self._gpus[1], self._config.kubernetes.discovery.mig_share)
+        on_gpu: dict[str, float] = {}
+        for uuid in dict.fromkeys(uuids):
+            gpu, part = parts.get(uuid, (uuid, 0.0))
+            on_gpu[gpu] = min(on_gpu.get(gpu, 0.0) + part, 1.0)
+        return dataclasses.replace(claim, devices=tuple(sorted(on_gpu.items())))
 
     def _exact_claims(self, active: dict[str, _Engine], from_pods: dict[str, Claim]) -> dict[str, Claim]:
         """The pods the kubelet maps to devices NVML knows; HAMi's own allocation stays (its kubelet
