@@ -39,6 +39,8 @@ class SpendTotals:
     unallocated: float = 0.0  # cumulative spend on the GPU fractions no engine holds
     shares: dict[str, tuple[float, str]] = field(default_factory=dict)  # active engine -> (share 0-1, method)
     unallocated_share: float = 1.0  # of the node's GPUs, now
+    held: dict[str, dict[int, float]] = field(default_factory=dict)  # active engine -> GPU index -> its fraction, now
+    unallocated_gpus: dict[int, float] = field(default_factory=dict)  # GPU index -> the fraction no engine holds, now
 
 
 class _Ledger:
@@ -195,6 +197,7 @@ class Accountant:
         readings = self._gpu.readings() if self._gpu else []
         with self._lock:
             energy_by_gpu = {r.uuid: r.energy_joules for r in readings}
+            self._last_gpu_count, self._last_uuids = len(readings), {r.uuid: r.index for r in readings}
             if self._last_time is None:  # the first tick opens the ledgers
                 self._last_time, self._last_gpu_energy, self._last_requests = now, energy_by_gpu, requests
                 for ledger in (*self._spend.values(), *self._energy.values()):
@@ -206,7 +209,6 @@ class Accountant:
             gpu_joules = {r.index: max(energy_by_gpu[r.uuid] - self._last_gpu_energy.get(r.uuid, energy_by_gpu[r.uuid]), 0.0)
                           for r in readings}
             new_requests = max(requests - self._last_requests, 0.0)
-            self._last_gpu_count, self._last_uuids = len(readings), {r.uuid: r.index for r in readings}
             self._accrue(now, dt, gpu_joules, new_requests, len(readings), idle_engines)
             self._last_time, self._last_gpu_energy, self._last_requests = now, energy_by_gpu, requests
 
@@ -277,6 +279,7 @@ class Accountant:
 
     def totals(self) -> SpendTotals:
         p = self._pricing
+        node_split = self._node_split(self._last_gpu_count)
         return SpendTotals(
             mode=p.mode, currency=p.currency, components=dict(self._components),
             engines={e: ledger.total for e, ledger in self._spend.items()},
@@ -284,8 +287,9 @@ class Accountant:
             hourly_cost=self._hourly, overhead_energy_joules=self._overhead_joules,
             engine_energy_joules={e: ledger.total for e, ledger in self._energy.items()}, idle_spend=dict(self._idle_spend),
             co2e_grams=self._co2e_grams if p.energy.grid_co2e_grams_per_kwh is not None else None,
-            unallocated=self._unallocated, shares=self._shares(),
-            unallocated_share=self._node_split(self._last_gpu_count).unallocated_share())
+            unallocated=self._unallocated, shares=self._shares(), unallocated_share=node_split.unallocated_share(),
+            held={e: dict(node_split.fractions.get(e, {})) for e in self._engine_gpus},
+            unallocated_gpus=dict(node_split.unallocated))
 
     def _shares(self) -> dict[str, tuple[float, str]]:
         node_split = self._node_split(self._last_gpu_count)

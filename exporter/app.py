@@ -68,7 +68,9 @@ class Exporter:
 
     def sample_gpus_and_account(self) -> None:
         if self.gpu is not None:
-            self.gpu.sample()
+            readings = self.gpu.sample()
+            with self.lock:  # the GPU and MIG UUIDs the kubelet's devices name
+                self.engine_registry.set_gpus(readings)
         self._tick()
         with self.lock:
             self.engine_registry.drop_expired()
@@ -131,6 +133,7 @@ class Exporter:
             return
         now, targets = self.clock.now(), self.kube.refresh_pods()
         with self.lock:
+            self.engine_registry.set_pod_devices(self.kube.pod_devices())
             if targets is not None:
                 self.engine_registry.reconcile_pods(targets, self._pods_listed_at)
                 self._pods_listed_at = now

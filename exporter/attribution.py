@@ -5,9 +5,9 @@ A claim says how an engine holds GPUs, and the method that produced it:
 
 - `config`: GPU indices (`engines[].gpus`, the `llmcost.io/gpus` annotation). Each such GPU is
   split evenly between the engines naming it (and the `even` engines).
-- device fractions by GPU UUID, where the allocation names the GPUs (HAMi's annotation): each
-  on its own GPU, once NVML has reported that UUID.
-- `exclusive`, `replica`, `mig`, `hami`: GPU-equivalents read from the Kubernetes API
+- device fractions by GPU UUID, where the allocation names the GPUs (HAMi's annotation; the
+  kubelet's PodResources, `podresources`): each on its own GPU, once NVML has reported that UUID.
+- `exclusive`, `replica`, `mig`, `hami`, `podresources`: GPU-equivalents read from the Kubernetes API
   (exporter.kube.shares), on GPUs not known by index: they are placed on what the above left of
   each GPU, in proportion to it. Claims beyond that are scaled down to fit (never over-billed).
 - `even`: nothing is known; the engine holds every GPU, sharing each with the others there.
@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 CONFIG, EVEN = "config", "even"
-KUBERNETES_METHODS = ("exclusive", "replica", "mig", "hami")
+KUBERNETES_METHODS = ("exclusive", "replica", "mig", "hami", "podresources")
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ class CostCollector:
         unallocated = CounterMetricFamily(P + "unallocated_spend", "Self-hosted spend on the GPU fractions no engine "
                                           "holds: with the engines' spend, the node's spend.", labels=["currency"])
         share = GaugeMetricFamily(P + "engine_gpu_share_ratio", "The engine's share of the node's GPUs (0-1) and the "
-                                  "method that produced it (exclusive, replica, mig, hami, config, even).",
+                                  "method that produced it (exclusive, replica, mig, hami, podresources, config, even).",
                                   labels=["engine", "method"])
         unallocated_share = GaugeMetricFamily(P + "unallocated_gpu_share_ratio", "The share of the node's GPUs (0-1) "
                                               "that no engine holds.")

@@ -89,7 +89,9 @@ class EngineConfig:
     timeout: float = duration("3s", positive=True)
     max_body_bytes: int = size("4MiB")
     max_models: int = number(50, minimum=1)
-    gpus: list[int] | None = None  # GPU indices this engine holds; None = its pod's resources, else shared evenly
+    # GPUs this engine holds: NVML indices, or GPU-/MIG- UUIDs (a MIG device: its part of its GPU);
+    # None = its pod's resources, else shared evenly
+    gpus: list[typing.Any] | None = None
     capacity_tokens_per_s: float | None = number(None, exclusive=True)  # from a benchmark; None = observed peak
     apis: list[str] | None = None  # APIs to compare this engine's models with; None = compare.apis
 
@@ -256,8 +258,10 @@ def _check_engines(config: Config) -> None:
         if engine.timeout >= engine.interval:
             raise ConfigError(f"engines[{i}].timeout", f"got {engine.timeout:g}s, allowed: less than interval ({engine.interval:g}s)")
         for j, gpu in enumerate(engine.gpus or []):
-            if gpu < 0:
-                raise ConfigError(f"engines[{i}].gpus[{j}]", f"got {gpu}, allowed: a GPU index >= 0")
+            index = isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0
+            if not index and not (isinstance(gpu, str) and gpu.startswith(("GPU-", "MIG-"))):
+                raise ConfigError(f"engines[{i}].gpus[{j}]", f"got {show(gpu)}, allowed: a GPU index >= 0, "
+                                  "or an NVML UUID (GPU-..., MIG-...)")
         if config.kubernetes.discovery.enabled and "/" in engine.name:
             raise ConfigError(f"engines[{i}].name", f"got {show(engine.name)}, allowed: a name without '/' "
                               "(namespace/pod names are the discovered engines')")

@@ -3,11 +3,14 @@
 Every figure comes from the same snapshot as /metrics; cells carry data-metric attributes naming
 the metric they show, so a browser test can check them against /metrics. An engine's kind (the
 engine_kind label of llmcost_engine_info) is shown beside its name, in cells marked data-kind.
+Who pays for the GPUs: each engine's share of them with the method that produced it, the GPUs (or
+parts of GPUs) it holds and its spend, and the unallocated part as its own row.
 """
 
 from __future__ import annotations
 
 import html
+from fractions import Fraction
 
 from exporter import __version__
 from exporter.snapshot import engine_savings
@@ -64,11 +67,39 @@ def _model_rows(snap, currency: str, kinds: dict[str, str]) -> str:
     return "".join(rows) or "<tr><td colspan=12>no engine has answered yet</td></tr>"
 
 
+def _held(fractions: dict[int, float]) -> str:
+    """GPU index -> fraction held, in words: "0, 1", "3/7 of 2", "–"."""
+    parts = []
+    for index, fraction in sorted(fractions.items()):
+        if fraction <= 1e-9:
+            continue
+        near = Fraction(fraction).limit_denominator(64)
+        whole = abs(fraction - 1.0) <= 1e-9
+        part = f"{near} of " if abs(float(near) - fraction) <= 1e-9 else f"{fraction:.1%} of "
+        parts.append(f"{'' if whole else part}{index}")
+    return ", ".join(parts) or "–"
+
+
+def _share_rows(snap, kinds: dict[str, str]) -> str:
+    spend = snap.spend
+    if spend is None:
+        return ""
+    rows = [f"<tr><td>{html.escape(engine)}</td>{_kind_cell(engine, kinds)}<td>{_held(spend.held.get(engine, {}))}</td>"
+            + _cell(ratio * 100, ".1f", "llmcost_engine_gpu_share_ratio", engine=engine, method=method)
+            + f"<td class=method>{html.escape(method)}</td>"
+            + _cell(spend.engines.get(engine), ",.4f", "llmcost_engine_spend_total", engine=engine) + "</tr>"
+            for engine, (ratio, method) in sorted(spend.shares.items())]
+    rows.append(f"<tr class=unallocated><td>unallocated</td><td></td><td>{_held(spend.unallocated_gpus)}</td>"
+                + _cell(spend.unallocated_share * 100, ".1f", "llmcost_unallocated_gpu_share_ratio")
+                + "<td>held by no engine</td>" + _cell(spend.unallocated, ",.4f", "llmcost_unallocated_spend_total") + "</tr>")
+    return "".join(rows)
+
+
 def render(snap, config, telemetry_path: str) -> str:
     currency = html.escape(config.pricing.currency)
     spend = snap.spend
     gpu_rows = "".join(
-        f"<tr><td>{g.index}</td><td>{html.escape(g.name)}</td><td>{'up' if g.up else 'DOWN'}</td>"
+        f"<tr><td>{g.index}</td><td>{html.escape(g.name)}{f' (MIG: {len(g.mig)} devices)' if g.mig else ''}</td><td>{'up' if g.up else 'DOWN'}</td>"
         f"<td class=num>{_fmt(g.power_watts, ',.0f')}</td><td class=num>{_fmt(g.power_limit_watts, ',.0f')}</td>"
         f"<td class=num>{_fmt(None if g.utilization_ratio is None else g.utilization_ratio * 100, '.0f')}</td>"
         f"<td class=num>{_fmt(g.energy_joules / 3.6e6, ',.3f')}</td></tr>"
@@ -100,6 +131,9 @@ Metrics at <a href="{html.escape(telemetry_path)}">{html.escape(telemetry_path)}
 <table id=models><tr><th>engine</th><th>kind</th><th>model</th><th>tokens/s</th><th>utilization %</th>
 <th>{currency}/1M actual</th><th>{currency}/1M at 100%</th><th>API</th><th>API {currency}/1M</th>
 <th>break-even utilization %</th><th>API-equivalent {currency}</th><th>verdict since start</th></tr>{_model_rows(snap, currency, kinds)}</table>
+<h2>Who pays for the GPUs</h2>
+<table id=shares><tr><th>engine</th><th>kind</th><th>GPUs held</th><th>share of the node's GPUs %</th><th>method</th>
+<th>spend since start {currency}</th></tr>{_share_rows(snap, kinds)}</table>
 <h2>GPUs</h2>
 <table id=gpus><tr><th>gpu</th><th>name</th><th>state</th><th>power W</th><th>limit W</th><th>busy %</th><th>energy kWh</th></tr>{gpu_rows}</table>
 <h2>Sources</h2>

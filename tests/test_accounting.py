@@ -20,6 +20,10 @@ from exporter.accounting import Accountant
 from exporter.attribution import Claim
 from exporter.clock import ManualClock
 from exporter.config import from_dict
+from exporter.gpu.source import GpuReading, MigDevice
+from exporter.kube.podresources.claims import exact_claim, nvml_parts
+from exporter.kube.podresources.devices import parse_device_id
+from exporter.kube.shares import NodeGpus
 
 REL = 1e-9
 # owned: 87 600 capex over 12 months of 730 h = 10/h; fixed 730/month = 1/h; 0.25/kWh at PUE 1.2; 100 W overhead.
@@ -379,13 +383,32 @@ CONFIG_CLAIM = st.one_of(st.none(), st.lists(st.integers(0, 9), max_size=3)).map
 DEVICE_CLAIM = st.lists(st.tuples(st.integers(0, 9).map(lambda i: f"GPU-{i}"), st.floats(0.0, 1.0)), min_size=1,
                         max_size=3).map(lambda devices: Claim("hami", sum(f for _, f in devices), devices=tuple(devices)))
 
+# The kubelet's devices (exporter.kube.podresources.claims) on GPUs 0-9 as NVML lists them: whole GPUs,
+# MIG devices of several profiles on GPUs 6-9, any of them a time-slicing replica.
+H100_MIB = 81559
+MIG_LAYOUT = {6: [(3, 3, 40448)] * 2, 7: [(7, 7, 80896)], 8: [(1, 1, 9856)] * 7, 9: [(2, 2, 19968), (3, 1, 40448)]}
+NVML_READINGS = [GpuReading(i, f"GPU-{i}", "NVIDIA H100 80GB HBM3", True, memory_total_bytes=H100_MIB * 1024**2,
+                            mig=tuple(MigDevice(f"MIG-{i}-{s}", *m) for s, m in enumerate(MIG_LAYOUT.get(i, []))))
+                 for i in range(10)]
+DEVICE_IDS = [r.uuid for r in NVML_READINGS] + [m.uuid for r in NVML_READINGS for m in r.mig] + ["GPU-unknown"]
+HELD = st.tuples(st.sampled_from(["nvidia.com/gpu", "nvidia.com/gpu.shared", "nvidia.com/mig-3g.40gb"]),
+                 st.sampled_from(DEVICE_IDS), st.one_of(st.none(), st.integers(0, 9)))
+PODRESOURCES_CLAIM = st.builds(
+    lambda held, replicas, basis: exact_claim(
+        tuple((r, parse_device_id(d if n is None else f"{d}::{n}")) for r, d, n in held),
+        nvml_parts(NVML_READINGS, basis), NodeGpus(replicas=replicas)) or Claim("exclusive", 1.0),  # None: the fallback
+    st.lists(HELD, min_size=1, max_size=4),
+    st.dictionaries(st.sampled_from(["nvidia.com/gpu", "nvidia.com/mig-3g.40gb"]), st.integers(1, 8)),
+    st.sampled_from(["compute", "memory"]))
+
 
 @st.composite
 def claimed_nodes(draw):
     """A node (0-8 GPUs NVML reports, 0-8 by its labels), engines with claims of every method that
     change between ticks, a pricing mode, and ticks of (seconds, joules per GPU, new requests)."""
     count, labelled = draw(st.integers(0, 8)), draw(st.integers(0, 8))
-    engine_sets = st.dictionaries(st.sampled_from("abcdef"), st.one_of(KUBERNETES_CLAIM, CONFIG_CLAIM, DEVICE_CLAIM),
+    engine_sets = st.dictionaries(st.sampled_from("abcdef"),
+                                  st.one_of(KUBERNETES_CLAIM, CONFIG_CLAIM, DEVICE_CLAIM, PODRESOURCES_CLAIM),
                                   max_size=6)
     seconds = st.integers(1, 64 * 3600).map(lambda n: n / 64)
     tick = st.tuples(seconds, st.lists(st.floats(0.0, 1e6), min_size=count, max_size=count), st.integers(0, 10**6),

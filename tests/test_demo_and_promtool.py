@@ -91,6 +91,15 @@ def test_landing_page_and_healthz(demo):
     assert "Llama-3.1-8B-Instruct" in page and "Qwen2.5-32B-Instruct" in page and 'href="/metrics"' in page
     assert '<td class=kind data-kind="vllm" data-engine="llama-8b">vllm</td>' in page
     assert '<td class=kind data-kind="sglang" data-engine="qwen-32b">sglang</td>' in page
+    # Who pays for the GPUs: Llama holds GPUs 0 and 1, Qwen one 3g.40gb MIG device of GPU 2 (pinned by
+    # its UUID: 3/7 of that GPU), and the rest of GPU 2 and all of GPU 3 are unallocated, a row of its own.
+    assert '<td>0, 1</td><td class=num data-metric="llmcost_engine_gpu_share_ratio" data-engine="llama-8b" ' \
+        'data-method="config">50.0</td>' in page
+    assert '<td>3/7 of 2</td><td class=num data-metric="llmcost_engine_gpu_share_ratio" data-engine="qwen-32b" ' \
+        'data-method="config">10.7</td>' in page
+    assert '<td>unallocated</td><td></td><td>4/7 of 2, 3</td>' in page
+    assert 'data-metric="llmcost_unallocated_gpu_share_ratio">39.3</td>' in page
+    assert "NVIDIA A100 80GB PCIe (MIG: 2 devices)" in page
     assert get(base + "/healthz")[2] == "ok\n"
     with pytest.raises(urllib.error.HTTPError) as err:
         get(base + "/nope")

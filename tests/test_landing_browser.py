@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import make_config
+from exporter.gpu.simulated import SimulatedNVML
 from exporter.web import WebServer
 
 pytestmark = pytest.mark.integration  # headless Chromium
@@ -58,7 +59,8 @@ def page(clock, vllm, exporter_for, tmp_path):
     config = make_config([("a", llama.url, {"gpus": [0], "capacity_tokens_per_s": 2000.0}),
                           ("b", qwen.url, {"gpus": [1], "capacity_tokens_per_s": 500.0})],
                          hourly=4.0, apis=["gpt-4o-mini", "gpt-4o"])
-    exporter = exporter_for(config)
+    # A third GPU no engine holds: its spend is the page's unallocated row.
+    exporter = exporter_for(config, SimulatedNVML(clock, count=3, idle_watts=50.0, max_watts=250.0, load_fn=lambda t: 0.5))
     exporter.sample_all()
     for _ in range(120):
         clock.advance(5)
@@ -87,13 +89,15 @@ def test_landing_page_values_match_metrics_and_screenshot(page):
         # The page rounds to what a person reads; it must agree to its last printed digit.
         assert abs(float(shown.replace(",", "")) - expected) <= 0.5 * 10**-decimals + 1e-9, (metric, labels, shown)
         checked += 1
-    assert checked >= 2 * 4 + 4 * 3  # per model 4 figures, per model and API 3
+    assert checked >= 2 * 4 + 4 * 3 + 2 * 2 + 2  # per model 4 figures, per model and API 3, per engine and unallocated 2
+    assert metrics[("llmcost_unallocated_spend_total", ())] > 0
+    assert "<td>unallocated</td><td></td><td>2</td>" in dom.stdout and dom.stdout.count('data-method="config"') == 2
     # Each engine's kind, in the model rows and the sources table, is llmcost_engine_info's engine_kind.
     served = {s.labels["engine"]: s.labels["engine_kind"] for f in text_string_to_metric_families(text)
               for s in f.samples if s.name == "llmcost_engine_info"}
     assert served == {"a": "vllm", "b": "vllm"}
     assert parser.kinds == set(served.items())
-    assert dom.stdout.count('data-kind="vllm"') == 2 + 2  # one model row and one source row per engine
+    assert dom.stdout.count('data-kind="vllm"') == 2 + 2 + 2  # one model, one share and one source row per engine
     assert "self-hosting saved" in dom.stdout or "would have cost" in dom.stdout
 
     shot = tmp_path / "landing.png"

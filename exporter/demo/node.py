@@ -21,14 +21,19 @@ from exporter.demo.workload import Workload
 from exporter.gpu.simulated import SimulatedNVML
 from exporter.web import WebServer
 
-# A g5.12xlarge-like node: 4x A10G, two models on two GPUs each, one served by vLLM, one by SGLang.
-INSTANCE_TYPE = "g5.12xlarge"
-INSTANCE_HOURLY = 5.672  # USD, AWS us-east-1 on-demand
+# A Standard_NC96ads_A100_v4-like node: 4x A100 80GB. Llama on GPUs 0 and 1 (vLLM); Qwen on one
+# 3g.40gb MIG device of GPU 2 (SGLang; pinned by its MIG UUID, so it pays 3/7 of that GPU); the rest
+# of GPU 2 and all of GPU 3 held by no engine: unallocated spend.
+INSTANCE_TYPE = "Standard_NC96ads_A100_v4"
+INSTANCE_HOURLY = 14.692  # USD, Azure eastus pay-as-you-go (exporter/catalog/instances.yaml)
+PRODUCT, MEMORY_BYTES = "NVIDIA A100 80GB PCIe", 80 * 1024**3
+MIG_GPU, MIG_PROFILES = 2, ["3g.40gb", "3g.40gb"]  # GPU 2 in MIG mode: two 3g.40gb devices
 SERVERS = {"vllm": ("vLLM", SimulatedVllm), "sglang": ("SGLang", SimulatedSglang)}  # kind -> (name, simulator)
 ENGINES = (
-    # name, model, capacity tokens/s at saturation, GPUs, seed, the engine kind its server simulates
-    ("llama-8b", "meta-llama/Llama-3.1-8B-Instruct", 2400.0, [0, 1], 11, "vllm"),
-    ("qwen-32b", "Qwen/Qwen2.5-32B-Instruct", 700.0, [2, 3], 23, "sglang"),
+    # name, model, capacity tokens/s at saturation, GPUs (indices, or "mig:<n>": GPU 2's n-th MIG
+    # device), seed, the engine kind its server simulates
+    ("llama-8b", "meta-llama/Llama-3.1-8B-Instruct", 6000.0, [0, 1], 11, "vllm"),
+    ("qwen-32b", "Qwen/Qwen2.5-32B-Instruct", 700.0, ["mig:0"], 23, "sglang"),
 )
 
 
@@ -45,24 +50,28 @@ class Demo:
                  web_config=None, gpu_interval: str = "1s", engine_interval: str = "1s", engine_timeout: str = "800ms"):
         self.clock = AcceleratedClock(speed)
         self.servers: list[SimulatedServer] = []
-        loads = {}
-        for _name, model, capacity, gpus, seed, kind in ENGINES:
+        self.nvml = SimulatedNVML(self.clock, count=4, product=PRODUCT, idle_watts=50.0, max_watts=300.0,
+                                  memory_bytes=MEMORY_BYTES)
+        mig = self.nvml.enable_mig(MIG_GPU, MIG_PROFILES)
+        pins = {}
+        for name, model, capacity, gpus, seed, kind in ENGINES:
             workload = Workload(self.clock, capacity, seed=seed, constant_load=constant_load)  # None: the pattern
             self.servers.append(SERVERS[kind][1](workload, model).start())
+            pins[name] = [mig[int(g[4:])] if isinstance(g, str) else g for g in gpus]
             for gpu in gpus:
-                loads[gpu] = workload.load
-        self.nvml = SimulatedNVML(self.clock, count=4, product="NVIDIA A10G", idle_watts=58.0, max_watts=300.0)
-        for gpu, load in loads.items():
-            self.nvml.set_load(gpu, load)
+                if isinstance(gpu, str):  # a MIG device draws its slices' part of its GPU's power
+                    self.nvml.set_load(MIG_GPU, lambda t, load=workload.load: load(t) * 3 / 7)
+                else:
+                    self.nvml.set_load(gpu, workload.load)
         config = from_dict({
             "pricing": {"mode": "cloud", "cloud": {"instance_type": INSTANCE_TYPE, "hourly": INSTANCE_HOURLY},
                         "energy": {"electricity_per_kwh": 0.12, "pue": 1.3}},
             "gpu": {"backend": "simulated", "interval": gpu_interval},
             "window": window,
             "compare": {"apis": list(COMPARE_APIS)},
-            "engines": [{"name": name, "url": server.url, "gpus": gpus, "interval": engine_interval, "timeout": engine_timeout,
-                         "capacity_tokens_per_s": capacity}
-                        for (name, _, capacity, gpus, *_), server in zip(ENGINES, self.servers, strict=True)],
+            "engines": [{"name": name, "url": server.url, "gpus": pins[name], "interval": engine_interval,
+                         "timeout": engine_timeout, "capacity_tokens_per_s": capacity}
+                        for (name, _, capacity, *_), server in zip(ENGINES, self.servers, strict=True)],
         }, environ={})
         self.exporter = Exporter(config, clock=self.clock, nvml_backend=self.nvml)
         self.web = WebServer(self.exporter, listen_address, web_config=web_config)

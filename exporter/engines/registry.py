@@ -9,12 +9,14 @@ since the last listing), never from its old values.
 
 Every change is published to the accountant (which engines share the node's spend: each one's
 claim on its GPUs, exporter.attribution) and to the jobs (one scrape job per active engine). A
-discovered pod claims what its GPU resources say against the node's labels (exporter.kube.shares);
-GPU indices, configured or annotated, win.
+discovered pod claims what its GPU resources say against the node's labels (exporter.kube.shares),
+or, with kubernetes.pod_resources, the exact devices the kubelet says it holds, read against NVML's
+GPUs and MIG devices (exporter.kube.podresources.claims); GPU indices, configured or annotated, win.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import typing
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from exporter.engines.schemas import all_maps
 from exporter.engines.source import EngineSource
 from exporter.jobs import ENGINES
 from exporter.kube import shares
+from exporter.kube.podresources.claims import exact_claim, nvml_parts
 
 if typing.TYPE_CHECKING:
     from exporter.kube.discovery import PodTarget
@@ -35,7 +38,7 @@ log = logging.getLogger("exporter")
 @dataclass
 class _Engine:
     source: EngineSource
-    gpus: list[int] | None
+    gpus: list | None  # GPU indices or NVML UUIDs
     pod: PodTarget | None = None  # for a discovered engine
     removed_at: float | None = None  # gone since: frozen until removed_at + removed_engine_retention
 
@@ -59,6 +62,8 @@ class EngineRegistry:
         self._saved: dict[str, dict] = {}  # persisted totals of engines not seen yet since the start
         self._saved_provisional = False
         self._node_gpus: shares.NodeGpus | None = None  # the node's GPU labels, once read
+        self._pod_devices: dict | None = None  # (namespace, pod) -> devices, from the kubelet; None: unknown
+        self._gpus: tuple[tuple, list] = ((), [])  # NVML's GPUs: (their layout, the readings)
 
     # -- what the rest of the exporter reads ----------------------------------------------
 
@@ -170,6 +175,19 @@ class EngineRegistry:
             self._node_gpus = node_gpus
             self._publish()
 
+    def set_pod_devices(self, pod_devices: dict | None) -> None:
+        """The devices each pod holds, by the kubelet (None: not known now): the pods' shares follow."""
+        if pod_devices != self._pod_devices:
+            self._pod_devices = pod_devices
+            self._publish()
+
+    def set_gpus(self, readings) -> None:
+        """NVML's GPUs and MIG devices (GPU readings), which the kubelet's device UUIDs name."""
+        layout = tuple((r.uuid, r.name, r.memory_total_bytes, r.mig) for r in readings)
+        if layout != self._gpus[0]:  # at start, and as MIG devices change: seldom
+            self._gpus = (layout, list(readings))
+            self._publish()
+
     def drop_expired(self) -> None:
         now = self._clock.now()
         retention = self._config.removed_engine_retention
@@ -229,7 +247,38 @@ class EngineRegistry:
         active = {name: e for name, e in self._engines.items() if e.active}
         pods = {name: e.pod.gpu_request for name, e in active.items() if e.gpus is None and e.pod is not None}
         from_pods = shares.claims(self._node_gpus, pods, self._config.kubernetes.discovery.mig_share)
-        return {name: from_pods.get(name) or Claim.from_config(e.gpus) for name, e in active.items()}
+        from_pods.update(self._exact_claims(active, from_pods))
+        return {name: from_pods.get(name) or self._config_claim(e.gpus) for name, e in active.items()}
+
+    def _config_claim(self, gpus: list | None) -> Claim:
+        """GPU indices as given; NVML UUIDs on their GPUs (a MIG device: its part of its GPU, as
+        podresources counts it); a UUID NVML does not report holds nothing."""
+        claim = Claim.from_config(None if gpus is None else [g for g in gpus if isinstance(g, int)])
+        uuids = [g for g in gpus or [] if isinstance(g, str)]
+        if not uuids:
+            return claim
+        parts = nvml_parts(self._gpus[1], self._config.kubernetes.discovery.mig_share)
+        on_gpu: dict[str, float] = {}
+        for uuid in dict.fromkeys(uuids):
+            gpu, part = parts.get(uuid, (uuid, 0.0))
+            on_gpu[gpu] = min(on_gpu.get(gpu, 0.0) + part, 1.0)
+        return dataclasses.replace(claim, devices=tuple(sorted(on_gpu.items())))
+
+    def _exact_claims(self, active: dict[str, _Engine], from_pods: dict[str, Claim]) -> dict[str, Claim]:
+        """The pods the kubelet maps to devices NVML knows; HAMi's own allocation stays (its kubelet
+        IDs name a GPU only with its preferred allocation on, docs/kubernetes.md)."""
+        if self._pod_devices is None:
+            return {}
+        parts = nvml_parts(self._gpus[1], self._config.kubernetes.discovery.mig_share)
+        exact = {}
+        for name, claim in from_pods.items():
+            pod = active[name].pod
+            held = self._pod_devices.get((pod.namespace, pod.pod)) if pod is not None else None
+            if held and claim.method != "hami":
+                found = exact_claim(held, parts, self._node_gpus)
+                if found is not None:
+                    exact[name] = found
+        return exact
 
     def _pod_engine_config(self, target) -> EngineConfig:
         discovery = self._config.kubernetes.discovery

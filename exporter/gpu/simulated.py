@@ -6,15 +6,24 @@ GPU source runs the same code against this and against a real GPU.
 
 Power follows load: idle_watts + (max_watts - idle_watts) * load. The energy counter integrates
 that power exactly over the simulation clock, so it is the ground truth tests compare with.
+
+MIG (`enable_mig`): a MIG-capable GPU (A100, A30, H100, H200, B200) split into MIG devices of the
+named profiles, reached as NVML reaches them: nvmlDeviceGetMigMode, nvmlDeviceGetMaxMigDeviceCount,
+nvmlDeviceGetMigDeviceHandleByIndex (NOT_FOUND on an empty slot), nvmlDeviceGetDeviceHandleFromMigDeviceHandle,
+nvmlDeviceGetAttributes (MIG handles only), each device's own `MIG-` UUID and name; utilization on a
+MIG-enabled GPU is NOT_SUPPORTED, as on the real one.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pynvml
 
 _STEP_S = 1.0  # integration step for the energy counter, in simulated seconds
+MIG_PRODUCTS = {"A100": 7, "H100": 7, "H200": 7, "B200": 7, "A30": 4}  # product -> compute slices
+_MIG_PROFILE = re.compile(r"(?:(\d+)c\.)?(\d+)g\.(\d+)gb")
 
 
 class _SimGpu:
@@ -30,6 +39,11 @@ class _SimGpu:
         self.true_mj = 0.0  # ground truth since creation
         self.last_t = t0
         self.lost = False
+        self.mig: list[_SimMig] | None = None  # MIG mode on: its devices, by MIG device index
+
+    @property
+    def compute_slices(self) -> int:
+        return next((n for p, n in MIG_PRODUCTS.items() if p in self.product), 0)  # 0: not MIG-capable
 
     def power_watts(self, t: float) -> float:
         load = min(max(self.load_fn(t), 0.0), 1.0)
@@ -43,6 +57,31 @@ class _SimGpu:
             self.energy_mj += mj
             self.true_mj += mj
             self.last_t += step
+
+
+class _SimMig:
+    """One MIG device (a compute instance in a GPU instance) of a GPU, as its NVML handle."""
+
+    def __init__(self, parent: _SimGpu, slot: int, profile: str):
+        match = _MIG_PROFILE.fullmatch(profile)
+        if match is None:
+            raise ValueError(f"not a MIG profile: {profile!r}")
+        compute, gpu_slices, memory_gb = match.groups()
+        self.parent, self.slot, self.profile = parent, slot, profile
+        self.gpu_slices, self.compute_slices = int(gpu_slices), int(compute or gpu_slices)
+        total_mib = parent.memory_bytes // 1024**2
+        total_gb = -(-parent.memory_bytes // 1024**3)
+        # Real MIG memory sits a little under its eighth of the GPU (3g.40gb of an H100: 40448 of 81559 MiB).
+        self.memory_mb = int(total_mib * round(int(memory_gb) / total_gb * 8) / 8 * 0.99)
+        self.uuid = f"MIG-{parent.index:08x}-{slot:04x}-4d49-8000-{parent.index * 16 + slot:012x}"
+
+    @property
+    def index(self) -> int:  # fault injection by GPU index reaches its MIG devices too
+        return self.parent.index
+
+    @property
+    def lost(self) -> bool:
+        return self.parent.lost
 
 
 class SimulatedNVML:
@@ -98,6 +137,15 @@ class SimulatedNVML:
         for i, other in enumerate(self.gpus):
             other.index = i
 
+    def enable_mig(self, index: int, profiles: list[str]) -> list[str]:
+        """Put GPU `index` in MIG mode with devices of `profiles` (e.g. ["3g.40gb", "3g.40gb"]), in
+        MIG device index order; their UUIDs."""
+        gpu = self.gpus[index]
+        if not gpu.compute_slices:
+            raise ValueError(f"{gpu.product} is not MIG-capable")
+        gpu.mig = [_SimMig(gpu, slot, p) for slot, p in enumerate(profiles)]
+        return [m.uuid for m in gpu.mig]
+
     def set_load(self, index: int, load_fn) -> None:
         gpu = self.gpus[index]
         with self._lock:
@@ -147,6 +195,8 @@ class SimulatedNVML:
 
     def nvmlDeviceGetName(self, handle):
         self._check("nvmlDeviceGetName", handle)
+        if isinstance(handle, _SimMig):
+            return f"{handle.parent.product} MIG {handle.profile}"
         return handle.product
 
     def nvmlDeviceGetUUID(self, handle):
@@ -171,6 +221,8 @@ class SimulatedNVML:
 
     def nvmlDeviceGetUtilizationRates(self, handle):
         self._check("nvmlDeviceGetUtilizationRates", handle)
+        if handle.mig is not None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)  # per GPU, not per MIG device
         rates = pynvml.c_nvmlUtilization_t()
         load = min(max(handle.load_fn(self._clock.now()), 0.0), 1.0)
         # NVML's "gpu" is the share of time a kernel ran, so any load above ~0 reads busy.
@@ -185,3 +237,47 @@ class SimulatedNVML:
         info.used = int(handle.memory_bytes * 0.9)  # vLLM pre-allocates ~90% for the KV cache
         info.free = info.total - info.used
         return info
+
+    # -- MIG -------------------------------------------------------------------------------
+
+    def nvmlDeviceGetMigMode(self, handle):
+        self._check("nvmlDeviceGetMigMode", handle)
+        if isinstance(handle, _SimMig) or not handle.compute_slices:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if handle.mig is not None else pynvml.NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]  # [current, pending]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle):
+        self._check("nvmlDeviceGetMaxMigDeviceCount", handle)
+        if isinstance(handle, _SimMig):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return handle.compute_slices if handle.mig is not None else 0  # 0: MIG not supported or not enabled
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle, index):
+        self._check("nvmlDeviceGetMigDeviceHandleByIndex", handle)
+        if isinstance(handle, _SimMig) or handle.mig is None or not 0 <= index < handle.compute_slices:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if index >= len(handle.mig):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)  # no MIG device in that slot
+        return handle.mig[index]
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, mig_handle):
+        self._check("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", mig_handle)
+        if not isinstance(mig_handle, _SimMig):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return mig_handle.parent
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle):
+        self._check("nvmlDeviceIsMigDeviceHandle", handle)
+        return int(isinstance(handle, _SimMig))
+
+    def nvmlDeviceGetAttributes(self, handle):
+        self._check("nvmlDeviceGetAttributes", handle)
+        if not isinstance(handle, _SimMig):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)  # "currently only supports MIG device handles"
+        attributes = pynvml.c_nvmlDeviceAttributes()
+        attributes.gpuInstanceSliceCount = handle.gpu_slices
+        attributes.computeInstanceSliceCount = handle.compute_slices
+        attributes.memorySizeMB = handle.memory_mb
+        attributes.multiprocessorCount = 132 * handle.compute_slices // 8  # H100: 132 SMs; a 1g slice has 16
+        return attributes

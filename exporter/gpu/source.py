@@ -14,6 +14,10 @@ power on some boards) is remembered and not asked again: that reading is absent,
 up, one error is counted and one line logged. Every RESCAN_EVERY samples the device count is
 checked; a GPU that appeared or vanished triggers a re-initialisation that keeps every known
 GPU's energy total by UUID (a vanished GPU stays, down, with its total).
+
+MIG devices are listed per GPU at each (re)initialisation and device-count check: their UUIDs and
+sizes (nvmlDeviceGetMigDeviceHandleByIndex, nvmlDeviceGetAttributes), so a MIG UUID the kubelet
+names maps to its GPU and its part of it (exporter.kube.podresources.claims).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ log = logging.getLogger("exporter.gpu")
 # NVML return codes (nvml.h) that decide what we do; the rest count as "nvml_error".
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NOT_FOUND = 6
+NVML_DEVICE_MIG_ENABLE = 1
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_GPU_IS_LOST = 15
@@ -54,6 +60,16 @@ RESCAN_EVERY = 30  # samples between device-count checks (30 s at the default 1 
 
 
 @dataclass(frozen=True)
+class MigDevice:
+    """A MIG device of a GPU, by NVML's attributes of it."""
+
+    uuid: str  # MIG-<uuid>
+    gpu_slices: int  # GPU instance slices (the 3 of 3g.40gb)
+    compute_slices: int  # compute instance slices (the 1 of 1c.3g.40gb; = gpu_slices for a whole GPU instance)
+    memory_mib: int
+
+
+@dataclass(frozen=True)
 class GpuReading:
     index: int
     uuid: str
@@ -66,6 +82,7 @@ class GpuReading:
     memory_total_bytes: float | None = None
     energy_joules: float = 0.0  # our monotonic total since the exporter started
     energy_method: str = "counter"  # "counter" or "integrated"
+    mig: tuple[MigDevice, ...] = ()  # its MIG devices where MIG mode is on
 
 
 def load_pynvml():
@@ -134,7 +151,10 @@ class GpuSource:
             self._mark_all_down()
             return
         self._samples += 1
-        changed = self._samples % RESCAN_EVERY == 0 and self._devices_changed()
+        rescan = self._samples % RESCAN_EVERY == 0
+        changed = rescan and self._devices_changed()
+        if rescan and not changed:
+            self._list_mig_devices()  # MIG devices come and go while the GPU count stays
         if changed:
             self._shutdown()
             if not self._initialise(self._monotonic(), changed):
@@ -208,8 +228,17 @@ class GpuSource:
         except Exception as err:
             return self._init_failed(nvml_reason(err), str(err), mono_now)
         self._nvml, self._gpus, self._backoff = nvml, gpus, 1.0
+        self._list_mig_devices()
         log.info("nvml initialised gpus=%d%s", count, f" ({why})" if why else "")
         return True
+
+    def _list_mig_devices(self) -> None:
+        for gpu in self._gpus:
+            if gpu.handle is not None:
+                mig = _mig_devices(self._nvml, gpu.handle)
+                if mig != gpu.reading.mig:
+                    log.info("gpu=%d uuid=%s mig_devices=%d", gpu.index, gpu.reading.uuid, len(mig))
+                    gpu.reading = replace(gpu.reading, mig=mig)
 
     def _devices_changed(self) -> str:
         """'' if the device count is what we track, else why we re-initialise."""
@@ -313,6 +342,27 @@ class GpuSource:
                     state.update(last_counter_mj=saved.get("last_counter_mj"), last_power=saved.get("last_power"),
                                  last_time=saved.get("last_time"))
                 self._restored[uuid] = state
+
+
+def _mig_devices(nvml, handle) -> tuple[MigDevice, ...]:
+    """The GPU's MIG devices; () where MIG is off, unsupported, or NVML cannot list them."""
+    try:
+        if nvml.nvmlDeviceGetMigMode(handle)[0] != NVML_DEVICE_MIG_ENABLE:
+            return ()
+        devices = []
+        for slot in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+            try:
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except Exception as err:
+                if getattr(err, "value", None) == NVML_ERROR_NOT_FOUND:
+                    continue  # an empty slot
+                raise
+            attributes = nvml.nvmlDeviceGetAttributes(mig)
+            devices.append(MigDevice(_text(nvml.nvmlDeviceGetUUID(mig)), int(attributes.gpuInstanceSliceCount),
+                                     int(attributes.computeInstanceSliceCount), int(attributes.memorySizeMB)))
+        return tuple(devices)
+    except Exception:  # NOT_SUPPORTED (no MIG on this GPU), an old driver without these calls
+        return ()
 
 
 def _power_limit_watts(nvml, handle) -> float:

@@ -178,6 +178,15 @@ def _hami_claim(node: NodeGpus, pod: PodGpus) -> Claim | None:
     return Claim("hami", gpus=count * min(fraction, 1.0))
 
 
+def mig_profile(gpu_slices: int, compute_slices: int, memory_mib: int, gpu_memory_mib: int) -> str:
+    """A MIG device's profile name from NVML's attributes of it, as GPU feature discovery names it
+    (NVIDIA/go-nvlib pkg/nvlib/device/mig_profile.go: memory rounded up to the GPU's eighths)."""
+    eighths = math.ceil(memory_mib / gpu_memory_mib * MEMORY_SLICES - 1e-9) if gpu_memory_mib > 0 else MEMORY_SLICES
+    memory_gb = round(eighths / MEMORY_SLICES * math.ceil(gpu_memory_mib / 1024)) if gpu_memory_mib > 0 else 0
+    compute = f"{compute_slices}c." if compute_slices < gpu_slices else ""
+    return f"{compute}{gpu_slices}g.{memory_gb}gb"
+
+
 def mig_fraction(profile: str, node: NodeGpus, basis: str = "compute") -> float:
     """The fraction of a GPU one MIG device of `profile` is: by compute slices (3g = 3/7), or by
     memory (3g.40gb on an 80 GB GPU = 4/8, rounded to the eighths MIG allots memory in). An

@@ -69,6 +69,11 @@ class KubernetesSource:
             self.pod_resources.refresh()
         return targets
 
+    def pod_devices(self):
+        """(namespace, pod) -> the GPU devices it holds, from the kubelet; None without pod_resources
+        or while the kubelet cannot be read (PodResourcesSource.pod_devices)."""
+        return self.pod_resources.pod_devices() if self.pod_resources is not None else None
+
     def _list_pods(self) -> list[PodTarget] | None:
         assert self.pods_health is not None
         started = time.monotonic()

@@ -5,7 +5,8 @@ llmcost_source_up{source="kubernetes", name="pod_resources"}, errors by reason, 
 change of state (exporter.health).
 
 For the accountant: `pod_gpus()` gives (namespace, pod) -> the GPU/MIG UUIDs the pod holds, and
-`read_at` says when that was read. Both are replaced whole on each success, never mutated, so
+`read_at` says when that was read; `pod_devices()` the devices with their resource names and replicas,
+while the kubelet answers (the engines' exact shares, exporter.kube.podresources.claims). Both are replaced whole on each success, never mutated, so
 another thread may read them without the state lock.
 """
 
@@ -16,6 +17,7 @@ import time
 
 from exporter.config import PodResourcesConfig
 from exporter.health import SourceHealth
+from exporter.kube.podresources.claims import PodDevices, pod_devices
 from exporter.kube.podresources.client import PodResourcesError, list_pod_resources
 from exporter.kube.podresources.devices import ContainerGpus, container_gpus, pod_gpus
 
@@ -56,3 +58,9 @@ class PodResourcesSource:
         """(namespace, pod) -> the physical GPU devices it holds (devices.pod_gpus); None before a first read."""
         containers = self.containers
         return None if containers is None else pod_gpus(containers)
+
+    def pod_devices(self) -> dict[tuple[str, str], PodDevices] | None:
+        """(namespace, pod) -> the devices it holds; None before a first read and while the last read
+        failed: the shares then fall back to the pods' resources rather than a mapping that may be stale."""
+        containers = self.containers
+        return None if containers is None or not self.health.status().up else pod_devices(containers)
