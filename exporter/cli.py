@@ -232,7 +232,7 @@ def _run(args) -> int:
 
 
 def _demo(args) -> int:
-    from exporter.demo.node import INSTANCE_HOURLY, INSTANCE_TYPE, Demo, describe_servers
+    from exporter.demo.node import INSTANCE_HOURLY, INSTANCE_TYPE, PRODUCT, Demo, describe_servers
 
     block_signals()  # before anything starts a thread
     web_config = _web_config(args.web_config_file)
@@ -245,7 +245,7 @@ def _demo(args) -> int:
         return 1
     demo.start()
     port, scheme = demo.web.port, "https" if demo.web.tls else "http"
-    print(f"llm-cost-exporter demo: 4 simulated A10G GPUs ({INSTANCE_TYPE} at ${INSTANCE_HOURLY}/h), "
+    print(f"llm-cost-exporter demo: 4 simulated {PRODUCT} GPUs ({INSTANCE_TYPE} at ${INSTANCE_HOURLY}/h), "
           f"{describe_servers()}, time x{args.speed:g}", flush=True)
     print(f"  metrics:  {scheme}://localhost:{port}/metrics\n  summary:  {scheme}://localhost:{port}/\n"
           f"  engines:  {', '.join(demo.engine_lines())}\nCtrl-C to stop.", flush=True)
