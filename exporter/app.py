@@ -132,7 +132,7 @@ class Exporter:
         now, targets = self.clock.now(), self.kube.refresh_pods()
         with self.lock:
             if targets is not None:
-                self.engine_registry.reconcile_pods(targets, self._pods_listed_at)
+                self.engine_registry.reconcile_pods(targets, self._pods_listed_at, self.kube.workers)
                 self._pods_listed_at = now
             self.engine_registry.drop_expired()
 

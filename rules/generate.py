@@ -23,6 +23,8 @@ each after the `cluster_labels` (none by default):
     engine            job, instance, engine
     instance_api      job, instance, api                     a node (one exporter)
     instance          job, instance
+    cluster_engine_model  engine, model                      one engine on every node it spans
+    cluster_engine    engine                                 (LeaderWorkerSet, Ray: multi-node)
     model_api         model, api                             cluster-wide: all nodes
     model             model
     api               api
@@ -236,6 +238,8 @@ class Q:
             "engine": node + ["engine"],
             "instance_api": node + ["api"],
             "instance": node,
+            "cluster_engine_model": self.cluster + ["engine", "model"],
+            "cluster_engine": self.cluster + ["engine"],
             "model_api": self.cluster + ["model", "api"],
             "model": self.cluster + ["model"],
             "api": self.cluster + ["api"],
@@ -280,6 +284,7 @@ def recording_rules(q: Q, w: str) -> list[dict]:
     E, EM, EA, EMA = (q.labels(x) for x in ("engine", "engine_model", "engine_api", "engine_model_api"))
     I, IA = q.labels("instance"), q.labels("instance_api")
     M, MA, A, C = (q.labels(x) for x in ("model", "model_api", "api", "cluster"))
+    CE, CEM = q.labels("cluster_engine"), q.labels("cluster_engine_model")
 
     tok = {lvl: f"{lvl}:llmcost_tokens:{r}" for lvl in ("engine_model", "engine", "instance", "model", "cluster")}
     share = f"engine_model:llmcost_engine_share:{rr}"
@@ -352,6 +357,16 @@ def recording_rules(q: Q, w: str) -> list[dict]:
         (f"instance:llmcost_cost_per_million_tokens:{rr}", per_million(spend["instance"], tok["instance"], I)),
         (f"model:llmcost_cost_per_million_tokens:{rr}", per_million(spend["model"], tok["model"], M)),
         (f"cluster:llmcost_cost_per_million_tokens:{rr}", per_million(spend["cluster"], tok["cluster"], C)),
+        # One engine on all the nodes it spans (LeaderWorkerSet, Ray): every node books its GPUs to
+        # the leader's engine, only the leader's node counts its tokens; per node first, then summed.
+        (f"cluster_engine:llmcost_engine_spend:{r}", agg("sum", money(CE), spend["engine"])),
+        (f"cluster_engine:llmcost_tokens:{r}", agg("sum", CE, tok["engine"])),
+        (f"cluster_engine_model:llmcost_tokens:{r}", agg("sum", CEM, tok["engine_model"])),
+        (f"cluster_engine:llmcost_cost_per_million_tokens:{rr}", per_million(
+            f"cluster_engine:llmcost_engine_spend:{r}", f"cluster_engine:llmcost_tokens:{r}", CE)),
+        (f"cluster_engine_model:llmcost_cost_per_million_tokens:{rr}",
+         f"0 * cluster_engine_model:llmcost_tokens:{r}\n+ {on(CE)} group_left (currency)\n"
+         f"cluster_engine:llmcost_cost_per_million_tokens:{rr}"),
         # Capacity, tokens/s: the highest reported in the window (an observed peak can only grow).
         (cap["engine"], f"max{by(E)} (max_over_time({q.sel('llmcost_capacity_tokens_per_second')}[{w}]))"),
         (cap["instance"], agg("sum", I, cap["engine"])),

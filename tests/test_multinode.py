@@ -1,0 +1,179 @@
+"""Multi-node engines (LeaderWorkerSet, Ray): the worker pods' GPUs are the leader's engine's, on
+every node, and the rules sum that engine's spend over the nodes before dividing by its tokens.
+
+The Kubernetes API is the one fake (tests/test_kubernetes.py's FakeApiServer, serving the LWS and
+KubeRay PodLists of tests/data/kube/ in the v1 wire format, field and label selectors applied);
+everything else is real: the exporter's client over sockets, the simulated vLLM leader over HTTP,
+and, in the acceptance test, two `run` processes scraped by a real Prometheus 2.42 that evaluates
+the rule file rules/generate.py makes.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import value
+from exporter.kube import groups
+from exporter.kube.discovery import pod_targets
+from test_kubernetes import FakeApiServer, kube_config, load
+
+LEADER_NODE, WORKER_NODE = "ip-10-0-12-34.ec2.internal", "ip-10-0-12-35.ec2.internal"
+LWS_PODS, RAY_PODS = "podlist-lws-vllm.json", "podlist-ray-vllm.json"
+LEADER, WORKER = "llm/vllm-0", "llm/vllm-0-1"
+RAY_HEAD, RAY_WORKER = "llm/vllm-ray-head-x7k2p", "llm/vllm-ray-gpu-group-worker-8fj2q"
+G5 = "node-eks-karpenter-spot-g5.12xlarge.json"  # 4 A10G, priced from its labels
+
+
+def node(name: str) -> dict:
+    """The g5.12xlarge Node fixture, as the node `name`."""
+    obj = load(G5)
+    obj["metadata"]["name"] = name
+    obj["metadata"]["labels"]["kubernetes.io/hostname"] = name
+    return obj
+
+
+def pods_of(fixture: str) -> list[dict]:
+    return load(fixture)["items"]
+
+
+def labels_of(engine: str) -> dict:
+    namespace, pod = engine.split("/")
+    return {"engine": engine, "namespace": namespace, "pod": pod}
+
+
+@pytest.fixture
+def apis():
+    servers = []
+
+    def make(node_name, pods):
+        server = FakeApiServer()
+        server.node, server.pods = node(node_name), pods
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+# -- reading the pods ---------------------------------------------------------------------------
+
+def test_lws_and_ray_pods_are_read_as_leaders_and_workers_by_their_controllers_labels():
+    lws = {p["metadata"]["name"]: groups.worker_of(p) for p in pods_of(LWS_PODS)}
+    assert lws["vllm-0"] is None and lws["vllm-1"] is None  # leaders (worker-index 0)
+    worker = lws["vllm-0-1"]
+    assert (worker.kind, worker.group, worker.leader, worker.leader_engine) == ("lws", "vllm/0", "vllm-0", LEADER)
+    assert worker.gpu_request.resources == {"nvidia.com/gpu": 4.0}
+    assert lws["vllm-1-1"].leader_engine == "llm/vllm-1"
+    ray = {p["metadata"]["name"]: groups.worker_of(p) for p in pods_of(RAY_PODS)}
+    assert ray["vllm-ray-head-x7k2p"] is None
+    assert (ray["vllm-ray-gpu-group-worker-8fj2q"].kind, ray["vllm-ray-gpu-group-worker-8fj2q"].group) == ("ray", "vllm-ray")
+    assert ray["vllm-ray-gpu-group-worker-8fj2q"].leader is None  # a head's name is random: listed, not derived
+    assert groups.ray_head(load(RAY_PODS), "llm", "vllm-ray") == "vllm-ray-head-x7k2p"
+    assert groups.ray_head(load(RAY_PODS), "other", "vllm-ray") is None
+
+
+def test_without_the_leader_name_annotation_the_leader_is_the_leader_statefulsets_pod():
+    pod = copy.deepcopy(pods_of(LWS_PODS)[1])
+    del pod["metadata"]["annotations"][groups.LWS_LEADER_NAME]
+    assert groups.worker_of(pod).leader_engine == LEADER
+
+
+def test_workers_are_no_scrape_targets_however_their_annotations_read():
+    targets, skipped = pod_targets(load(LWS_PODS))
+    assert [t.engine for t in targets] == [LEADER, "llm/vllm-1"] and skipped == []
+    targets, skipped = pod_targets(load(RAY_PODS))
+    assert [t.engine for t in targets] == [RAY_HEAD] and skipped == []
+
+
+def test_booking_merges_a_workers_gpus_into_its_leaders_and_leaves_pinned_leaders_alone():
+    leader, worker = (groups.worker_of(p) for p in pods_of(LWS_PODS)[:2])
+    assert leader is None
+    own = pod_targets(load(LWS_PODS))[0][0].gpu_request
+    merged = groups.book({LEADER: own}, [worker])
+    assert merged[LEADER].resources == {"nvidia.com/gpu": 8.0}
+    assert groups.book({}, [worker])[LEADER].resources == {"nvidia.com/gpu": 4.0}
+    assert groups.book({}, [worker], keep=frozenset({LEADER})) == {}
+
+
+# -- one node's exporter ---------------------------------------------------------------------------
+
+def run_ticks(exporter, clock, ticks=61, step=60.0):
+    for _ in range(ticks):
+        exporter.sample_gpus_and_account()
+        clock.advance(step)
+
+
+def test_a_worker_node_books_its_gpus_to_the_leaders_engine_without_scraping_it(apis, clock, exporter_for, nvml):
+    api = apis(WORKER_NODE, pods_of(LWS_PODS))
+    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True))
+    exporter.refresh_kubernetes()
+    run_ticks(exporter, clock)
+    node_spend = value(exporter, "llmcost_spend_total", component="instance", currency="USD")
+    assert node_spend == pytest.approx(2.1824, rel=1e-9)  # the spot g5.12xlarge, one hour
+    leader = labels_of(LEADER)
+    assert value(exporter, "llmcost_engine_spend_total", currency="USD", **leader) == pytest.approx(node_spend, rel=1e-9)
+    assert value(exporter, "llmcost_engine_gpu_share_ratio", method="exclusive", **leader) == 1.0
+    assert value(exporter, "llmcost_unallocated_spend_total", currency="USD") == 0.0
+    assert value(exporter, "llmcost_engine_energy_joules_total", **leader) > 0
+    up = [s.labels for f in exporter.registry.collect() if f.name == "llmcost_source_up" for s in f.samples]
+    assert not [labels for labels in up if labels["source"] == "engine"]  # neither the worker nor the leader is scraped
+    assert exporter.jobs.intervals().keys().isdisjoint({f"engine:{LEADER}", f"engine:{WORKER}"})
+
+
+def test_leader_and_worker_on_one_node_are_one_engine_holding_both_pods_gpus(apis, clock, exporter_for, vllm):
+    pods = pods_of(LWS_PODS)[:2]
+    server = vllm()
+    pods[0]["status"]["podIP"] = "127.0.0.1"
+    pods[0]["metadata"]["annotations"]["llmcost.io/port"] = server.url.split(":")[2].split("/")[0]
+    pods[1]["spec"]["nodeName"] = LEADER_NODE
+    for pod in pods:  # two GPUs each, on the 4-GPU node
+        pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "2"
+        pod["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "2"
+    api = apis(LEADER_NODE, pods)
+    exporter = exporter_for(kube_config(api.url, node=LEADER_NODE, discovery=True))
+    exporter.refresh_kubernetes()
+    assert exporter.engine_registry.pods() == {LEADER: ("llm", "vllm-0")}
+    run_ticks(exporter, clock, ticks=3)
+    assert value(exporter, "llmcost_engine_gpu_share_ratio", method="exclusive", **labels_of(LEADER)) == 1.0
+    assert value(exporter, "llmcost_unallocated_gpu_share_ratio") == 0.0
+
+
+def test_a_worker_that_goes_frees_its_gpus_and_its_booked_engine_is_dropped_after_the_retention(apis, clock, exporter_for):
+    api = apis(WORKER_NODE, pods_of(LWS_PODS))
+    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True, removed_engine_retention="10m"))
+    exporter.refresh_kubernetes()
+    run_ticks(exporter, clock, ticks=11)
+    leader = labels_of(LEADER)
+    booked = value(exporter, "llmcost_engine_spend_total", currency="USD", **leader)
+    assert booked > 0
+    api.pods = [p for p in api.pods if p["metadata"]["name"] != "vllm-0-1"]
+    exporter.refresh_pods()
+    run_ticks(exporter, clock, ticks=5)
+    assert value(exporter, "llmcost_engine_spend_total", currency="USD", **leader) == pytest.approx(booked, rel=1e-9)
+    assert value(exporter, "llmcost_unallocated_gpu_share_ratio") == 1.0  # its GPUs, no one's now
+    assert value(exporter, "llmcost_engine_gpu_share_ratio", method="exclusive", **leader) is None
+    run_ticks(exporter, clock, ticks=7)  # past the 10 min retention
+    assert value(exporter, "llmcost_engine_spend_total", currency="USD", **leader) is None
+
+
+def test_a_ray_worker_node_finds_the_head_with_one_list_and_books_its_gpus_to_it(apis, clock, exporter_for):
+    api = apis(WORKER_NODE, pods_of(RAY_PODS))
+    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True))
+    exporter.refresh_kubernetes()
+    run_ticks(exporter, clock, ticks=3)
+    head = labels_of(RAY_HEAD)
+    assert value(exporter, "llmcost_engine_gpu_share_ratio", method="exclusive", **head) == 1.0
+    lookups = [q for q in api.pod_queries() if "fieldSelector" not in q]
+    assert lookups == [{"labelSelector": "ray.io/cluster=vllm-ray,ray.io/node-type=head"}]
+    assert any(path == "/api/v1/namespaces/llm/pods" for path, _ in api.requests)
+    api.pods = [p for p in api.pods if p["metadata"]["name"] != "vllm-ray-head-x7k2p"]  # the head restarts
+    exporter.refresh_pods()
+    run_ticks(exporter, clock, ticks=2)
+    assert value(exporter, "llmcost_engine_gpu_share_ratio", method="exclusive", **head) is None
+    assert value(exporter, "llmcost_unallocated_gpu_share_ratio") == 1.0  # no head: no engine to book to
