@@ -9,18 +9,25 @@ the rule file rules/generate.py makes.
 """
 
 import copy
-import json
-import os
-import subprocess
+import pathlib
 import sys
 import time
 
 import pytest
+from conftest import MODEL, value
+from plugins.process import ExporterProcess
+from prometheus import Prometheus
+from test_kubernetes import FakeApiServer, kube_config, load
+from test_rules import FAST, RULE_FILE, generated
 
-from conftest import value
+from exporter.clock import SystemClock
+from exporter.demo.vllm_server import SimulatedVllm
+from exporter.demo.workload import Workload
 from exporter.kube import groups
 from exporter.kube.discovery import pod_targets
-from test_kubernetes import FakeApiServer, kube_config, load
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # `dashboards` sits beside `exporter`
+from dashboards.generate import ALL, panel_queries, substitute  # noqa: E402
 
 LEADER_NODE, WORKER_NODE = "ip-10-0-12-34.ec2.internal", "ip-10-0-12-35.ec2.internal"
 LWS_PODS, RAY_PODS = "podlist-lws-vllm.json", "podlist-ray-vllm.json"
@@ -177,3 +184,82 @@ def test_a_ray_worker_node_finds_the_head_with_one_list_and_books_its_gpus_to_it
     run_ticks(exporter, clock, ticks=2)
     assert value(exporter, "llmcost_engine_gpu_share_ratio", method="exclusive", **head) is None
     assert value(exporter, "llmcost_unallocated_gpu_share_ratio") == 1.0  # no head: no engine to book to
+
+
+# -- acceptance: two nodes, their exporters, a real Prometheus and the rules ---------------------------
+
+HOURLY = {LEADER_NODE: 7.2, WORKER_NODE: 3.6}  # USD per hour, configured: 0.002 and 0.001 USD/s
+WINDOW = "30s"  # the fast variant's window (test_rules.FAST)
+
+
+def node_config(tmp_path, api) -> object:
+    name = api.node["metadata"]["name"]
+    path = tmp_path / f"{name}.yml"
+    path.write_text(
+        f"pricing: {{mode: cloud, cloud: {{hourly: {HOURLY[name]}}}}}\n"
+        "gpu: {backend: simulated, interval: 200ms, simulated: {count: 4}}\n"
+        f"kubernetes:\n  enabled: true\n  node_name: {name}\n  api_url: '{api.url}'\n  timeout: 1s\n"
+        "  discovery: {enabled: true, refresh_interval: 2s, interval: 500ms, timeout: 400ms}\n")
+    return path
+
+
+@pytest.mark.integration  # two exporter processes, a real Prometheus, ~45 s of real time
+def test_a_two_node_leaderworkerset_costs_both_nodes_spend_over_its_leaders_tokens(apis, tmp_path):
+    """The acceptance test of issue 14's multi-node engines: the leader vllm-0 on one node (its /metrics
+    a simulated vLLM over HTTP), its worker vllm-0-1 on another, both holding all 4 GPUs of their
+    g5.12xlarge; one `run` process per node, each with its own API server; Prometheus scrapes both
+    and evaluates the rules. The recorded $/1M of the model is (both nodes' spend) / (the leader's
+    tokens) within 1%, where the leader's node alone would say two thirds of it."""
+    workload = Workload(SystemClock(), 2000.0, seed=3, constant_load=0.5)
+    server = SimulatedVllm(workload, MODEL).start()
+    try:
+        pods = pods_of(LWS_PODS)
+        pods[0]["status"]["podIP"] = "127.0.0.1"
+        pods[0]["metadata"]["annotations"]["llmcost.io/port"] = server.url.split(":")[2].split("/")[0]
+        configs = [node_config(tmp_path, apis(name, pods)) for name in (LEADER_NODE, WORKER_NODE)]
+        fast_rules, _ = generated(tmp_path, *FAST)
+        with ExporterProcess(configs[0]) as leader, ExporterProcess(configs[1]) as worker:
+            leader.wait_serving()
+            worker.wait_serving()
+            targets = [leader.url.removeprefix("http://"), worker.url.removeprefix("http://")]
+            with Prometheus(targets, rule_files=[RULE_FILE, fast_rules]) as prom:
+                prom.wait_for(f'llmcost_tokens_total{{engine="{LEADER}"}} > 0', timeout=30)
+                time.sleep(38)  # fill the 30 s window
+                check_the_two_nodes(prom, leader, worker)
+    finally:
+        server.stop()
+
+
+def check_the_two_nodes(prom, leader, worker):
+    both = sum(HOURLY.values()) / 3600  # USD/s: every GPU of both nodes is the engine's
+    # each exporter books all of its node to the engine; the worker node scrapes nothing
+    for process in (leader, worker):  # (before the first pod listing, a few ms of the node were no one's)
+        assert process.value("llmcost_unallocated_gpu_share_ratio") == 0.0, process.stderr
+        assert process.value("llmcost_unallocated_spend_total") < 1e-3 * process.value("llmcost_engine_spend_total")
+        assert process.value("llmcost_engine_gpu_share_ratio", engine=LEADER, method="exclusive", pod="vllm-0") == 1.0
+    assert worker.value("llmcost_source_up", source="engine") is None
+    assert worker.value("llmcost_tokens_total") is None
+    [recorded] = prom.query(f'cluster_engine_model:llmcost_cost_per_million_tokens:ratio_rate{WINDOW}{{engine="{LEADER}"}}')
+    at, cost = recorded["value"][0], float(recorded["value"][1])
+    assert recorded["metric"]["model"] == MODEL and recorded["metric"]["currency"] == "USD"
+    [tokens] = prom.query(f'sum(rate(llmcost_tokens_total{{engine="{LEADER}"}}[{WINDOW}]))', time=at)
+    leader_tokens = float(tokens["value"][1])
+    assert leader_tokens == pytest.approx(1000, rel=0.2)  # the simulated leader at half of 2000 tok/s
+    hand = both / leader_tokens * 1e6
+    assert cost == pytest.approx(hand, rel=0.01), (cost, hand)
+    # the spend of both nodes, as Prometheus measures it, is the configured prices'
+    [spend] = prom.query(f'sum(rate(llmcost_engine_spend_total{{engine="{LEADER}"}}[{WINDOW}]))', time=at)
+    assert float(spend["value"][1]) == pytest.approx(both, rel=0.01)
+    # the leader's node alone misses the worker's GPUs: a third too little
+    [alone] = prom.query(f'engine_model:llmcost_cost_per_million_tokens:ratio_rate{WINDOW}{{engine="{LEADER}"}}', time=at)
+    assert float(alone["value"][1]) == pytest.approx(hand * 2 / 3, rel=0.02)
+    broken = [r["name"] for g in prom.api("rules")["groups"] for r in g["rules"] if r["health"] != "ok"]
+    assert not broken, broken
+    # the dashboard's panel computes the rule's figure from the raw series (all nodes selected)
+    [(_, _, expr)] = [query for query in panel_queries() if query[1].endswith("(multi-node engines)")]
+    variables = {**ALL, "__rate_interval": WINDOW}
+    [panel] = prom.query(substitute(expr, variables), time=at)
+    assert panel["metric"]["engine"] == LEADER and panel["metric"]["engine_kind"] == "vllm"
+    assert float(panel["value"][1]) == pytest.approx(cost, rel=0.01)
+    print(f"two-node LWS: recorded {cost:.6g} USD/1M, hand {hand:.6g} (spend {both:.6g} USD/s / leader "
+          f"{leader_tokens:.6g} tok/s), leader's node alone {float(alone['value'][1]):.6g}, panel {float(panel['value'][1]):.6g}")
