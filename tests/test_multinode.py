@@ -23,6 +23,7 @@ from test_rules import FAST, RULE_FILE, generated
 from exporter.clock import SystemClock
 from exporter.demo.vllm_server import SimulatedVllm
 from exporter.demo.workload import Workload
+from exporter.gpu.simulated import SimulatedNVML
 from exporter.kube import groups
 from exporter.kube.discovery import pod_targets
 
@@ -110,15 +111,20 @@ def test_booking_merges_a_workers_gpus_into_its_leaders_and_leaves_pinned_leader
 
 # -- one node's exporter ---------------------------------------------------------------------------
 
+def a10gs(clock):
+    """The 4 GPUs NVML reports on a g5.12xlarge."""
+    return SimulatedNVML(clock, count=4, product="NVIDIA A10G", load_fn=lambda t: 0.5)
+
+
 def run_ticks(exporter, clock, ticks=61, step=60.0):
     for _ in range(ticks):
         exporter.sample_gpus_and_account()
         clock.advance(step)
 
 
-def test_a_worker_node_books_its_gpus_to_the_leaders_engine_without_scraping_it(apis, clock, exporter_for, nvml):
+def test_a_worker_node_books_its_gpus_to_the_leaders_engine_without_scraping_it(apis, clock, exporter_for):
     api = apis(WORKER_NODE, pods_of(LWS_PODS))
-    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True))
+    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True), a10gs(clock))
     exporter.refresh_kubernetes()
     run_ticks(exporter, clock)
     node_spend = value(exporter, "llmcost_spend_total", component="instance", currency="USD")
@@ -133,6 +139,26 @@ def test_a_worker_node_books_its_gpus_to_the_leaders_engine_without_scraping_it(
     assert exporter.jobs.intervals().keys().isdisjoint({f"engine:{LEADER}", f"engine:{WORKER}"})
 
 
+def test_a_worker_beside_another_engine_and_a_free_gpu_conserves_the_nodes_spend(apis, clock, exporter_for):
+    """4 GPUs: the worker of vllm-0 holds 2 (booked to llm/vllm-0), the leader of another group 1, one is free."""
+    pods = pods_of(LWS_PODS)
+    worker, other = pods[1], pods[2]
+    other["spec"]["nodeName"] = WORKER_NODE
+    for pod, gpus in ((worker, "2"), (other, "1")):
+        pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = gpus
+        pod["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = gpus
+    api = apis(WORKER_NODE, pods)
+    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True), a10gs(clock))
+    exporter.refresh_kubernetes()
+    run_ticks(exporter, clock)
+    node_spend = value(exporter, "llmcost_spend_total", component="instance", currency="USD")
+    booked = value(exporter, "llmcost_engine_spend_total", currency="USD", **labels_of(LEADER))
+    beside = value(exporter, "llmcost_engine_spend_total", currency="USD", **labels_of("llm/vllm-1"))
+    free = value(exporter, "llmcost_unallocated_spend_total", currency="USD")
+    assert (booked / node_spend, beside / node_spend, free / node_spend) == pytest.approx((0.5, 0.25, 0.25), rel=1e-9)
+    assert booked + beside + free == pytest.approx(node_spend, rel=1e-9)
+
+
 def test_leader_and_worker_on_one_node_are_one_engine_holding_both_pods_gpus(apis, clock, exporter_for, vllm):
     pods = pods_of(LWS_PODS)[:2]
     server = vllm()
@@ -143,7 +169,7 @@ def test_leader_and_worker_on_one_node_are_one_engine_holding_both_pods_gpus(api
         pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "2"
         pod["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "2"
     api = apis(LEADER_NODE, pods)
-    exporter = exporter_for(kube_config(api.url, node=LEADER_NODE, discovery=True))
+    exporter = exporter_for(kube_config(api.url, node=LEADER_NODE, discovery=True), a10gs(clock))
     exporter.refresh_kubernetes()
     assert exporter.engine_registry.pods() == {LEADER: ("llm", "vllm-0")}
     run_ticks(exporter, clock, ticks=3)
@@ -153,7 +179,7 @@ def test_leader_and_worker_on_one_node_are_one_engine_holding_both_pods_gpus(api
 
 def test_a_worker_that_goes_frees_its_gpus_and_its_booked_engine_is_dropped_after_the_retention(apis, clock, exporter_for):
     api = apis(WORKER_NODE, pods_of(LWS_PODS))
-    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True, removed_engine_retention="10m"))
+    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True, removed_engine_retention="10m"), a10gs(clock))
     exporter.refresh_kubernetes()
     run_ticks(exporter, clock, ticks=11)
     leader = labels_of(LEADER)
@@ -171,7 +197,7 @@ def test_a_worker_that_goes_frees_its_gpus_and_its_booked_engine_is_dropped_afte
 
 def test_a_ray_worker_node_finds_the_head_with_one_list_and_books_its_gpus_to_it(apis, clock, exporter_for):
     api = apis(WORKER_NODE, pods_of(RAY_PODS))
-    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True))
+    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True), a10gs(clock))
     exporter.refresh_kubernetes()
     run_ticks(exporter, clock, ticks=3)
     head = labels_of(RAY_HEAD)
