@@ -107,6 +107,8 @@ def test_booking_merges_a_workers_gpus_into_its_leaders_and_leaves_pinned_leader
     assert merged[LEADER].resources == {"nvidia.com/gpu": 8.0}
     assert groups.book({}, [worker])[LEADER].resources == {"nvidia.com/gpu": 4.0}
     assert groups.book({}, [worker], keep=frozenset({LEADER})) == {}
+    assert groups.pods_by_engine({LEADER: ("llm", "vllm-0")}, [worker]) == {LEADER: [("llm", "vllm-0"), ("llm", "vllm-0-1")]}
+    assert groups.pods_by_engine({}, [worker]) == {LEADER: [("llm", "vllm-0-1")]}
 
 
 # -- one node's exporter ---------------------------------------------------------------------------

@@ -117,6 +117,16 @@ def book(pods: dict[str, PodGpus], workers: list[GroupWorker], keep: frozenset[s
     return out
 
 
+def pods_by_engine(pods: dict[str, tuple[str, str]], workers: list[GroupWorker]) -> dict[str, list[tuple[str, str]]]:
+    """engine -> the (namespace, pod) on this node whose GPUs it holds: its own pod (`pods`) and its
+    workers here. What a per-pod device mapping (the kubelet's PodResources) is read through."""
+    out = {engine: [pod] for engine, pod in pods.items()}
+    for worker in workers:
+        if worker.leader_engine is not None:
+            out.setdefault(worker.leader_engine, []).append((worker.namespace, worker.pod))
+    return out
+
+
 def _merged(a: PodGpus, b: PodGpus) -> PodGpus:
     resources = dict(a.resources)
     for name, amount in b.resources.items():
