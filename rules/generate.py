@@ -285,6 +285,7 @@ def recording_rules(q: Q, w: str) -> list[dict]:
     I, IA = q.labels("instance"), q.labels("instance_api")
     M, MA, A, C = (q.labels(x) for x in ("model", "model_api", "api", "cluster"))
     CE, CEM = q.labels("cluster_engine"), q.labels("cluster_engine_model")
+    cshare, worker_spend = f"cluster_engine_model:llmcost_engine_share:{rr}", f"cluster_engine:llmcost_worker_spend:{r}"
 
     tok = {lvl: f"{lvl}:llmcost_tokens:{r}" for lvl in ("engine_model", "engine", "instance", "model", "cluster")}
     share = f"engine_model:llmcost_engine_share:{rr}"
@@ -330,7 +331,19 @@ def recording_rules(q: Q, w: str) -> list[dict]:
         # Spend, currency/s, allocation basis.
         (spend["engine"], rate("llmcost_engine_spend_total", money(E))),
         (spend["engine_model"], allocated("currency") + spend["engine"]),
-        (spend["model"], agg("sum", money(M), spend["engine_model"])),
+        # One engine on all the nodes it spans (LeaderWorkerSet, Ray): every node books its GPUs to
+        # the leader's engine, only the leader's node counts its tokens; per node first, then summed.
+        (f"cluster_engine:llmcost_engine_spend:{r}", agg("sum", money(CE), spend["engine"])),
+        (f"cluster_engine:llmcost_tokens:{r}", agg("sum", CE, tok["engine"])),
+        (f"cluster_engine_model:llmcost_tokens:{r}", agg("sum", CEM, tok["engine_model"])),
+        (cshare, f"cluster_engine_model:llmcost_tokens:{r}\n/ {on(CE)} group_left ()\n(cluster_engine:llmcost_tokens:{r} > 0)"
+                 f"\nor\n(0 * cluster_engine_model:llmcost_tokens:{r} + 1)\n/ {on(CE)} group_left\n"
+                 f"count{by(CE)} (cluster_engine_model:llmcost_tokens:{r})"),
+        # Spend booked on nodes that count none of the engine's tokens: its workers' nodes.
+        (worker_spend, agg("sum", money(CE), f"{spend['engine']}\nunless {on(E)}\n{tok['engine']}")),
+        # A model's spend on every node: its engines' per node, and their workers' nodes' by its share.
+        (spend["model"], agg("sum", money(M), f"{spend['engine_model']}\nor\n{cshare}\n* {on(CE)} group_left (currency)\n"
+                                              f"{worker_spend}")),
         (spend["instance"], rate("llmcost_spend_total", money(I))),
         (spend["cluster"], agg("sum", money(C), spend["instance"])),
         # Idle spend: spend while the engine produced no tokens (or did not answer).
@@ -357,11 +370,6 @@ def recording_rules(q: Q, w: str) -> list[dict]:
         (f"instance:llmcost_cost_per_million_tokens:{rr}", per_million(spend["instance"], tok["instance"], I)),
         (f"model:llmcost_cost_per_million_tokens:{rr}", per_million(spend["model"], tok["model"], M)),
         (f"cluster:llmcost_cost_per_million_tokens:{rr}", per_million(spend["cluster"], tok["cluster"], C)),
-        # One engine on all the nodes it spans (LeaderWorkerSet, Ray): every node books its GPUs to
-        # the leader's engine, only the leader's node counts its tokens; per node first, then summed.
-        (f"cluster_engine:llmcost_engine_spend:{r}", agg("sum", money(CE), spend["engine"])),
-        (f"cluster_engine:llmcost_tokens:{r}", agg("sum", CE, tok["engine"])),
-        (f"cluster_engine_model:llmcost_tokens:{r}", agg("sum", CEM, tok["engine_model"])),
         (f"cluster_engine:llmcost_cost_per_million_tokens:{rr}", per_million(
             f"cluster_engine:llmcost_engine_spend:{r}", f"cluster_engine:llmcost_tokens:{r}", CE)),
         (f"cluster_engine_model:llmcost_cost_per_million_tokens:{rr}",

@@ -281,6 +281,9 @@ def check_the_two_nodes(prom, leader, worker):
     # the leader's node alone misses the worker's GPUs: a third too little
     [alone] = prom.query(f'engine_model:llmcost_cost_per_million_tokens:ratio_rate{WINDOW}{{engine="{LEADER}"}}', time=at)
     assert float(alone["value"][1]) == pytest.approx(hand * 2 / 3, rel=0.02)
+    # the model level, all nodes: the same figure (the model is all of the engine's tokens)
+    [model] = prom.query(f'model:llmcost_cost_per_million_tokens:ratio_rate{WINDOW}{{model="{MODEL}"}}', time=at)
+    assert float(model["value"][1]) == pytest.approx(hand, rel=0.01)
     broken = [r["name"] for g in prom.api("rules")["groups"] for r in g["rules"] if r["health"] != "ok"]
     assert not broken, broken
     # the dashboard's panel computes the rule's figure from the raw series (all nodes selected)
@@ -290,4 +293,5 @@ def check_the_two_nodes(prom, leader, worker):
     assert panel["metric"]["engine"] == LEADER and panel["metric"]["engine_kind"] == "vllm"
     assert float(panel["value"][1]) == pytest.approx(cost, rel=0.01)
     print(f"two-node LWS: recorded {cost:.6g} USD/1M, hand {hand:.6g} (spend {both:.6g} USD/s / leader "
-          f"{leader_tokens:.6g} tok/s), leader's node alone {float(alone['value'][1]):.6g}, panel {float(panel['value'][1]):.6g}")
+          f"{leader_tokens:.6g} tok/s), model level {float(model['value'][1]):.6g}, leader's node alone "
+          f"{float(alone['value'][1]):.6g}, panel {float(panel['value'][1]):.6g}")
