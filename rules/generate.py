@@ -488,10 +488,16 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
         "last " + w + "; to cost no more per token than {{ $labels.api }} it needs " + be_query + "."))
 
     w = c.idle_alert_window
+    paid = f"{agg('sum', money(E), 'rate(' + q.sel('llmcost_engine_spend_total') + f'[{w}])')} * 3600 > 0"
+    tokens = f"rate({q.sel('llmcost_tokens_total')}[{w}])"
+    # A multi-node engine's worker node has its spend and none of its tokens (docs/kubernetes.md):
+    # not idle while the engine's tokens flow on its leader's node.
+    worker = f"{paid}\nunless {on(E)}\n{agg('sum', E, tokens)}\nand {on(q.labels('cluster_engine'))}\n" \
+             f"{agg('sum', q.labels('cluster_engine'), tokens)} > 0"
     out.append(_alert(
         c, "LLMCostGPUsIdle", c.idle_alert_for, c.idle_alert_severity,
-        f"{agg('sum', money(E), 'rate(' + q.sel('llmcost_engine_spend_total') + f'[{w}])')} * 3600 > 0\n"
-        f"unless {on(E)}\n{agg('sum', E, 'rate(' + q.sel('llmcost_tokens_total') + f'[{w}])')} > 0",
+        f"(\n{indent(paid)}\n  unless {on(E)}\n{indent(agg('sum', E, tokens))} > 0\n)\n"
+        f"unless {on(E)}\n(\n{indent(worker)}\n)",
         "GPUs of engine {{ $labels.engine }} are paid for but serve no tokens",
         "Engine {{ $labels.engine }} " + node + " has served no tokens for more than " + c.idle_alert_for
         + " while its GPUs cost {{ $value | printf \"%.2f\" }} {{ $labels.currency }} per hour "
