@@ -295,3 +295,20 @@ def check_the_two_nodes(prom, leader, worker):
     print(f"two-node LWS: recorded {cost:.6g} USD/1M, hand {hand:.6g} (spend {both:.6g} USD/s / leader "
           f"{leader_tokens:.6g} tok/s), model level {float(model['value'][1]):.6g}, leader's node alone "
           f"{float(alone['value'][1]):.6g}, panel {float(panel['value'][1]):.6g}")
+
+
+def test_a_failed_ray_head_list_keeps_the_head_found_last_and_counts_the_error(apis, clock, exporter_for):
+    api = apis(WORKER_NODE, pods_of(RAY_PODS))
+    exporter = exporter_for(kube_config(api.url, node=WORKER_NODE, discovery=True), a10gs(clock))
+    exporter.refresh_kubernetes()
+    answer = api.answer
+
+    def forbidden_without_a_node(kind, path, query):  # RBAC that lets the exporter list its node's pods only
+        return (403, load("status-403-pods.json")) if "fieldSelector" not in query else answer(kind, path, query)
+
+    api.answer = forbidden_without_a_node
+    exporter.refresh_pods()
+    run_ticks(exporter, clock, ticks=2)
+    assert value(exporter, "llmcost_engine_gpu_share_ratio", method="exclusive", **labels_of(RAY_HEAD)) == 1.0
+    assert value(exporter, "llmcost_source_errors_total", source="kubernetes", name="pods", reason="forbidden") == 1
+    assert value(exporter, "llmcost_source_up", source="kubernetes", name="pods") == 1
