@@ -452,6 +452,15 @@ def _query(template: str, labels: list[str]) -> str:
     return "{{ with printf `" + template.replace("{}", "{" + matchers + "}") + "` " + args + " | query }}"
 
 
+def all_nodes_cost(q: Q, w: str) -> str:
+    """Each model's cost per 1M tokens on its engine's node; for an engine with workers on other nodes
+    (LeaderWorkerSet, Ray), the cost over all its nodes (cluster_engine_model), on its leader's node."""
+    cost = f"engine_model:llmcost_cost_per_million_tokens:ratio_rate{w}"
+    return (f"(\n  {cost}\n  unless {on(q.labels('cluster_engine'))} cluster_engine:llmcost_worker_spend:rate{w}\n"
+            f"  or\n  0 * {cost}\n  + {on(q.labels('cluster_engine_model'))} group_left\n"
+            f"  cluster_engine_model:llmcost_cost_per_million_tokens:ratio_rate{w}\n)")
+
+
 def alerts(q: Q, c: RulesConfig) -> list[dict]:
     E, EM = q.labels("engine"), q.labels("engine_model")
     node = 'on {{ $labels.instance }} (job {{ $labels.job }})'
@@ -466,7 +475,7 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
     rate_query = _query(f"engine_model:llmcost_tokens:rate{w}" + "{}", EM) + "{{ . | first | value | humanize }}{{ end }}"
     out.append(_alert(
         c, "LLMCostSelfHostingDearerThanAPI", c.cost_alert_for, c.cost_alert_severity,
-        f"(\n  engine_model:llmcost_cost_per_million_tokens:ratio_rate{w}\n  > {on(money(EM))} group_right\n"
+        f"(\n{indent(all_nodes_cost(q, w))}\n  > {on(money(EM))} group_right\n"
         f"  {threshold}\n)\nand {on(EM)}\n(engine_model:llmcost_tokens:rate{w} > {_num(c.cost_alert_min_tokens_per_second)})",
         "Self-hosting {{ $labels.model }} costs more per 1M tokens than {{ $labels.api }}",
         "{{ $labels.model }} on engine {{ $labels.engine }} " + node + " cost {{ $value | printf \"%.4g\" }} "
