@@ -29,6 +29,12 @@ def dashboard(s: Scope):
     api_rate = (f'{s.m("llmcost_api_blended_price_per_million_tokens", API)} '
                 f'* {s.on("instance", "engine", "model")} group_left {s.m("llmcost_tokens_per_second")}')
 
+    # One engine on every node it spans: all nodes' spend, then over the leader's tokens (rules/README.md).
+    across_nodes = (f"1e6 * sum{s.by('engine')}(rate({spend}[$__rate_interval])) "
+                    f"/ {s.on('engine')} group_right () "
+                    f"(sum{s.by('engine', 'engine_kind')}({s.of_kinds(f'rate({tokens}[$__rate_interval])')}) > 0) "
+                    f"and {s.on('engine')} {s.m('llmcost_tokens_total', MODEL)}")
+
     def per_model(op: str, expr: str, *labels: str) -> str:
         """`op` by node, engine, engine kind, model (and `labels`) over the engines of the selected kinds."""
         return f"{op}{s.by(*PER_MODEL, *labels)}({s.of_kinds(expr)})"
@@ -119,6 +125,16 @@ def dashboard(s: Scope):
                            price for this engine's traffic mix. Actual below an API line: self-hosting is
                            cheaper than that API. The exporter's own live figure is
                            llmcost_cost_per_million_tokens (see the per-model table)."""),
+                timeseries("$/1M tokens of each engine across its nodes (multi-node engines)",
+                           q(across_nodes, "{{engine}} ({{engine_kind}})"),
+                           unit=CURRENCY, width=24, description="""
+                           Cost per million tokens of each engine over every node it spans: a LeaderWorkerSet
+                           group or Ray cluster books the GPUs of its workers' nodes to its leader's engine, and
+                           only the leader's node counts its tokens. Rate of llmcost_engine_spend_total summed
+                           over all selected nodes, per engine, / rate of llmcost_tokens_total of that engine ×
+                           10⁶, as the recording rule cluster_engine:llmcost_cost_per_million_tokens computes it.
+                           Select every node the engine spans (All) for its whole spend. For a one-node engine,
+                           the same as the per-node actual figure above."""),
             ]),
             question("How much have we spent, and what would the API have billed?", [
                 stat("Self-hosted spend",

@@ -135,7 +135,7 @@ class Exporter:
         with self.lock:
             self.engine_registry.set_pod_devices(self.kube.pod_devices())
             if targets is not None:
-                self.engine_registry.reconcile_pods(targets, self._pods_listed_at)
+                self.engine_registry.reconcile_pods(targets, self._pods_listed_at, self.kube.workers)
                 self._pods_listed_at = now
             self.engine_registry.drop_expired()
 

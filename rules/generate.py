@@ -23,6 +23,8 @@ each after the `cluster_labels` (none by default):
     engine            job, instance, engine
     instance_api      job, instance, api                     a node (one exporter)
     instance          job, instance
+    cluster_engine_model  engine, model                      one engine on every node it spans
+    cluster_engine    engine                                 (LeaderWorkerSet, Ray: multi-node)
     model_api         model, api                             cluster-wide: all nodes
     model             model
     api               api
@@ -236,6 +238,8 @@ class Q:
             "engine": node + ["engine"],
             "instance_api": node + ["api"],
             "instance": node,
+            "cluster_engine_model": self.cluster + ["engine", "model"],
+            "cluster_engine": self.cluster + ["engine"],
             "model_api": self.cluster + ["model", "api"],
             "model": self.cluster + ["model"],
             "api": self.cluster + ["api"],
@@ -280,6 +284,8 @@ def recording_rules(q: Q, w: str) -> list[dict]:
     E, EM, EA, EMA = (q.labels(x) for x in ("engine", "engine_model", "engine_api", "engine_model_api"))
     I, IA = q.labels("instance"), q.labels("instance_api")
     M, MA, A, C = (q.labels(x) for x in ("model", "model_api", "api", "cluster"))
+    CE, CEM = q.labels("cluster_engine"), q.labels("cluster_engine_model")
+    cshare, worker_spend = f"cluster_engine_model:llmcost_engine_share:{rr}", f"cluster_engine:llmcost_worker_spend:{r}"
 
     tok = {lvl: f"{lvl}:llmcost_tokens:{r}" for lvl in ("engine_model", "engine", "instance", "model", "cluster")}
     share = f"engine_model:llmcost_engine_share:{rr}"
@@ -325,7 +331,19 @@ def recording_rules(q: Q, w: str) -> list[dict]:
         # Spend, currency/s, allocation basis.
         (spend["engine"], rate("llmcost_engine_spend_total", money(E))),
         (spend["engine_model"], allocated("currency") + spend["engine"]),
-        (spend["model"], agg("sum", money(M), spend["engine_model"])),
+        # One engine on all the nodes it spans (LeaderWorkerSet, Ray): every node books its GPUs to
+        # the leader's engine, only the leader's node counts its tokens; per node first, then summed.
+        (f"cluster_engine:llmcost_engine_spend:{r}", agg("sum", money(CE), spend["engine"])),
+        (f"cluster_engine:llmcost_tokens:{r}", agg("sum", CE, tok["engine"])),
+        (f"cluster_engine_model:llmcost_tokens:{r}", agg("sum", CEM, tok["engine_model"])),
+        (cshare, f"cluster_engine_model:llmcost_tokens:{r}\n/ {on(CE)} group_left ()\n(cluster_engine:llmcost_tokens:{r} > 0)"
+                 f"\nor\n(0 * cluster_engine_model:llmcost_tokens:{r} + 1)\n/ {on(CE)} group_left\n"
+                 f"count{by(CE)} (cluster_engine_model:llmcost_tokens:{r})"),
+        # Spend booked on nodes that count none of the engine's tokens: its workers' nodes.
+        (worker_spend, agg("sum", money(CE), f"{spend['engine']}\nunless {on(E)}\n{tok['engine']}")),
+        # A model's spend on every node: its engines' per node, and their workers' nodes' by its share.
+        (spend["model"], agg("sum", money(M), f"{spend['engine_model']}\nor\n{cshare}\n* {on(CE)} group_left (currency)\n"
+                                              f"{worker_spend}")),
         (spend["instance"], rate("llmcost_spend_total", money(I))),
         (spend["cluster"], agg("sum", money(C), spend["instance"])),
         # Idle spend: spend while the engine produced no tokens (or did not answer).
@@ -352,6 +370,11 @@ def recording_rules(q: Q, w: str) -> list[dict]:
         (f"instance:llmcost_cost_per_million_tokens:{rr}", per_million(spend["instance"], tok["instance"], I)),
         (f"model:llmcost_cost_per_million_tokens:{rr}", per_million(spend["model"], tok["model"], M)),
         (f"cluster:llmcost_cost_per_million_tokens:{rr}", per_million(spend["cluster"], tok["cluster"], C)),
+        (f"cluster_engine:llmcost_cost_per_million_tokens:{rr}", per_million(
+            f"cluster_engine:llmcost_engine_spend:{r}", f"cluster_engine:llmcost_tokens:{r}", CE)),
+        (f"cluster_engine_model:llmcost_cost_per_million_tokens:{rr}",
+         f"0 * cluster_engine_model:llmcost_tokens:{r}\n+ {on(CE)} group_left (currency)\n"
+         f"cluster_engine:llmcost_cost_per_million_tokens:{rr}"),
         # Capacity, tokens/s: the highest reported in the window (an observed peak can only grow).
         (cap["engine"], f"max{by(E)} (max_over_time({q.sel('llmcost_capacity_tokens_per_second')}[{w}]))"),
         (cap["instance"], agg("sum", I, cap["engine"])),
@@ -429,6 +452,15 @@ def _query(template: str, labels: list[str]) -> str:
     return "{{ with printf `" + template.replace("{}", "{" + matchers + "}") + "` " + args + " | query }}"
 
 
+def all_nodes_cost(q: Q, w: str) -> str:
+    """Each model's cost per 1M tokens on its engine's node; for an engine with workers on other nodes
+    (LeaderWorkerSet, Ray), the cost over all its nodes (cluster_engine_model), on its leader's node."""
+    cost = f"engine_model:llmcost_cost_per_million_tokens:ratio_rate{w}"
+    return (f"(\n  {cost}\n  unless {on(q.labels('cluster_engine'))} cluster_engine:llmcost_worker_spend:rate{w}\n"
+            f"  or\n  0 * {cost}\n  + {on(q.labels('cluster_engine_model'))} group_left\n"
+            f"  cluster_engine_model:llmcost_cost_per_million_tokens:ratio_rate{w}\n)")
+
+
 def alerts(q: Q, c: RulesConfig) -> list[dict]:
     E, EM = q.labels("engine"), q.labels("engine_model")
     node = 'on {{ $labels.instance }} (job {{ $labels.job }})'
@@ -443,7 +475,7 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
     rate_query = _query(f"engine_model:llmcost_tokens:rate{w}" + "{}", EM) + "{{ . | first | value | humanize }}{{ end }}"
     out.append(_alert(
         c, "LLMCostSelfHostingDearerThanAPI", c.cost_alert_for, c.cost_alert_severity,
-        f"(\n  engine_model:llmcost_cost_per_million_tokens:ratio_rate{w}\n  > {on(money(EM))} group_right\n"
+        f"(\n{indent(all_nodes_cost(q, w))}\n  > {on(money(EM))} group_right\n"
         f"  {threshold}\n)\nand {on(EM)}\n(engine_model:llmcost_tokens:rate{w} > {_num(c.cost_alert_min_tokens_per_second)})",
         "Self-hosting {{ $labels.model }} costs more per 1M tokens than {{ $labels.api }}",
         "{{ $labels.model }} on engine {{ $labels.engine }} " + node + " cost {{ $value | printf \"%.4g\" }} "
@@ -465,10 +497,16 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
         "last " + w + "; to cost no more per token than {{ $labels.api }} it needs " + be_query + "."))
 
     w = c.idle_alert_window
+    paid = f"{agg('sum', money(E), 'rate(' + q.sel('llmcost_engine_spend_total') + f'[{w}])')} * 3600 > 0"
+    tokens = f"rate({q.sel('llmcost_tokens_total')}[{w}])"
+    # A multi-node engine's worker node has its spend and none of its tokens (docs/kubernetes.md):
+    # not idle while the engine's tokens flow on its leader's node.
+    worker = f"{paid}\nunless {on(E)}\n{agg('sum', E, tokens)}\nand {on(q.labels('cluster_engine'))}\n" \
+             f"{agg('sum', q.labels('cluster_engine'), tokens)} > 0"
     out.append(_alert(
         c, "LLMCostGPUsIdle", c.idle_alert_for, c.idle_alert_severity,
-        f"{agg('sum', money(E), 'rate(' + q.sel('llmcost_engine_spend_total') + f'[{w}])')} * 3600 > 0\n"
-        f"unless {on(E)}\n{agg('sum', E, 'rate(' + q.sel('llmcost_tokens_total') + f'[{w}])')} > 0",
+        f"(\n{indent(paid)}\n  unless {on(E)}\n{indent(agg('sum', E, tokens))} > 0\n)\n"
+        f"unless {on(E)}\n(\n{indent(worker)}\n)",
         "GPUs of engine {{ $labels.engine }} are paid for but serve no tokens",
         "Engine {{ $labels.engine }} " + node + " has served no tokens for more than " + c.idle_alert_for
         + " while its GPUs cost {{ $value | printf \"%.2f\" }} {{ $labels.currency }} per hour "

@@ -12,6 +12,9 @@ claim on its GPUs, exporter.attribution) and to the jobs (one scrape job per act
 discovered pod claims what its GPU resources say against the node's labels (exporter.kube.shares),
 or, with kubernetes.pod_resources, the exact devices the kubelet says it holds, read against NVML's
 GPUs and MIG devices (exporter.kube.podresources.claims); GPU indices, configured or annotated, win.
+The worker pods of a multi-node engine here add their GPUs to their leader's engine
+(exporter.kube.groups), which accrues spend on this node even where the leader is scraped on
+another: a booked engine, with no scrape job, retired with its last worker.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from exporter.config import Config, EngineConfig
 from exporter.engines.schemas import all_maps
 from exporter.engines.source import EngineSource
 from exporter.jobs import ENGINES
-from exporter.kube import shares
+from exporter.kube import groups, shares
 from exporter.kube.podresources.claims import exact_claim, nvml_parts
 
 if typing.TYPE_CHECKING:
@@ -41,6 +44,19 @@ class _Engine:
     gpus: list | None  # GPU indices or NVML UUIDs
     pod: PodTarget | None = None  # for a discovered engine
     removed_at: float | None = None  # gone since: frozen until removed_at + removed_engine_retention
+
+    @property
+    def active(self) -> bool:
+        return self.removed_at is None
+
+
+@dataclass
+class _Booked:
+    """An engine whose leader is scraped on another node, held here by its worker pods."""
+
+    namespace: str
+    leader: str  # the leader pod
+    removed_at: float | None = None  # its last worker here gone since
 
     @property
     def active(self) -> bool:
@@ -64,6 +80,8 @@ class EngineRegistry:
         self._node_gpus: shares.NodeGpus | None = None  # the node's GPU labels, once read
         self._pod_devices: dict | None = None  # (namespace, pod) -> devices, from the kubelet; None: unknown
         self._gpus: tuple[tuple, list] = ((), [])  # NVML's GPUs: (their layout, the readings)
+        self._workers: list[groups.GroupWorker] = []  # multi-node engines' worker pods here
+        self._booked: dict[str, _Booked] = {}  # engines that only workers here hold GPUs for
 
     # -- what the rest of the exporter reads ----------------------------------------------
 
@@ -81,8 +99,9 @@ class EngineRegistry:
         return self._retired_requests + sum(e.requests_total() for e in self.sources)
 
     def pods(self) -> dict[str, tuple[str, str]]:
-        """Discovered engine -> (namespace, pod)."""
-        return {name: (e.pod.namespace, e.pod.pod) for name, e in self._engines.items() if e.pod is not None}
+        """Discovered engine -> (namespace, pod); a booked engine's pod is its leader."""
+        booked = {name: (b.namespace, b.leader) for name, b in self._booked.items()}
+        return {**booked, **{name: (e.pod.namespace, e.pod.pod) for name, e in self._engines.items() if e.pod is not None}}
 
     def apis_in_use(self) -> list:
         compared = {api.name: api for engine in self.sources for api in engine.apis}
@@ -135,9 +154,10 @@ class EngineRegistry:
                 engine.source.reconfigure(engine.source.config, apis, maps=all_maps(config.engine_maps))
         self._publish()
 
-    def reconcile_pods(self, targets, listed_before: float | None) -> None:
+    def reconcile_pods(self, targets, listed_before: float | None, workers=()) -> None:
         """Engines follow the pods listed: new ones are added, gone ones retired, changed ones
-        updated. `listed_before`: when the previous listing was taken (None: this is the first)."""
+        updated. `listed_before`: when the previous listing was taken (None: this is the first).
+        `workers`: the multi-node engines' worker pods listed (exporter.kube.groups)."""
 
         def started_since_last_list(target) -> bool:
             # A pod that started after our previous listing counted from 0 while we did not
@@ -167,7 +187,27 @@ class EngineRegistry:
         for name, engine in self._engines.items():
             if engine.pod is not None and engine.active and name not in seen:
                 self._retire(name, "pod gone")
+        self._book(list(workers))
         self._publish()
+
+    def _book(self, workers: list) -> None:
+        """Booked engines follow the workers: one per leader not scraped here, retired (frozen,
+        then dropped as any engine) when its last worker here goes."""
+        self._workers = workers
+        now = self._clock.now()
+        scraped = {name for name, e in self._engines.items() if e.active}
+        wanted = {w.leader_engine: w for w in workers if w.leader_engine and w.leader_engine not in scraped}
+        for name, worker in wanted.items():
+            if name not in self._booked or not self._booked[name].active:
+                log.info("multi-node engine booked engine=%s worker=%s/%s kind=%s", name, worker.namespace,
+                         worker.pod, worker.kind)
+            self._booked[name] = _Booked(worker.namespace, worker.leader or "")
+        for name, booked in list(self._booked.items()):
+            if name in scraped:
+                del self._booked[name]  # its leader is scraped here now: the same ledger goes on
+            elif name not in wanted and booked.removed_at is None:
+                booked.removed_at = now
+                log.info("multi-node engine unbooked engine=%s reason=no worker here", name)
 
     def set_node_gpus(self, node_gpus: shares.NodeGpus | None) -> None:
         """The node's GPU labels (read again): the pods' shares follow."""
@@ -196,6 +236,12 @@ class EngineRegistry:
             self._retired_requests += self._engines.pop(name).source.requests_total()
             self._accountant.forget(name)
             log.info("engine series dropped engine=%s", name)
+        unbooked = [n for n, b in self._booked.items() if b.removed_at is not None and now - b.removed_at >= retention]
+        # (a name both retired and booked keeps its ledger: forget() leaves an engine with a claim)
+        for name in unbooked:
+            del self._booked[name]
+            self._accountant.forget(name)
+        expired += unbooked
         if expired:
             self._publish()
 
@@ -242,13 +288,18 @@ class EngineRegistry:
         self._accountant.set_engines(self._claims(), shares.gpu_count(self._node_gpus))
 
     def _claims(self) -> dict[str, Claim]:
-        """Each active engine's claim: GPU indices where given, else its pod's GPU resources, else
-        nothing known (even)."""
+        """Each active engine's claim: GPU indices where given, else its pod's GPU resources (and
+        its workers' here), else nothing known (even); and each booked engine's, from its workers."""
         active = {name: e for name, e in self._engines.items() if e.active}
         pods = {name: e.pod.gpu_request for name, e in active.items() if e.gpus is None and e.pod is not None}
-        from_pods = shares.claims(self._node_gpus, pods, self._config.kubernetes.discovery.mig_share)
-        from_pods.update(self._exact_claims(active, from_pods))
-        return {name: from_pods.get(name) or self._config_claim(e.gpus) for name, e in active.items()}
+        by_index = frozenset(name for name, e in active.items() if e.gpus is not None)
+        booked = {name for name, b in self._booked.items() if b.active}
+        workers = [w for w in self._workers if w.leader_engine in booked or w.leader_engine in pods]
+        from_pods = shares.claims(self._node_gpus, groups.book(pods, workers, by_index),
+                                  self._config.kubernetes.discovery.mig_share)
+        from_pods.update(self._exact_claims(active, workers, from_pods))
+        claims = {name: from_pods.get(name) or self._config_claim(e.gpus) for name, e in active.items()}
+        return {**{name: from_pods[name] for name in booked if name in from_pods}, **claims}
 
     def _config_claim(self, gpus: list | None) -> Claim:
         """GPU indices as given; NVML UUIDs on their GPUs (a MIG device: its part of its GPU, as
@@ -264,18 +315,20 @@ class EngineRegistry:
             on_gpu[gpu] = min(on_gpu.get(gpu, 0.0) + part, 1.0)
         return dataclasses.replace(claim, devices=tuple(sorted(on_gpu.items())))
 
-    def _exact_claims(self, active: dict[str, _Engine], from_pods: dict[str, Claim]) -> dict[str, Claim]:
-        """The pods the kubelet maps to devices NVML knows; HAMi's own allocation stays (its kubelet
-        IDs name a GPU only with its preferred allocation on, docs/kubernetes.md)."""
+    def _exact_claims(self, active: dict[str, _Engine], workers: list, from_pods: dict[str, Claim]) -> dict[str, Claim]:
+        """The engines whose pods here (their own and their workers') the kubelet maps, every one,
+        to devices NVML knows; HAMi's own allocation stays (its kubelet IDs name a GPU only with
+        its preferred allocation on, docs/kubernetes.md)."""
         if self._pod_devices is None:
             return {}
         parts = nvml_parts(self._gpus[1], self._config.kubernetes.discovery.mig_share)
+        own = {name: (e.pod.namespace, e.pod.pod) for name, e in active.items() if e.pod is not None}
+        pods_of = groups.pods_by_engine(own, workers)
         exact = {}
         for name, claim in from_pods.items():
-            pod = active[name].pod
-            held = self._pod_devices.get((pod.namespace, pod.pod)) if pod is not None else None
-            if held and claim.method != "hami":
-                found = exact_claim(held, parts, self._node_gpus)
+            held = [self._pod_devices.get(pod) for pod in pods_of.get(name, ())]
+            if held and all(held) and claim.method != "hami":
+                found = exact_claim(tuple(d for devices in held for d in devices or ()), parts, self._node_gpus)
                 if found is not None:
                     exact[name] = found
         return exact

@@ -1,4 +1,4 @@
-"""The two API calls the exporter makes (read its Node, list pods on its node), each one GET that
+"""The API calls the exporter makes (read its Node, list pods on its node, find a Ray head), each one GET that
 ends within `kubernetes.timeout` whatever the API server does (exporter.deadline_http).
 
 The official `kubernetes` package (imported on first use) only resolves where and how to talk:
@@ -51,8 +51,9 @@ class KubeClient:
     def read_node(self, name: str) -> dict:
         return self._get(f"/api/v1/nodes/{urllib.parse.quote(name, safe='')}")
 
-    def list_pods(self, node_name: str, label_selector: str, namespace: str | None) -> dict:
-        query = {"fieldSelector": f"spec.nodeName={node_name}"}
+    def list_pods(self, node_name: str | None, label_selector: str, namespace: str | None) -> dict:
+        """The pods on `node_name` (None: on any node, for a Ray head, exporter.kube.groups)."""
+        query = {"fieldSelector": f"spec.nodeName={node_name}"} if node_name else {}
         if label_selector:
             query["labelSelector"] = label_selector
         path = f"/api/v1/namespaces/{urllib.parse.quote(namespace, safe='')}/pods" if namespace else "/api/v1/pods"

@@ -12,7 +12,8 @@ A pod is a target when it is Running, has an IP, and says where its metrics are:
 
 Which pods are listed at all is the API server's business (label selector, spec.nodeName field
 selector). A pod whose annotations are wrong is skipped with a reason, so one bad pod never
-hides the others.
+hides the others. A worker pod of a multi-node engine (LeaderWorkerSet, Ray) is no target: its
+leader serves the engine's metrics, and its GPUs are booked to the leader (exporter.kube.groups).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import datetime
 from dataclasses import dataclass, field
 
 from exporter.engines.schemas import AUTO, all_maps
+from exporter.kube.groups import worker_of
 from exporter.kube.shares import PodGpus, pod_gpus
 
 PREFIX = "llmcost.io/"
@@ -57,8 +59,8 @@ def pod_targets(pod_list: dict) -> tuple[list[PodTarget], list[tuple[str, str]]]
             raise ValueError("a PodList item is not an object")
         metadata, status = pod.get("metadata") or {}, pod.get("status") or {}
         name = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
-        if status.get("phase") != "Running" or not status.get("podIP"):
-            continue  # pending, finished, or no IP yet: nothing to scrape, and nothing wrong
+        if status.get("phase") != "Running" or not status.get("podIP") or worker_of(pod) is not None:
+            continue  # pending, finished, no IP yet, or a group's worker: nothing to scrape, nothing wrong
         try:
             targets.append(_target(pod, metadata, status))
         except ValueError as err:

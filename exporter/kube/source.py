@@ -15,6 +15,7 @@ from exporter.config import KubernetesConfig
 from exporter.health import SourceHealth
 from exporter.kube.client import KubeClient, KubeError
 from exporter.kube.discovery import PodTarget, pod_targets, within_cap
+from exporter.kube.groups import GroupWorker, group_workers, ray_head, ray_head_selector, with_leaders
 from exporter.kube.node import NodeInfo, node_info
 from exporter.kube.podresources.source import PodResourcesSource
 
@@ -33,6 +34,8 @@ class KubernetesSource:
         # GPU devices per pod from the kubelet (config validation requires discovery with it)
         self.pod_resources = PodResourcesSource(config.pod_resources, clock) if config.pod_resources.enabled else None
         self.node: NodeInfo | None = None  # the last successful read
+        self.workers: list[GroupWorker] = []  # multi-node engines' worker pods here, at the last listing
+        self._ray_heads: dict[tuple[str, str], str] = {}  # (namespace, Ray cluster) -> its head pod, last found
         self._skipped: set[tuple[str, str]] = set()  # pods skipped for bad annotations, logged once
         self._over_cap: list[str] = []  # engine pods left out by discovery.max_engines, logged on change
 
@@ -79,18 +82,42 @@ class KubernetesSource:
         started = time.monotonic()
         discovery = self.config.discovery
         try:
-            targets, skipped = pod_targets(self._client.list_pods(self._node_name, discovery.label_selector,
-                                                                  discovery.namespace))
+            pod_list = self._client.list_pods(self._node_name, discovery.label_selector, discovery.namespace)
+            targets, skipped = pod_targets(pod_list)
+            workers = group_workers(pod_list)
         except Exception as err:  # noqa: BLE001
             self._fail(self.pods_health, err, started)
             return None
         self.pods_health.success(self._clock.now(), time.monotonic() - started)
+        self.workers = with_leaders(workers, self._find_ray_heads(workers, pod_list))
         for pod, why in skipped:
             self.pods_health.count("bad_annotation")
             if (pod, why) not in self._skipped:
                 log.warning("pod skipped pod=%s reason=%s", pod, why)
         self._skipped = set(skipped)
         return self._within_cap(targets, self.pods_health)
+
+    def _find_ray_heads(self, workers: list[GroupWorker], pod_list: dict) -> dict[tuple[str, str], str]:
+        """The head pod of each Ray cluster with a worker here: in this node's listing, else one
+        list of the cluster's head in the worker's namespace; on failure the head found last."""
+        wanted = {(w.namespace, w.group) for w in workers if w.leader is None}
+        self._ray_heads = {key: head for key, head in self._ray_heads.items() if key in wanted}
+        for namespace, cluster in sorted(wanted):
+            head = ray_head(pod_list, namespace, cluster)
+            if head is None:
+                try:
+                    head = ray_head(self._client.list_pods(None, ray_head_selector(cluster), namespace),
+                                    namespace, cluster)
+                except Exception as err:  # noqa: BLE001 - the listing stands; this head stays as it was
+                    assert self.pods_health is not None
+                    self.pods_health.count(err.reason if isinstance(err, KubeError) else "error")
+                    log.debug("Ray head not listed namespace=%s cluster=%s: %s", namespace, cluster, err)
+                    continue
+            if head is not None:
+                self._ray_heads[(namespace, cluster)] = head
+            else:
+                self._ray_heads.pop((namespace, cluster), None)  # no head running: nothing to book to
+        return self._ray_heads
 
     def _within_cap(self, targets: list[PodTarget], health: SourceHealth) -> list[PodTarget]:
         """At most discovery.max_engines targets; the others counted, and logged when they change."""
