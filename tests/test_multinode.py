@@ -312,3 +312,44 @@ def test_a_failed_ray_head_list_keeps_the_head_found_last_and_counts_the_error(a
     assert value(exporter, "llmcost_engine_gpu_share_ratio", method="exclusive", **labels_of(RAY_HEAD)) == 1.0
     assert value(exporter, "llmcost_source_errors_total", source="kubernetes", name="pods", reason="forbidden") == 1
     assert value(exporter, "llmcost_source_up", source="kubernetes", name="pods") == 1
+
+
+@pytest.mark.integration  # a real gRPC kubelet on a unix socket, the fake API server
+def test_a_workers_exact_devices_from_the_kubelet_are_booked_to_its_leaders_engine(apis, clock, exporter_for, tmp_path):
+    """With kubernetes.pod_resources, the worker's GPUs are the ones the kubelet names (GPUs 1 and
+    3, not any two): the leader's engine holds them by method podresources and pays their energy."""
+    from kubelet import Kubelet, container, pod
+    from test_podresources import _with_pod_resources
+
+    pods = pods_of(LWS_PODS)
+    worker = pods[1]
+    for key in ("limits", "requests"):
+        worker["spec"]["containers"][0]["resources"][key]["nvidia.com/gpu"] = "2"
+    nvml = a10gs(clock)
+    for i in range(4):
+        nvml.set_load(i, lambda t, i=i: (i + 1) / 5)  # each GPU its own power, so energies tell them apart
+    kubelet = Kubelet(str(tmp_path))
+    uuids = [g.uuid for g in nvml.gpus]
+    kubelet.lister.pods = [pod(worker["metadata"]["namespace"], worker["metadata"]["name"],
+                               container(worker["spec"]["containers"][0]["name"], {"nvidia.com/gpu": [uuids[1], uuids[3]]}))]
+    api = apis(WORKER_NODE, pods)
+    try:
+        config = _with_pod_resources(kube_config(api.url, node=WORKER_NODE, discovery=True), socket=kubelet.socket,
+                                     timeout=1.0)
+        exporter = exporter_for(config, nvml)
+        exporter.refresh_kubernetes()
+        exporter.sample_gpus_and_account()  # NVML read: the kubelet's UUIDs now name GPUs
+        exporter.refresh_kubernetes()
+        run_ticks(exporter, clock, ticks=2)  # steady state: the intervals before accrue as they were split
+        before = exporter.snapshot()
+        run_ticks(exporter, clock, ticks=10)
+        after = exporter.snapshot()
+    finally:
+        kubelet.stop()
+    leader = labels_of(LEADER)
+    assert value(exporter, "llmcost_engine_gpu_share_ratio", method="podresources", **leader) == pytest.approx(0.5, rel=1e-9)
+    gpu_joules = {g.index: g.energy_joules for g in after.gpus}
+    gpu_joules = {i: j - next(g.energy_joules for g in before.gpus if g.index == i) for i, j in gpu_joules.items()}
+    engine_joules = after.spend.engine_energy_joules[LEADER] - before.spend.engine_energy_joules.get(LEADER, 0.0)
+    assert engine_joules == pytest.approx(gpu_joules[1] + gpu_joules[3], rel=1e-6)  # overhead is 0: GPU energy only
+    assert engine_joules != pytest.approx(gpu_joules[0] + gpu_joules[1], rel=1e-3)
