@@ -110,6 +110,7 @@ def test_function_not_supported_on_one_gpu(node, nvml, campaign):
     g0, g1 = nvml.gpus
     assert gpu(c, "llmcost_gpu_up", 0, g0.uuid) == 1 and gpu(c, "llmcost_gpu_up", 1, g1.uuid) == 1
     assert gpu(c, "llmcost_gpu_utilization_ratio", 0, g0.uuid) is None
+    assert gpu(c, "llmcost_gpu_power_watts", 0, g0.uuid) is not None  # each reading on its own: power stays
     assert gpu(c, "llmcost_gpu_utilization_ratio", 1, g1.uuid) is not None
     assert gpu(c, "llmcost_gpu_energy_joules_total", 0, g0.uuid) == pytest.approx(nvml.true_energy_joules(0) - start, rel=1e-4)
     assert nvml_errors(c, "not_supported") == 1 and nvml_up(c) == 1

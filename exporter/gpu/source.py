@@ -131,10 +131,10 @@ class GpuSource:
 
     def readings(self) -> list[GpuReading]:
         """Vanished GPUs first: the accountant keys GPU energy by index, and a live GPU that took
-        a vanished one's index must win. A reading that is not supported hides power too,
-        because the collector renders power, utilization and memory as one block."""
+        a vanished one's index must win. A reading that is not supported is None on its own (a
+        MIG-enabled GPU has power and memory but no utilization)."""
         gpus = sorted(self._gpus, key=lambda g: g.handle is not None)
-        return [_collector_safe(g.reading) for g in gpus]
+        return [g.reading for g in gpus]
 
     def sample(self) -> list[GpuReading]:
         """Read every GPU once. Never raises; reports NVML trouble in health."""
@@ -374,12 +374,6 @@ def _apply_state(tracker: _GpuTracker, state: dict) -> None:
     tracker.last_counter_mj = state.get("last_counter_mj")
     tracker.last_power = state.get("last_power")
     tracker.last_time = state.get("last_time")
-
-
-def _collector_safe(reading: GpuReading) -> GpuReading:
-    if reading.power_watts is not None and (reading.utilization_ratio is None or reading.memory_used_bytes is None):
-        return replace(reading, power_watts=None)
-    return reading
 
 
 def _text(value) -> str:
