@@ -212,6 +212,8 @@ def crash_loop(iterations: int = 1000, seed: int = 1, max_up: float = 2.0, max_d
     workdir = workdir or tempfile.mkdtemp(prefix="crash-loop-")
     os.makedirs(workdir, exist_ok=True)
     state_dir, config, log_path = (os.path.join(workdir, n) for n in ("state", "config.yml", "run.log"))
+    if os.path.exists(state_dir):  # the ground truth starts with the loop: so must the totals
+        raise SystemExit(f"{state_dir} exists: give the loop a new --workdir")
     workload = Workload(SystemClock(), 2000.0, seed=seed)
     workload.set_constant_load(0.5)
     server = SimulatedVllm(workload, MODEL).start()
@@ -264,6 +266,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sigterm-every", type=int, default=0, help="every Nth stop is a SIGTERM (0: none)")
     parser.add_argument("--workdir", default=None)
     a = parser.parse_args(argv)
+    # SIGTERM ends the loop through its finally blocks: the process under test is killed, not orphaned
+    # (an orphan writing into the state directory would break the next loop's ground truth)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = crash_loop(a.iterations, a.seed, a.max_up, a.max_down, a.storage_interval, a.write_share,
                         a.sigterm_every, a.workdir)
     print(json.dumps(result, indent=1))
