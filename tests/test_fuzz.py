@@ -1,11 +1,12 @@
-"""Bad input, generated (hypothesis): the engine-metrics path and the two config loaders.
+"""Bad input, generated (hypothesis): the engine-metrics path and the config, web config and
+scenario loaders (the state loader: tests/test_fuzz_state.py).
 
 Properties: the parser raises nothing but ParseError and never yields a negative or non-finite
 counter; an engine fed any sequence of expositions keeps monotonic totals equal to an independent
-reference; the config loader and the web config loader return a config or raise their own error
-naming a key, whatever the file holds (huge numbers, deep nesting, alias bombs, bytes that are not
-UTF-8). Each test asserts that it ran its number of cases: 14,000 in the normal run (about 50 s of
-CPU here); `HYPOTHESIS_PROFILE=long` runs 100 times as many (docs/reliability.md).
+reference; reading only the lines an engine map uses gives the full parse's readings; each loader
+returns its result or raises its own error naming a key, whatever the file holds (huge numbers,
+deep nesting, alias bombs, bytes that are not UTF-8). Each test asserts that it ran its number of
+cases: 17,500 in the normal run (about 70 s of CPU here); `HYPOTHESIS_PROFILE=long` runs 100 times as many (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from exporter.validation import parse_yaml
 from exporter.webconfig import WebConfigError, load as load_web_config
 from plugins.profiles import examples
 
-pytestmark = pytest.mark.slow  # 14,000 cases under the ci profile
+pytestmark = pytest.mark.slow  # 17,500 cases under the ci profile
 
 SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"

@@ -9,7 +9,7 @@ ROOT = pathlib.Path(__file__).parent.parent
 DOC = ROOT / "docs" / "reliability.md"
 CAMPAIGN = ("test_engine_faults.py", "test_nvml_faults.py", "test_restart.py", "test_shutdown.py", "test_hostile_inputs.py",
             "test_isolation.py", "test_jobs.py", "test_web_hostile.py",
-            "test_hostile_peers.py")
+            "test_hostile_peers.py", "test_state_file.py", "test_crash_loop.py")
 
 
 def defined_tests(path: pathlib.Path) -> set[str]:

@@ -6,8 +6,8 @@
     long  a hunt: 100 times ci's cases, random; a failure prints its reproduction blob
 
 A test that wants more or fewer cases than a profile's default asks examples(n): exactly n
-under ci, scaled like the default under the others (tests/test_fuzz.py's 14,000 cases under ci
-become 2,800 under dev and 1.4 million under long).
+under ci, scaled like the default under the others (tests/test_fuzz.py's 17,500 cases under ci
+become 3,500 under dev and 1.75 million under long).
 """
 
 from hypothesis import settings
