@@ -221,45 +221,21 @@ def test_sighup_reloads_and_the_wait_goes_on_until_sigterm(setup, clock):
 def test_the_run_command_reloads_its_file_and_reports_a_bad_one(tmp_path):
     """`llm-cost-exporter run` as deployed: polling picks a new price up; a bad file on SIGHUP keeps
     the running one, sets the gauge to 0 and logs one line naming the key."""
-    import subprocess
-    import sys
-    import urllib.request
+    from plugins.process import ExporterProcess, wait_for
 
-    from test_demo_and_promtool import free_port
-
-    path, port = tmp_path / "config.yml", free_port()
+    path = tmp_path / "config.yml"
     path.write_text("pricing: {cloud: {hourly: 3.6}}\ngpu: {backend: none}\nreload_interval: 200ms\n")
-    process = subprocess.Popen([sys.executable, "-m", "exporter", "run", f"--config.file={path}",
-                                f"--web.listen-address=127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True,
-                               env={k: v for k, v in os.environ.items() if not k.startswith("LLMCOST_")})
-
-    def metric(name):
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith(name)}
-
-    def wait_for(predicate):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if predicate():
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.1)
-        return False
-
-    try:
-        assert wait_for(lambda: metric("llmcost_hourly_cost").get('llmcost_hourly_cost{currency="USD"}') == 3.6)
+    with ExporterProcess(path) as p:
+        assert wait_for(lambda: p.value("llmcost_hourly_cost", currency="USD") == 3.6)
         # polled: a new price, and polling slowed down to 1h (also applied)
         path.write_text("pricing: {cloud: {hourly: 4.8}}\ngpu: {backend: none}\nreload_interval: 1h\n")
-        assert wait_for(lambda: metric("llmcost_hourly_cost").get('llmcost_hourly_cost{currency="USD"}') == 4.8)
+        assert wait_for(lambda: p.value("llmcost_hourly_cost", currency="USD") == 4.8)
         path.write_text("pricing: {cloud: {hourly: 4.8}}\ngpu: {backend: none}\nreload_interval: 1h\nwindoww: 5m\n")
-        process.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: metric("llmcost_config_last_reload_successful")["llmcost_config_last_reload_successful"] == 0)
-        assert metric("llmcost_hourly_cost")['llmcost_hourly_cost{currency="USD"}'] == 4.8
-    finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=10)
+        p.signal(signal.SIGHUP)
+        assert wait_for(lambda: p.value("llmcost_config_last_reload_successful") == 0)
+        assert p.value("llmcost_hourly_cost", currency="USD") == 4.8
+        p.terminate()
+        stderr, process = p.stderr, p.process
     assert process.returncode == 0
     failures = [line for line in stderr.splitlines() if "config reload failed" in line]
     assert len(failures) == 1 and "key=windoww" in failures[0], stderr
