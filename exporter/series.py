@@ -6,6 +6,16 @@ import bisect
 import math
 from collections import deque
 
+# Beyond 2^53 a float can no longer add 1: no total this exporter counts gets there honestly (a
+# year at 1e5 tokens/s is 3e12). A total, rate or spend past it is refused like an overflow, so
+# whatever is counted can be saved and restored (exporter/state_schema.py holds files to it too).
+MAX_COUNT = float(2**53)
+
+
+def countable(value: float) -> bool:
+    """A finite figure from 0 to MAX_COUNT: one that a total may hold."""
+    return math.isfinite(value) and 0.0 <= value <= MAX_COUNT
+
 
 class SeriesTotals:
     """Turns the raw counters of a process that may restart into monotonic totals, series by series,
@@ -81,7 +91,7 @@ class SeriesTotals:
 
     def _add(self, total_key: tuple, delta: float, deltas: dict) -> None:
         total = self.totals.get(total_key, 0.0) + delta
-        if not math.isfinite(total):
+        if not countable(total):
             self.overflows += 1
             delta, total = 0.0, self.totals.get(total_key, 0.0)
         self.totals[total_key] = total

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 
+from exporter.series import MAX_COUNT
 from exporter.validation import InputError, show
 
 VERSION = 1
-# Beyond 2^53 a float can no longer add 1: no total this exporter counts gets there honestly (a
-# year at 1e5 tokens/s is 3e12), and restored totals this small can be summed without overflow.
-MAX_NUMBER = float(2**53)
+MAX_NUMBER = MAX_COUNT  # what the running exporter counts up to (exporter.series), and no further
 
 
 class StateError(InputError):

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.series import SeriesTotals, SlidingWindow
+from exporter.series import MAX_COUNT, SeriesTotals, SlidingWindow
 from plugins.profiles import examples
 
 QUANTITIES = ("input_tokens", "output_tokens")
@@ -85,7 +85,18 @@ def test_an_overflowing_sum_is_refused_and_counted():
     totals = SeriesTotals()
     totals.update({key(rank="0"): 0.0, key(rank="1"): 0.0})
     totals.update({key(rank="0"): 1e308, key(rank="1"): 1e308})
-    assert math.isfinite(totals.totals[key()[:3]]) and totals.overflows == 1
+    assert totals.totals[key()[:3]] == 0.0 and totals.overflows == 2  # each past what a float counts by ones
+
+
+def test_a_total_may_reach_2_to_the_53_and_not_pass_it():
+    """Past 2^53 a float no longer counts by ones, and a saved total past it is refused at the next
+    start: the running count stops there instead (counted as an overflow)."""
+    totals = SeriesTotals()
+    totals.update({key(rank="0"): 0.0, key(rank="1"): 0.0})
+    totals.update({key(rank="0"): MAX_COUNT - 10, key(rank="1"): 10.0})
+    assert totals.totals[key()[:3]] == MAX_COUNT and totals.overflows == 0
+    totals.update({key(rank="0"): MAX_COUNT - 10, key(rank="1"): 12.0})
+    assert totals.totals[key()[:3]] == MAX_COUNT and totals.overflows == 1
 
 
 def test_state_round_trip_continues():

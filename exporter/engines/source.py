@@ -13,7 +13,6 @@ than MAX_LABEL_LENGTH are dropped. Each cap counts an error reason and logs once
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from exporter.engines.parse import (
     sample_names,
 )
 from exporter.health import SourceHealth
-from exporter.series import SeriesTotals, SlidingWindow
+from exporter.series import SeriesTotals, SlidingWindow, countable
 
 log = logging.getLogger("exporter.engines")
 
@@ -192,7 +191,7 @@ class EngineSource:
                     d.get("input_tokens", 0.0), d.get("output_tokens", 0.0), api.input_per_million, api.output_per_million,
                     d.get("cached_input_tokens", 0.0), api.cached_input_per_million)
                 spent = self._api_spend.get((model, api.name), 0.0) + cost
-                if math.isfinite(spent):  # counts near 1e308 priced: refused like an overflowing sum
+                if countable(spent):  # counts near 1e308 priced: refused like an overflowing sum
                     self._api_spend[(model, api.name)] = spent
                 else:
                     self._totals.overflows += 1
@@ -204,7 +203,7 @@ class EngineSource:
         if span:
             t0, v0, t1, v1 = span
             rate = (v1 - v0) / (t1 - t0)
-            if math.isfinite(rate):  # a rate of counts near 1e308 is no peak worth keeping (or saving)
+            if countable(rate):  # a rate of counts near 1e308 is no peak worth keeping (or saving)
                 self._observed_peak = max(self._observed_peak, rate)
 
     def capacity(self) -> tuple[float | None, str]:
