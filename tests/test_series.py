@@ -9,7 +9,6 @@ scrape), vanish and come back, and appear after the baseline. Two references:
   independently: the totals equal it exactly, and equal the truth whenever no reset was masked.
 """
 
-import math
 
 import pytest
 
