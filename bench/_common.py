@@ -90,6 +90,15 @@ def write_results(results_dir: pathlib.Path, name: str, data: dict) -> pathlib.P
     return path
 
 
+def verdict(targets: dict[str, bool], quick: bool) -> int:
+    """The exit status: 1 when a target is missed (named on stderr), 0 otherwise. A --quick run
+    only checks that the script works (the smoke tests), so its figures decide nothing."""
+    missed = [name for name, met in targets.items() if not met]
+    if missed:
+        print(f"targets missed: {', '.join(missed)}" + (" (--quick: not judged)" if quick else ""), file=sys.stderr)
+    return 1 if missed and not quick else 0
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     def cell(v):
         if isinstance(v, float):

@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     print(f"\n4 engines at loads {LOADS}, {args.scrapes} scrapes per mode, time x{args.speed:g}; "
           f"load average {load_before} -> {result['loadavg_after']}")
     print(f"wrote {path}")
-    return 0
+    return _common.verdict(result["targets"], args.quick)
 
 
 if __name__ == "__main__":

@@ -242,7 +242,7 @@ def main(argv=None) -> int:
                         + ["energy cost |err| %", "GPU tick CPU, millicores"], rows))
     print(f"\n{args.gpus} GPUs x {args.seconds:g} s of trace, mean {mean_w:.0f} W ({bursts['min_w']:.0f}-{bursts['max_w']:.0f} W)")
     print(f"wrote {path}")
-    return 0
+    return _common.verdict(result["targets"], args.quick)
 
 
 if __name__ == "__main__":

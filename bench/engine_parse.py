@@ -131,11 +131,7 @@ def main(argv=None) -> int:
                          "ratio (medians)", "same readings"], rows))
     print(f"\n{args.repeats} repeats of {args.parses} parses each way, interleaved; load average {load_before} -> "
           f"{result['loadavg_after']}\nwrote {path}")
-    missed = [t for t, ok in targets.items() if not ok]
-    if missed and not args.quick:
-        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
-        return 1
-    return 0
+    return _common.verdict(targets, args.quick)
 
 
 if __name__ == "__main__":

@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     print(f"\n{args.duration:g} s measured after {args.warmup:g} s warm-up; load average {load_before} -> "
           f"{result['loadavg_after']}")
     print(f"wrote {path}")
-    return 0
+    return _common.verdict(result["targets"], args.quick)
 
 
 if __name__ == "__main__":

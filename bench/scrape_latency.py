@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     print(f"\nratio exporter/baseline: p50 {result['ratio']['p50']:.2f}, p99 {result['ratio']['p99']:.2f}, "
           f"render p50 {result['ratio']['render_p50']:.2f}; load average {load_before} -> {result['loadavg_after']}")
     print(f"wrote {path}")
-    return 0
+    return _common.verdict(result["targets"], args.quick)
 
 
 if __name__ == "__main__":
