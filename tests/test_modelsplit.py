@@ -7,14 +7,20 @@ fixture's numbers by hand. The conservation properties run over generated engine
 """
 
 import pathlib
+import re
+import shutil
+import subprocess
 import threading
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plugins.engines import serve_loopback
 from plugins.profiles import examples
+from prometheus_client import generate_latest
 
 from exporter.accounting import Ledger
+from exporter.app import Exporter
 from exporter.clock import ManualClock
 from exporter.config import ConfigError, EngineConfig, from_dict
 from exporter.engines.source import EngineSource
@@ -259,3 +265,44 @@ def test_saved_totals_resume_and_cached_tokens_are_not_priced_twice():
     second.accrue(2001.0, 1.0, {"e": 1.0}, {"e": works})  # nothing new cached since the save
     assert sum(second.totals().values()) == pytest.approx(4.0, rel=REL)
     assert second.savings == first.savings
+
+
+# -- end to end: the real exporter scraping the recorded vLLM exposition over HTTP --------------------------
+
+
+def test_the_exporter_serves_the_dp2_split_and_promtool_accepts_it():
+    recorded = (ENGINES / "vllm/v1-0.33.0-dp2-text-0.0.4.txt").read_text()
+    # The same series at 0 first (the engine just started), then as recorded: everything is new.
+    zero = "\n".join(line if line.startswith("#") or "_created" in line else re.sub(r" \S+$", " 0.0", line)
+                     for line in recorded.splitlines()) + "\n"
+    body = [zero]
+    server = serve_loopback(lambda path: (200, "text/plain; version=0.0.4; charset=utf-8", body[0].encode()))
+    try:
+        clock = ManualClock()
+        config = from_dict({"pricing": {"cloud": {"hourly": 3.6}}, "gpu": {"backend": "none"},
+                            "engines": [{"name": "vllm", "url": f"http://127.0.0.1:{server.server_port}/metrics",
+                                         "kind": "vllm"}]}, environ={})
+        exporter = Exporter(config, clock=clock)
+        exporter.sample_all()
+        clock.advance(5.0)
+        body[0] = recorded
+        exporter.sample_all()  # 5 s at $3.6/h = $0.005, all of it the engine's
+        text = generate_latest(exporter.registry).decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    value = exporter.registry.get_sample_value
+    m = {"engine": "vllm", "model": QWEN, "currency": "USD"}
+    assert value("llmcost_engine_spend_total", {"engine": "vllm", "currency": "USD"}) == pytest.approx(0.005, rel=REL)
+    assert value("llmcost_model_spend_total", {**m, "phase": "prefill"}) == pytest.approx(0.005 / 12, rel=REL)
+    assert value("llmcost_model_spend_total", {**m, "phase": "decode"}) == pytest.approx(0.005 * 11 / 12, rel=REL)
+    by_direction = {**m, "method": ENGINE_TIME}
+    assert value("llmcost_cost_per_million_tokens_by_direction", {**by_direction, "direction": "input"}) == \
+        pytest.approx(0.005 / 12 / 2000 * 1e6, rel=REL)
+    assert value("llmcost_cost_per_million_tokens_by_direction", {**by_direction, "direction": "output"}) == \
+        pytest.approx(0.005 * 11 / 12 / 450 * 1e6, rel=REL)
+    assert value("llmcost_cache_savings_total", m) == pytest.approx(400 * 0.005 / 12 / 1600, rel=REL)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: the test command installs Debian's prometheus package"
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
