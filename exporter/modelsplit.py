@@ -66,7 +66,7 @@ def proportional(amount: float, weights: dict) -> dict:
         return {}
     if not (total > 0 and math.isfinite(total)):
         return {key: amount / len(weights) for key in weights}
-    return {key: amount * weight / total for key, weight in weights.items()}
+    return {key: amount * (weight / total) for key, weight in weights.items()}  # fractions first: subnormal weights
 
 
 def split_engine(amount: float, work: dict[str, tuple[float, float]]) -> dict[tuple[str, str], float]:
@@ -107,7 +107,7 @@ class ModelSpend:
     def __init__(self, window_s: float, prefill_token_weight: float):
         self.prefill_token_weight = prefill_token_weight
         self._window_s = window_s
-        self._ledgers: dict[tuple[str, str, str], Ledger] = {}  # (engine, model, phase)
+        self._ledgers: dict[str, dict[tuple[str, str], Ledger]] = {}  # engine -> (model, phase) -> its ledger
         self._counts: dict[tuple[str, str], _Counts] = {}
         self._pending: dict[str, float] = {}  # engine -> spend before it served any model
         self.savings: dict[tuple[str, str], float] = {}  # (engine, model) -> cache savings since start
@@ -121,11 +121,14 @@ class ModelSpend:
         keeps its spend pending until it has one: then its models' spend adds up to the engine's."""
         if self._last_time is None:
             self._last_time = now - dt  # the ledgers open where this tick's interval starts
-            for ledger in self._ledgers.values():  # restored ones included
-                ledger.add(self._last_time, 0.0, 0.0)
+            for ledgers in self._ledgers.values():  # restored ones included
+                for ledger in ledgers.values():
+                    ledger.add(self._last_time, 0.0, 0.0)
         self._restored -= set(amounts)
-        tables: tuple[dict, ...] = (self._ledgers, self._counts, self.savings)
-        for table in tables:  # drop the engines the accountant forgot
+        for engine in [e for e in self._ledgers if e not in amounts and e not in self._restored]:
+            del self._ledgers[engine]  # an engine the accountant forgot
+        tables: tuple[dict, ...] = (self._counts, self.savings)
+        for table in tables:
             for key in [k for k in table if k[0] not in amounts and k[0] not in self._restored]:
                 del table[key]
         for engine, amount in amounts.items():
@@ -146,17 +149,18 @@ class ModelSpend:
         if not any(p + d > 0 for p, d in work.values()):  # idle through the window: by the mix since start
             work = {m: (w.computed_input * w_prefill, w.output_tokens * w_decode) for m, w in models.items()}
         spend = split_engine(amount, work)
-        for key in [k for k in self._ledgers if k[0] == engine and k[1:] not in spend]:
-            spend[key[1:]] = 0.0  # a model gone from the engine: its ledgers stay current
+        for key in self._ledgers.get(engine, {}):
+            spend.setdefault(key, 0.0)  # a model gone from the engine: its ledgers stay current
         for (model, phase), value in spend.items():
             self._ledger(engine, model, phase).add(now, value, dt)
         for model, work_now in models.items():
             self._save(engine, model, now, work_now, recent[model])
 
     def _ledger(self, engine: str, model: str, phase: str) -> Ledger:
-        ledger = self._ledgers.get((engine, model, phase))
+        ledgers = self._ledgers.setdefault(engine, {})
+        ledger = ledgers.get((model, phase))
         if ledger is None:
-            ledger = self._ledgers[(engine, model, phase)] = Ledger(self._window_s)
+            ledger = ledgers[(model, phase)] = Ledger(self._window_s)
             if self._last_time is not None:  # opened at the last tick, as the accountant does
                 ledger.add(self._last_time, 0.0, 0.0)
         return ledger
@@ -167,7 +171,7 @@ class ModelSpend:
         counts = self._counts[(engine, model)]
         new_cached, counts.cached = max(work.cached_input_tokens - counts.cached, 0.0), work.cached_input_tokens
         computed, _, since = recent
-        prefill = self._ledgers[(engine, model, "prefill")]
+        prefill = self._ledgers[engine][(model, "prefill")]
         spent = prefill.total if since is None else prefill.between(since, now, now)
         if not new_cached or computed <= 0 or spent is None:
             return  # nothing cached, or no prefill cost per token to price it with
@@ -177,7 +181,7 @@ class ModelSpend:
 
     def export_state(self) -> dict:
         """Every cumulative figure, JSON-ready: the totals resume where Prometheus last saw them."""
-        return {"spend": [[*key, ledger.total] for key, ledger in self._ledgers.items()],
+        return {"spend": [[*key, ledger.total] for key, ledger in self._all()],
                 "savings": [[*key, value] for key, value in self.savings.items()],
                 "cached": [[*key, counts.cached] for key, counts in self._counts.items()],
                 "pending": dict(self._pending)}
@@ -186,20 +190,29 @@ class ModelSpend:
         """The inverse of export_state(), before the first tick. Cached tokens counted before the
         save are not priced again: the engine sources continue their totals too."""
         for engine, model, phase, total in state.get("spend", []):
-            self._ledgers[(str(engine), str(model), str(phase))] = ledger = Ledger(self._window_s)
+            ledger = self._ledgers.setdefault(str(engine), {})[(str(model), str(phase))] = Ledger(self._window_s)
             ledger.total = float(total)
         self.savings = {(str(e), str(m)): float(v) for e, m, v in state.get("savings", [])}
         for engine, model, cached in state.get("cached", []):
             self._counts.setdefault((str(engine), str(model)), _Counts(self._window_s)).cached = float(cached)
         self._pending = {str(e): float(v) for e, v in state.get("pending", {}).items()}
-        self._restored = {key[0] for key in self._ledgers} | set(self._pending)
+        self._restored = set(self._ledgers) | set(self._pending)
 
     # -- reading --------------------------------------------------------------------------
 
     def totals(self) -> dict[tuple[str, str, str], float]:
         """(engine, model, phase) -> spend since start."""
-        return {key: ledger.total for key, ledger in self._ledgers.items()}
+        return {key: ledger.total for key, ledger in self._all()}
+
+    def _all(self):
+        """((engine, model, phase), ledger) of every ledger."""
+        return (((engine, *key), ledger) for engine, ledgers in self._ledgers.items() for key, ledger in ledgers.items())
+
+    def phase_totals(self, engine: str, model: str) -> dict[str, float]:
+        """phase -> the model's spend on it since start; empty before its first tick."""
+        ledgers = self._ledgers.get(engine, {})
+        return {phase: ledgers[(model, phase)].total for phase in PHASES if (model, phase) in ledgers}
 
     def between(self, engine: str, model: str, phase: str, t0: float, t1: float) -> float | None:
-        ledger = self._ledgers.get((engine, model, phase))
+        ledger = self._ledgers.get(engine, {}).get((model, phase))
         return ledger.between(t0, t1, self._last_time) if ledger else None

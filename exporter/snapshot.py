@@ -141,8 +141,7 @@ def _phase_between(model_spend, model: ModelTotals, t0: float, t1: float) -> dic
 def _split_figures(f: ModelFigures, model_spend) -> ModelFigures:
     """The model's spend by phase, its cost per 1M input and output tokens, its cache savings."""
     m = f.model
-    totals = model_spend.totals()
-    phase_spend = {phase: totals[(m.engine, m.model, phase)] for phase in PHASES if (m.engine, m.model, phase) in totals}
+    phase_spend = model_spend.phase_totals(m.engine, m.model)
     by_direction: dict[str, float] = {}
     if m.window is not None and m.input_window is not None and m.input_window[0::2] == m.window[0::2]:
         t0, tokens0, t1, tokens1 = m.window

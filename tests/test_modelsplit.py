@@ -254,6 +254,11 @@ def test_conservation_holds_on_a_fixed_case_in_the_fast_tier():
     check_conservation(case)
 
 
+def test_subnormal_work_still_conserves():
+    # Found by the property: 1.5 × 5e-324 / 5e-324 is 2.0 in floats; fractions are taken first.
+    check_conservation(({"e0": ["m0"]}, {"e0": False}, [(1.0, {"e0": 1.5}, {("e0", "m0"): (0.0, 5e-324, 0.0, 0.0, 0.0)})]))
+
+
 def test_saved_totals_resume_and_cached_tokens_are_not_priced_twice():
     works = {"m": Work(200.0, 100.0, 100.0)}
     first = one_tick(works, 3.0)
