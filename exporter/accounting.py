@@ -43,7 +43,7 @@ class SpendTotals:
     unallocated_gpus: dict[int, float] = field(default_factory=dict)  # GPU index -> the fraction no engine holds, now
 
 
-class _Ledger:
+class Ledger:
     """One engine's running total (spend or joules) with its recent history, readable at any
     time inside the window, and just past the last tick at the last tick's rate."""
 
@@ -88,8 +88,8 @@ class Accountant:
         self._clock = clock
         self._lock = lock
         self._components: dict[str, float] = {c: 0.0 for c in self.component_names(pricing.mode)}
-        self._spend = {e: _Ledger(window_s) for e in engine_gpus}
-        self._energy = {e: _Ledger(window_s) for e in engine_gpus}
+        self._spend = {e: Ledger(window_s) for e in engine_gpus}
+        self._energy = {e: Ledger(window_s) for e in engine_gpus}
         self._energy_cost = 0.0
         self._overhead_joules = 0.0
         self._idle_spend = {e: 0.0 for e in engine_gpus}
@@ -130,7 +130,7 @@ class Accountant:
             self._split = None
             for engine in engine_gpus:
                 if engine not in self._spend:
-                    self._spend[engine], self._energy[engine] = _Ledger(self._window_s), _Ledger(self._window_s)
+                    self._spend[engine], self._energy[engine] = Ledger(self._window_s), Ledger(self._window_s)
                     self._idle_spend[engine] = 0.0
                     saved = self._restored_engines.pop(engine, None)  # totals from before a restart
                     if saved is not None:
@@ -189,10 +189,11 @@ class Accountant:
 
     # -- ticking --------------------------------------------------------------------------
 
-    def tick(self, requests: float, idle_engines=frozenset()) -> None:
+    def tick(self, requests: float, idle_engines=frozenset()) -> tuple[float, float, dict[str, float]]:
         """Accrue the interval since the last tick. `requests`: finished requests over all engines
         so far (for per-request fees); `idle_engines`: engines with no tokens flowing now, whose
-        spend of this interval is idle spend."""
+        spend of this interval is idle spend. Returns (its time, its length, each engine's spend in
+        it), for the split among the engine's models (exporter.modelsplit); nothing accrued: {}."""
         now = self._clock.now()
         readings = self._gpu.readings() if self._gpu else []
         with self._lock:
@@ -202,18 +203,19 @@ class Accountant:
                 self._last_time, self._last_gpu_energy, self._last_requests = now, energy_by_gpu, requests
                 for ledger in (*self._spend.values(), *self._energy.values()):
                     ledger.add(now, 0.0, 0.0)
-                return
+                return now, 0.0, {}
             if now <= self._last_time:
-                return  # no time has passed: what happened meanwhile accrues on the next tick
+                return now, 0.0, {}  # no time has passed: what happened meanwhile accrues on the next tick
             dt = now - self._last_time
             gpu_joules = {r.index: max(energy_by_gpu[r.uuid] - self._last_gpu_energy.get(r.uuid, energy_by_gpu[r.uuid]), 0.0)
                           for r in readings}
             new_requests = max(requests - self._last_requests, 0.0)
-            self._accrue(now, dt, gpu_joules, new_requests, len(readings), idle_engines)
+            engines = self._accrue(now, dt, gpu_joules, new_requests, len(readings), idle_engines)
             self._last_time, self._last_gpu_energy, self._last_requests = now, energy_by_gpu, requests
+            return now, dt, engines
 
     def _accrue(self, now: float, dt: float, gpu_joules: dict[int, float], new_requests: float, gpu_count: int,
-                idle_engines) -> None:
+                idle_engines) -> dict[str, float]:
         p = self._pricing
         hours = dt / costmodel.SECONDS_PER_HOUR
         overhead_joules = p.energy.overhead_watts * dt
@@ -244,16 +246,18 @@ class Accountant:
         self._overhead_joules += overhead_joules
         total = sum(shared.values()) + sum(per_gpu_energy_cost.values())
         self._hourly = None if p.mode == "cloud" and p.cloud.hourly is None else total / hours
-        self._allocate(now, dt, sum(shared.values()), per_gpu_energy_cost, gpu_count, idle_engines)
+        engines = self._allocate(now, dt, sum(shared.values()), per_gpu_energy_cost, gpu_count, idle_engines)
         self._allocate_energy(now, dt, gpu_joules, overhead_joules, gpu_count)
+        return engines
 
-    def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count, idle_engines) -> None:
+    def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count, idle_engines) -> dict[str, float]:
         engines, unallocated = self._price_gpus(shared_total, per_gpu_energy_cost, gpu_count)
         self._unallocated += unallocated
         for engine, amount in engines.items():
             self._spend[engine].add(now, amount, dt)
             if amount and engine in idle_engines:
                 self._idle_spend[engine] += amount
+        return engines
 
     def _allocate_energy(self, now, dt, gpu_joules: dict[int, float], overhead_joules: float, gpu_count: int) -> None:
         """Each GPU's joules to the engines by their fractions of it; overhead like shared spend."""

@@ -22,6 +22,7 @@ from exporter.config import Config
 from exporter.engines.registry import EngineRegistry
 from exporter.gpu.backends import gpu_source_for
 from exporter.jobs import ACCRUAL, CONTROL, Jobs, JobsCollector
+from exporter.modelsplit import ModelSpend
 from exporter.reload import ConfigReloader, check_restart_keys
 from exporter.snapshot import ExporterInfo, Snapshot, take_snapshot
 
@@ -42,6 +43,7 @@ class Exporter:
         self._pods_listed_at: float | None = None
         prices, self.price_source, self._price_note = pricing.effective(config, None)
         self.accountant = Accountant(prices, self.gpu, {}, self.clock, self.lock, config.window)
+        self.model_spend = ModelSpend(config.window, config.attribution.prefill_token_weight)
         self.jobs = Jobs()
         self.engine_registry = EngineRegistry(config, self.clock, self.lock, self.accountant, self.jobs)
         if storage is not None:
@@ -78,7 +80,9 @@ class Exporter:
     def _tick(self) -> None:
         with self.lock:
             engines = self.engine_registry
-            self.accountant.tick(engines.requests_total(), engines.idle_names())
+            now, dt, amounts = self.accountant.tick(engines.requests_total(), engines.idle_names())
+            if dt > 0:
+                self.model_spend.accrue(now, dt, amounts, {e.name: e.work_totals() for e in engines.sources})
 
     def sample_all(self) -> None:
         """One round of everything, in order (tests and the first sample use this)."""
@@ -100,7 +104,7 @@ class Exporter:
                 api_prices=engines.apis_in_use())
             return take_snapshot(self.clock, self.config, self.gpu, engines.sources, self.accountant,
                                  retired=engines.retired_names(), extra_health=self.kube.healths if self.kube else (),
-                                 info=info)
+                                 info=info, model_spend=self.model_spend)
 
     # -- persisted totals (exporter.storage) --------------------------------------------------
 
@@ -109,12 +113,17 @@ class Exporter:
         gpus = self.gpu.export_state() if self.gpu is not None else []
         with self.lock:
             return {"accountant": self.accountant.export_state(), "gpus": gpus,
-                    "engines": self.engine_registry.export_totals()}
+                    "engines": self.engine_registry.export_totals(), "models": self.model_spend.export_state()}
 
     def _restore(self, saved) -> None:
         if saved is None:
             return
         self.accountant.restore_state(saved.accountant, saved.accrue_gap)
+        try:
+            self.model_spend.restore_state(saved.models)
+        except (TypeError, ValueError) as err:  # a hand-edited file: these totals count from 0
+            self.model_spend = ModelSpend(self.config.window, self.config.attribution.prefill_token_weight)
+            log.warning("saved model and phase totals not usable (%s); they count from 0", err)
         if self.gpu is not None:
             self.gpu.restore_state(saved.gpus, saved.accrue_gap)
         with self.lock:
@@ -182,6 +191,7 @@ class Exporter:
         with self.lock:
             self._tick()  # what ran so far accrues at the old prices
             self.config = new
+            self.model_spend.prefill_token_weight = new.attribution.prefill_token_weight
             self.engine_registry.sync_static(new)
         self._apply_pricing()
         if new.gpu.interval != old.gpu.interval:

@@ -11,6 +11,9 @@ scrape costs the same whether an engine is healthy or hanging. Sample output:
     llmcost_spend_total{component="instance",currency="USD"} 0.5432
     llmcost_engine_gpu_share_ratio{engine="vllm",method="exclusive"} 0.25
     llmcost_unallocated_spend_total{currency="USD"} 0.1358
+    llmcost_model_spend_total{currency="USD",engine="vllm",model="meta-llama/Llama-3.1-8B-Instruct",phase="decode"} 0.3694
+    llmcost_cost_per_million_tokens_by_direction{currency="USD",direction="output",engine="vllm",method="engine_time",model="..."} 11.2
+    llmcost_cache_savings_total{currency="USD",engine="vllm",model="meta-llama/Llama-3.1-8B-Instruct"} 0.0121
     llmcost_gpu_power_watts{gpu="0",uuid="GPU-..."} 187.0
     llmcost_source_up{name="vllm",source="engine"} 1.0
     llmcost_engine_info{cached_input_source="counter",engine="vllm",engine_kind="vllm"} 1.0
@@ -63,6 +66,7 @@ class CostCollector:
         yield from self._gpu_families(snap)
         yield from self._model_families(snap)
         yield from self._cost_families(snap)
+        yield from self._split_families(snap)
         yield from self._economics_families(snap)
 
     def _exporter_families(self, snap: Snapshot):
@@ -218,6 +222,30 @@ class CostCollector:
             if f.cost_per_million is not None:
                 cpm.add_metric([f.model.engine, f.model.model, currency], f.cost_per_million)
         yield from (spend, engine_spend, unallocated, share, unallocated_share, energy_cost, overhead, hourly, cpm)
+
+    def _split_families(self, snap: Snapshot):
+        """The split inside an engine (exporter.modelsplit; estimates, docs/cost-model.md)."""
+        currency = self._pricing_labels["currency"]
+        ids = ["engine", "model"]
+        spend = CounterMetricFamily(P + "model_spend", "The engine's spend allocated to the model and phase (prefill, "
+                                    "decode) by token-weighted work; over an engine's models and phases, its spend "
+                                    "since they appeared. An estimate.", labels=ids + ["phase", "currency"])
+        by_direction = GaugeMetricFamily(P + "cost_per_million_tokens_by_direction", "Self-hosted cost per 1M input "
+                                         "(prefill spend) or output (decode spend) tokens over the live window, and how "
+                                         "the phases were weighed (engine_time, ratio). An estimate.",
+                                         labels=ids + ["direction", "method", "currency"])
+        savings = CounterMetricFamily(P + "cache_savings", "Estimated spend the prefix cache saved: cached input "
+                                      "tokens at the model's prefill cost per computed input token.",
+                                      labels=ids + ["currency"])
+        for f in snap.models:
+            key = [f.model.engine, f.model.model]
+            for phase, value in f.phase_spend.items():
+                spend.add_metric(key + [phase, currency], value)
+            for direction, value in f.cost_per_million_by_direction.items():
+                by_direction.add_metric(key + [direction, f.phase_method or "", currency], value)
+            if f.cache_savings is not None:
+                savings.add_metric(key + [currency], f.cache_savings)
+        yield from (spend, by_direction, savings)
 
     def _economics_families(self, snap: Snapshot):
         currency = self._pricing_labels["currency"]

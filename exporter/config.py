@@ -141,12 +141,20 @@ class KubernetesConfig:
 
 
 @dataclass(frozen=True)
+class Attribution:
+    # Cost of one computed input (prefill) token per output (decode) token, where the engine
+    # serves no phase times: weighs models within an engine and the phases within a model.
+    prefill_token_weight: float = number(0.25, exclusive=True, maximum=1000.0)
+
+
+@dataclass(frozen=True)
 class Config:
     pricing: Pricing = field(default_factory=Pricing)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     engines: list[EngineConfig] = field(default_factory=list)
     window: float = duration("5m", positive=True)  # the live windowed gauges (tokens/s, $/1M) look back this far
     compare: Compare = field(default_factory=Compare)
+    attribution: Attribution = field(default_factory=Attribution)
     catalog: CatalogOverrides = field(default_factory=CatalogOverrides)
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     reload_interval: float = duration("5s")  # how often the config file is checked for changes; 0s = never

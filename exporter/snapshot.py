@@ -14,6 +14,7 @@ from exporter.accounting import SpendTotals
 from exporter.engines.source import ModelTotals
 from exporter.gpu.source import GpuReading
 from exporter.health import HealthStatus
+from exporter.modelsplit import PHASES
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class ModelFigures:
     utilization: float | None = None  # tokens_per_second / capacity
     energy_per_token_joules: float | None = None
     apis: list[ApiComparison] = field(default_factory=list)
+    phase_spend: dict[str, float] = field(default_factory=dict)  # prefill, decode -> spend since start
+    cost_per_million_by_direction: dict[str, float] = field(default_factory=dict)  # input, output; live window
+    phase_method: str | None = None  # engine_time | ratio: how the phases were weighed
+    cache_savings: float | None = None  # cached input tokens at the prefill cost per computed token
 
 
 @dataclass(frozen=True)
@@ -73,16 +78,19 @@ class Snapshot:
         return Snapshot(0.0, 0.0, [], [], None, [], {})
 
 
-def take_snapshot(clock, config, gpu_source, engines, accountant, retired=frozenset(), extra_health=(), info=None) -> Snapshot:
+def take_snapshot(clock, config, gpu_source, engines, accountant, retired=frozenset(), extra_health=(), info=None,
+                  model_spend=None) -> Snapshot:
     """Call with the state lock held. `retired`: engines that are gone but keep their (frozen)
-    totals for a while: no gauges, no health; `extra_health`: other sources (Kubernetes)."""
+    totals for a while: no gauges, no health; `extra_health`: other sources (Kubernetes);
+    `model_spend`: exporter.modelsplit.ModelSpend, the split within each engine."""
     models = []
     for engine in engines:
         engine_models = engine.model_totals()
         if engine.name in retired:
             engine_models = [dataclasses.replace(m, gauges={}) for m in engine_models]
         for m in engine_models:
-            models.append(_figures(m, engine_models, accountant))
+            figures = _figures(m, engine_models, accountant, model_spend)
+            models.append(_split_figures(figures, model_spend) if model_spend is not None else figures)
     health = ([gpu_source.health.status()] if gpu_source else []) + \
         [e.health.status() for e in engines if e.name not in retired] + [h.status() for h in extra_health]
     now = clock.now()
@@ -100,17 +108,19 @@ def take_snapshot(clock, config, gpu_source, engines, accountant, retired=frozen
     )
 
 
-def _figures(model: ModelTotals, engine_models: list[ModelTotals], accountant) -> ModelFigures:
+def _figures(model: ModelTotals, engine_models: list[ModelTotals], accountant, model_spend=None) -> ModelFigures:
     if model.window is None:
         return ModelFigures(model, apis=_apis(model, None))
     t0, tokens0, t1, tokens1 = model.window
     rate = (tokens1 - tokens0) / (t1 - t0)
-    # An engine's spend buys all of its models' tokens: price them all at the engine's rate.
     engine_tokens = sum(m.window[3] - m.window[1] for m in engine_models
                         if m.window is not None and m.window[0] == t0 and m.window[2] == t1)
     spend = accountant.spend_between(model.engine, t0, t1)
     energy = accountant.energy_between(model.engine, t0, t1)
     cost = costmodel.cost_per_million(spend, engine_tokens) if spend is not None else None
+    if len(engine_models) > 1 and model_spend is not None:  # the model's own share of the engine's spend
+        own = _phase_between(model_spend, model, t0, t1)
+        cost = costmodel.cost_per_million(sum(own.values()), tokens1 - tokens0) if len(own) == 2 else None
     full = None
     if spend is not None and model.capacity:
         hourly = spend / (t1 - t0) * costmodel.SECONDS_PER_HOUR
@@ -120,6 +130,29 @@ def _figures(model: ModelTotals, engine_models: list[ModelTotals], accountant) -
         utilization=costmodel.utilization(rate, model.capacity) if model.capacity else None,
         energy_per_token_joules=energy / engine_tokens if energy is not None and engine_tokens > 0 else None,
         apis=_apis(model, full))
+
+
+def _phase_between(model_spend, model: ModelTotals, t0: float, t1: float) -> dict[str, float]:
+    """phase -> the model's spend on it in [t0, t1], for the phases whose ledger covers t0."""
+    spent = {phase: model_spend.between(model.engine, model.model, phase, t0, t1) for phase in PHASES}
+    return {phase: value for phase, value in spent.items() if value is not None}
+
+
+def _split_figures(f: ModelFigures, model_spend) -> ModelFigures:
+    """The model's spend by phase, its cost per 1M input and output tokens, its cache savings."""
+    m = f.model
+    phase_spend = model_spend.phase_totals(m.engine, m.model)
+    by_direction: dict[str, float] = {}
+    if m.window is not None and m.input_window is not None and m.input_window[0::2] == m.window[0::2]:
+        t0, tokens0, t1, tokens1 = m.window
+        inputs = m.input_window[3] - m.input_window[1]
+        spent = _phase_between(model_spend, m, t0, t1)
+        for direction, phase, tokens in (("input", "prefill", inputs), ("output", "decode", tokens1 - tokens0 - inputs)):
+            if phase in spent and tokens > 0:
+                by_direction[direction] = spent[phase] / tokens * costmodel.PER_MILLION
+    return dataclasses.replace(f, phase_spend=phase_spend, cost_per_million_by_direction=by_direction,
+                               phase_method=model_spend.methods.get(m.engine) if phase_spend else None,
+                               cache_savings=model_spend.savings.get((m.engine, m.model), 0.0) if phase_spend else None)
 
 
 def _apis(model: ModelTotals, cost_full: float | None) -> list[ApiComparison]:

@@ -133,8 +133,13 @@ _SERIES = _mapping({  # series.SeriesTotals.state()
 _ENGINE = _mapping({"url": _text, "totals": _SERIES, "api_spend": _list_of(_row(_text, _text, _number)),
                     "last_seen": _dict_of(_number), "observed_peak": _number})
 
+_MODELS = _mapping({}, {  # exporter.modelsplit's export_state(); absent from files before issue 14
+    "spend": _list_of(_row(_text, _text, _text, _number)),  # engine, model, phase, spend
+    "savings": _list_of(_row(_text, _text, _number)), "cached": _list_of(_row(_text, _text, _number)),
+    "pending": _dict_of(_number)})
+
 _DOCUMENT = _mapping({"clean": _flag, "accountant": _ACCOUNTANT, "gpus": _list_of(_GPU),
-                      "engines": _dict_of(_ENGINE)}, {"saved_at": _number})
+                      "engines": _dict_of(_ENGINE)}, {"saved_at": _number, "models": _MODELS})
 
 
 def _refuse_constant(name: str):

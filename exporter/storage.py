@@ -42,7 +42,7 @@ import os
 import stat
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -66,6 +66,7 @@ class SavedTotals:
     engines: dict  # engine name -> its totals
     accrue_gap: bool  # bill the time since the last saved tick
     provisional: bool  # saved by a periodic write, not a final one (the last run crashed)
+    models: dict = field(default_factory=dict)  # exporter.modelsplit's totals; absent from older files
 
 
 class Storage:
@@ -117,7 +118,9 @@ class Storage:
             log.warning("state restored path=%s; totals continue, but the gap of %s is not accrued (over "
                         "--storage.max-gap=%gs, or the clock went back)", self.path,
                         "unknown" if gap is None else f"{gap:.0f}s", self.max_gap)
-        return SavedTotals(accountant, data["gpus"], dict(data["engines"]), accrue, provisional=not clean)
+        models = data.get("models")
+        return SavedTotals(accountant, data["gpus"], dict(data["engines"]), accrue, provisional=not clean,
+                           models=models if isinstance(models, dict) else {})
 
     def _read(self) -> dict | None:
         try:

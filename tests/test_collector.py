@@ -41,7 +41,9 @@ def node_snapshot(engine_pods=None, models=None, health=None):
             gpu(2, up=False, power_watts=50.0, power_limit_watts=300.0, utilization_ratio=0.3, energy_joules=70.0)]
     model = figures(tokens_per_second=100.0, cost_per_million=7.5, cost_per_million_full=2.5, utilization=0.25,
                     energy_per_token_joules=3.0, apis=[ApiComparison("gpt-x", 1.25, 1.25, 2.0),
-                                                       ApiComparison("gpt-y", 0.1, None, None)])
+                                                       ApiComparison("gpt-y", 0.1, None, None)],
+                    phase_spend={"prefill": 0.06, "decode": 0.25}, cost_per_million_by_direction={"input": 4.0, "output": 9.0},
+                    phase_method="engine_time", cache_savings=0.02)
     spend = spend_totals(mode="owned", currency="EUR", components={"amortization": 0.2, "fixed": 0.01, "energy": 0.1},
                          engines={"vllm": 0.31}, energy_cost=0.1, hourly_cost=3.6, overhead_energy_joules=1000.0,
                          engine_energy_joules={"vllm": 5000.0}, idle_spend={"vllm": 0.1}, co2e_grams=12.0)
@@ -171,6 +173,11 @@ def test_model_and_spend_samples(registry):
         ("llmcost_overhead_energy_joules_total", {}, 1000.0),
         ("llmcost_hourly_cost", EUR, 3.6),
         ("llmcost_cost_per_million_tokens", {**M, **EUR}, 7.5),
+        ("llmcost_model_spend_total", {**M, "phase": "prefill", **EUR}, 0.06),
+        ("llmcost_model_spend_total", {**M, "phase": "decode", **EUR}, 0.25),
+        ("llmcost_cost_per_million_tokens_by_direction", {**M, "direction": "input", "method": "engine_time", **EUR}, 4.0),
+        ("llmcost_cost_per_million_tokens_by_direction", {**M, "direction": "output", "method": "engine_time", **EUR}, 9.0),
+        ("llmcost_cache_savings_total", {**M, **EUR}, 0.02),
     ])
 
 
@@ -204,8 +211,10 @@ def test_a_model_without_window_figures_has_no_windowed_series():
     registry, _ = registered(node_snapshot(models=[figures()]))
     for name in ("llmcost_tokens_per_second", "llmcost_utilization_ratio", "llmcost_energy_per_token_joules"):
         assert registry.get_sample_value(name, M) is None
-    for name in ("llmcost_cost_per_million_tokens", "llmcost_cost_per_million_tokens_at_full_utilization"):
+    for name in ("llmcost_cost_per_million_tokens", "llmcost_cost_per_million_tokens_at_full_utilization",
+                 "llmcost_cache_savings_total"):
         assert registry.get_sample_value(name, {**M, **EUR}) is None
+    assert registry.get_sample_value("llmcost_model_spend_total", {**M, "phase": "decode", **EUR}) is None
     assert registry.get_sample_value("llmcost_tokens_total", {**M, "direction": "input"}) == 100.0
 
 

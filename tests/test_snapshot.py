@@ -253,3 +253,34 @@ def test_savings_are_the_engines_api_equivalent_minus_its_spend_counted_once_per
         {("e", "x"): 1.5 - 0.4, ("e", "y"): 0.2 - 0.4, ("f", "x"): 0.3}, rel=REL)
     assert engine_savings(snap_with(models, None)) == pytest.approx({("e", "x"): 1.5, ("e", "y"): 0.2, ("f", "x"): 0.3})
     assert engine_savings(snap_with([model("e", "m")], spend_totals(engines={"e": 0.4}))) == {}
+
+
+# -- the split within an engine (exporter.modelsplit) ------------------------------------------------------
+
+
+def test_models_of_one_engine_are_priced_by_their_own_share_and_by_direction(clock):
+    from exporter.modelsplit import ModelSpend, Work
+
+    spend = ModelSpend(WINDOW_S, 0.25)
+    for t in range(1, 601):  # $1/s; chat generates 100 tokens/s, embed reads 500 of which 100 cached: equal work
+        spend.accrue(float(t), 1.0, {"e": 1.0}, {"e": {"chat": Work(0.0, 100.0 * t, 0.0),
+                                                       "embed": Work(500.0 * t, 0.0, 100.0 * t)}})
+    chat = model_totals("e", "chat", tokens={"input": 0.0, "output": 60000.0},
+                        window=(300.0, 30000.0, 600.0, 60000.0), input_window=(300.0, 0.0, 600.0, 0.0))
+    embed = model_totals("e", "embed", tokens={"input": 300000.0, "output": 0.0}, cached_input_tokens=60000.0,
+                         window=(300.0, 150000.0, 600.0, 300000.0), input_window=(300.0, 150000.0, 600.0, 300000.0))
+    clock.advance(600.0 - clock.now())
+    snap = snapshot(clock, [FakeEngine("e", chat, embed)], FakeAccountant(0.0, {"e": 1.0}), model_spend=spend)
+    by_model = {f.model.model: f for f in snap.models}
+    # Not the engine's $300 / 150,000 tokens for both: $150 each over its own tokens.
+    assert by_model["chat"].cost_per_million == pytest.approx(150.0 / 30000 * 1e6, rel=REL)
+    assert by_model["embed"].cost_per_million == pytest.approx(150.0 / 150000 * 1e6, rel=REL)
+    assert by_model["chat"].cost_per_million_by_direction == {"output": pytest.approx(5000.0, rel=REL)}
+    assert by_model["embed"].cost_per_million_by_direction == {"input": pytest.approx(1000.0, rel=REL)}
+    assert by_model["chat"].phase_spend == {"prefill": 0.0, "decode": pytest.approx(300.0, rel=REL)}
+    assert sum(by_model["embed"].phase_spend.values()) + sum(by_model["chat"].phase_spend.values()) == \
+        pytest.approx(600.0, rel=REL)
+    assert by_model["embed"].phase_method == "ratio"
+    # Cached at embed's prefill cost per computed token: 100 cached per 400 computed tokens, $0.5 a second.
+    assert by_model["embed"].cache_savings == pytest.approx(600 * 100 * 0.5 / 400, rel=1e-6)
+    assert by_model["chat"].cache_savings == 0.0

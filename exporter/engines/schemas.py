@@ -17,7 +17,9 @@ from exporter.validation import InputError, build, load_mapping
 
 MAP_FILE = Path(__file__).with_name("engines.yaml")
 AUTO = "auto"
-COUNTERS = ("input_tokens", "output_tokens", "cached_input_tokens")
+# prefill_seconds, decode_seconds: the engine's own per-request time in each phase (the _sum of its
+# histograms), for the split of a model's spend into phases (exporter.modelsplit).
+COUNTERS = ("input_tokens", "output_tokens", "cached_input_tokens", "prefill_seconds", "decode_seconds")
 GAUGES = ("requests_running", "requests_waiting", "kv_cache_usage_ratio")
 
 

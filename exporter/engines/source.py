@@ -30,6 +30,7 @@ from exporter.engines.parse import (
     sample_names,
 )
 from exporter.health import SourceHealth
+from exporter.modelsplit import Work
 from exporter.series import SeriesTotals, SlidingWindow, countable
 
 log = logging.getLogger("exporter.engines")
@@ -53,6 +54,7 @@ class ModelTotals:
     api_equivalent: dict[str, float]  # API name -> what that API would have billed since start
     capacity: float | None  # the engine's tokens/s at saturation
     capacity_source: str  # "configured" or "observed" (peak of the windowed throughput)
+    input_window: tuple[float, float, float, float] | None = None  # (t0, input0, t1, input1), the window's times
 
 
 class EngineSource:
@@ -70,6 +72,7 @@ class EngineSource:
         self._totals = SeriesTotals()
         self._gauges: dict[str, dict[str, float]] = {}
         self._windows: dict[str, SlidingWindow] = {}
+        self._input_windows: dict[str, SlidingWindow] = {}  # input tokens alone, sampled with _windows
         self._capped_logged: set[str] = set()  # cap reasons already logged (once each per engine)
         self._last_seen: dict[str, float] = {}  # model -> clock time of the last scrape that had it
         self._api_spend: dict[tuple[str, str], float] = {}  # (model, api) -> API-equivalent since start
@@ -149,6 +152,8 @@ class EngineSource:
                 self._last_seen[name] = now
                 window = self._windows.setdefault(name, SlidingWindow(self._window_s))
                 window.add(now, self._model_tokens(name))
+                inputs = self._input_windows.setdefault(name, SlidingWindow(self._window_s))
+                inputs.add(now, self._totals.totals.get((name, "counter", "input_tokens"), 0.0))
             self.tokens_flowing = any(delta > 0 for (_, kind, quantity), delta in deltas.items()
                                       if kind == "counter" and quantity in ("input_tokens", "output_tokens"))
             self._price_with_apis(now, deltas)
@@ -220,7 +225,7 @@ class EngineSource:
         out = []
         for model in sorted(self._model_names()):
             totals = self._totals.totals
-            window = self._windows.get(model)
+            window, inputs = self._windows.get(model), self._input_windows.get(model)
             out.append(ModelTotals(
                 engine=self.name,
                 model=model,
@@ -232,8 +237,20 @@ class EngineSource:
                 api_equivalent={api.name: self._api_spend.get((model, api.name), 0.0) for api in self.apis},
                 capacity=capacity,
                 capacity_source=capacity_source,
+                input_window=inputs.span(now) if inputs else None,
             ))
         return out
+
+    def work_totals(self) -> dict[str, Work]:
+        """Each model's counts since start, as exporter.modelsplit weighs them (call with the state
+        lock held); the phase seconds are None where the engine serves no such counter."""
+        if self._provisional:
+            return {}
+        totals = self._totals.totals
+        return {model: Work(*(totals.get((model, "counter", q), 0.0) for q in (
+                    "input_tokens", "output_tokens", "cached_input_tokens")),
+                    *(totals.get((model, "counter", q)) for q in ("prefill_seconds", "decode_seconds")))
+                for model in self._model_names()}
 
     def requests_total(self) -> float:
         """Finished requests over all models (call with the state lock held)."""
@@ -293,6 +310,7 @@ class EngineSource:
                 break
             self._totals.forget(lambda key, model=model: key[0] == model)
             self._windows.pop(model, None)
+            self._input_windows.pop(model, None)
             self._last_seen.pop(model, None)
             for key in [k for k in self._api_spend if k[0] == model]:
                 del self._api_spend[key]
