@@ -119,11 +119,7 @@ class Exporter:
         if saved is None:
             return
         self.accountant.restore_state(saved.accountant, saved.accrue_gap)
-        try:
-            self.model_spend.restore_state(saved.models)
-        except (TypeError, ValueError) as err:  # a hand-edited file: these totals count from 0
-            self.model_spend = ModelSpend(self.config.window, self.config.attribution.prefill_token_weight)
-            log.warning("saved model and phase totals not usable (%s); they count from 0", err)
+        self.model_spend.restore_state(saved.models, after_crash=saved.provisional)  # shape checked on load
         if self.gpu is not None:
             self.gpu.restore_state(saved.gpus, saved.accrue_gap)
         with self.lock:

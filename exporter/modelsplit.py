@@ -186,13 +186,17 @@ class ModelSpend:
                 "cached": [[*key, counts.cached] for key, counts in self._counts.items()],
                 "pending": dict(self._pending)}
 
-    def restore_state(self, state: dict) -> None:
+    def restore_state(self, state: dict, after_crash: bool = False) -> None:
         """The inverse of export_state(), before the first tick. Cached tokens counted before the
-        save are not priced again: the engine sources continue their totals too."""
-        for engine, model, phase, total in state.get("spend", []):
-            ledger = self._ledgers.setdefault(str(engine), {})[(str(model), str(phase))] = Ledger(self._window_s)
-            ledger.total = float(total)
-        self.savings = {(str(e), str(m)): float(v) for e, m, v in state.get("savings", [])}
+        save are not priced again: the engine sources continue their totals too. After a crash the
+        spend and savings totals start again from 0 (a reset, which Prometheus handles): they may
+        have been exposed above the last save, and the first tick's split need not bring each
+        model back above what was exposed, which Prometheus would read as a reset of the whole."""
+        if not after_crash:
+            for engine, model, phase, total in state.get("spend", []):
+                ledger = self._ledgers.setdefault(str(engine), {})[(str(model), str(phase))] = Ledger(self._window_s)
+                ledger.total = float(total)
+            self.savings = {(str(e), str(m)): float(v) for e, m, v in state.get("savings", [])}
         for engine, model, cached in state.get("cached", []):
             self._counts.setdefault((str(engine), str(model)), _Counts(self._window_s)).cached = float(cached)
         self._pending = {str(e): float(v) for e, v in state.get("pending", {}).items()}

@@ -6,8 +6,12 @@ started again, N times. After every scrape it checks the persisted-totals promis
 
 - no counter series goes below the last value scraped before, across any number of kills (a
   series may be absent for a while: an engine's models stay out until its first scrape after a
-  crash). The one reset allowed is a start with no state file at all (every run before it died
-  before its first write): the documented first start;
+  crash). The resets allowed are a start with no state file at all (every run before it died
+  before its first write): the documented first start; and, after a restart, the per-model and
+  per-phase spend and the cache savings (exporter.modelsplit: after a crash they count from 0),
+  but only to a value that could have accrued since the last state write before the kill (the
+  gap the first tick bills, plus the time since): a reset, not a small decrease, which
+  Prometheus would read as a reset of the whole total;
 - no total is above ground truth: tokens and requests at most what the simulated vLLM served
   since the loop began, instance and engine spend at most hourly x wall time since the loop
   began (the downtime included: it is under --storage.max-gap, so it is billed), GPU energy at
@@ -53,6 +57,7 @@ MAX_WATTS = 300.0
 PER_PROCESS = {"llmcost_source_errors", "llmcost_state_write_errors"}  # start at 0 in every process, by design
 TOKENS = {"input": "input_tokens", "output": "output_tokens", "cached_input": "cached_input_tokens"}
 RELATIVE_SLACK = 1e-9  # float sums of many small increments
+RESET_AFTER_CRASH = {"llmcost_model_spend_total", "llmcost_cache_savings_total"}  # docs/reliability.md
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
 
@@ -98,13 +103,23 @@ class Checker:
         """A start with no state file: the documented first start, a reset Prometheus handles."""
         self.floor = {}
 
+    def killed(self, state_path: str) -> None:
+        """The process was stopped: its state file is as of the last write that completed."""
+        self.last_save_at_least = os.stat(state_path).st_mtime if os.path.exists(state_path) else self.started
+
+    def _a_reset(self, key: tuple, value: float) -> bool:
+        """A decrease of a series that counts from 0 after a crash, to what could have accrued since
+        the last save before the kill (billed at the first tick as the gap): a reset Prometheus handles."""
+        since = time.time() - getattr(self, "last_save_at_least", self.started)
+        return key[0] in RESET_AFTER_CRASH and value <= HOURLY * since / 3600.0 * (1 + RELATIVE_SLACK) + 1e-9
+
     def check(self, sample: dict[tuple, float], iteration: int) -> None:
         elapsed = time.time() - self.started  # after the scrape: an upper bound for what it showed
         served = self.server.served_counters()
         truth = {k: served[k] - self.served_at_start[k] for k in served}
         self.scrapes += 1
         for key, floor in self.floor.items():
-            if key in sample and sample[key] < floor:
+            if key in sample and sample[key] < floor and not self._a_reset(key, sample[key]):
                 self.violation(iteration, f"{_name(key)} went backwards: {floor!r} -> {sample[key]!r}")
         for key, value in sample.items():
             bound = self._bound(key, elapsed, truth)
@@ -172,6 +187,7 @@ def run_once(args, checker: Checker, iteration: int, rng: random.Random, config:
         term = args.sigterm_every and iteration % args.sigterm_every == 0
         process.send_signal(signal.SIGTERM if term else signal.SIGKILL)
         process.wait(timeout=10)
+        checker.killed(state)
     finally:
         if process.poll() is None:
             process.kill()

@@ -108,9 +108,10 @@ def soak(hours: float = 24.0, speed: float = 360.0, gpu_interval: str = "50ms", 
     tick = exporter.accountant.tick
 
     def first_tick_recorded(*args, **kwargs):
-        tick(*args, **kwargs)
+        accrued = tick(*args, **kwargs)
         if not ticks:
             ticks.append(exporter.accountant._last_time)
+        return accrued
 
     exporter.accountant.tick = first_tick_recorded
     wall_started = time.monotonic()

@@ -272,6 +272,19 @@ def test_saved_totals_resume_and_cached_tokens_are_not_priced_twice():
     assert second.savings == first.savings
 
 
+def test_after_a_crash_spend_and_savings_count_from_0_and_cached_tokens_are_still_not_priced_twice():
+    """A crash may have exposed more than was saved, and the first tick's split need not bring each
+    model back above it: those totals reset (which Prometheus handles), the cached baseline stays."""
+    works = {"m": Work(200.0, 100.0, 100.0)}
+    first = one_tick(works, 3.0)
+    second = ModelSpend(WINDOW_S, 0.25)
+    second.restore_state(first.export_state(), after_crash=True)
+    assert second.totals() == {} and second.savings == {}
+    second.accrue(2001.0, 1.0, {"e": 1.0}, {"e": works})  # nothing new cached since the save
+    assert sum(second.totals().values()) == pytest.approx(1.0, rel=REL)
+    assert sum(second.savings.values()) == 0.0
+
+
 # -- end to end: the real exporter scraping the recorded vLLM exposition over HTTP --------------------------
 
 
