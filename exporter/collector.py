@@ -32,7 +32,7 @@ import math
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from exporter import __version__
-from exporter.snapshot import Snapshot, engine_savings
+from exporter.snapshot import Snapshot, engine_gpu_utilization, engine_savings
 
 P = "llmcost_"
 _SAMPLED_GPU = "Sampled from NVML on the GPU cadence, not at scrape time."
@@ -198,6 +198,9 @@ class CostCollector:
                                   labels=["engine", "method"])
         unallocated_share = GaugeMetricFamily(P + "unallocated_gpu_share_ratio", "The share of the node's GPUs (0-1) "
                                               "that no engine holds.")
+        busy = GaugeMetricFamily(P + "engine_gpu_utilization_ratio", "Busy share (0-1) of the GPUs the engine holds, "
+                                 "each weighted by its fraction of it; a shared GPU reports the whole GPU's.",
+                                 labels=["engine"])
         hourly = GaugeMetricFamily(P + "hourly_cost", "Current self-hosted cost per hour of the node, all components.",
                                    labels=["currency"])
         cpm = GaugeMetricFamily(P + "cost_per_million_tokens", "Self-hosted cost per 1M tokens over the live window, allocation "
@@ -213,6 +216,8 @@ class CostCollector:
             for engine, (ratio, method) in sorted(s.shares.items()):
                 share.add_metric([engine, method], ratio)
             unallocated_share.add_metric([], s.unallocated_share)
+            for engine, ratio in sorted(engine_gpu_utilization(snap).items()):
+                busy.add_metric([engine], ratio)
             if s.energy_cost is not None:
                 energy_cost.add_metric([currency], s.energy_cost)
             overhead.add_metric([], s.overhead_energy_joules)
@@ -221,7 +226,7 @@ class CostCollector:
         for f in snap.models:
             if f.cost_per_million is not None:
                 cpm.add_metric([f.model.engine, f.model.model, currency], f.cost_per_million)
-        yield from (spend, engine_spend, unallocated, share, unallocated_share, energy_cost, overhead, hourly, cpm)
+        yield from (spend, engine_spend, unallocated, share, unallocated_share, busy, energy_cost, overhead, hourly, cpm)
 
     def _split_families(self, snap: Snapshot):
         """The split inside an engine (exporter.modelsplit; estimates, docs/cost-model.md)."""

@@ -191,3 +191,19 @@ def engine_savings(snap) -> dict[tuple[str, str], float]:
             key = (f.model.engine, c.api)
             savings[key] = savings.get(key, -engine_spend.get(f.model.engine, 0.0)) + c.equivalent_spend
     return savings
+
+
+def engine_gpu_utilization(snap) -> dict[str, float]:
+    """engine -> the busy share of the GPUs it holds, each weighted by the fraction it holds of it.
+    GPUs down or without a utilization reading (a MIG-enabled GPU) are left out; a GPU shared by
+    time-slicing or MIG reports the whole GPU's utilization, so for those it is the GPU's, not the
+    engine's own (an estimate, docs/cost-model.md)."""
+    if snap.spend is None:
+        return {}
+    utilization = {g.index: g.utilization_ratio for g in snap.gpus if g.up and g.utilization_ratio is not None}
+    out = {}
+    for engine, held in snap.spend.held.items():
+        weights = {index: fraction for index, fraction in held.items() if index in utilization and fraction > 0}
+        if weights:
+            out[engine] = sum(utilization[i] * f for i, f in weights.items()) / sum(weights.values())
+    return out

@@ -215,6 +215,13 @@ def test_the_worked_node_maps_exactly_and_each_gpus_energy_lands_on_its_engine(n
     assert spend[LLAMA] == pytest.approx(per_gpu[3] + per_gpu[5], rel=REL)
     assert spend[QWEN] == pytest.approx(3 / 7 * per_gpu[6], rel=REL)
     assert sum(spend.values()) + unallocated == pytest.approx(node_spend, rel=REL)  # conserved
+    # and each engine's GPU utilization is that of the GPUs it holds, not the node's
+    families = {f.name: f for f in exporter.registry.collect()}
+    busy = {int(s.labels["gpu"]): s.value for s in families["llmcost_gpu_utilization_ratio"].samples}
+    engine_busy = {s.labels["engine"]: s.value for s in families["llmcost_engine_gpu_utilization_ratio"].samples}
+    assert busy[3] != busy[5]  # the GPUs differ, so the mean of the two is a real check
+    assert engine_busy[LLAMA] == pytest.approx((busy[3] + busy[5]) / 2, rel=REL)
+    assert QWEN not in engine_busy  # a MIG-enabled GPU: NVML has no utilization reading for it
 
 
 def _energy_cost(joules: dict[int, float]) -> dict[int, float]:
