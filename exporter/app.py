@@ -101,7 +101,7 @@ class Exporter:
                          "price_source": self.price_source},
                 node=node.labels() if node else None, engine_pods=engines.pods(),
                 reload_successful=self.reloader.successful, reload_success_time=self.reloader.success_time,
-                api_prices=engines.apis_in_use())
+                api_prices=engines.apis_in_use(), spanning_other_nodes=engines.spanning_other_nodes())
             return take_snapshot(self.clock, self.config, self.gpu, engines.sources, self.accountant,
                                  retired=engines.retired_names(), extra_health=self.kube.healths if self.kube else (),
                                  info=info, model_spend=self.model_spend)

@@ -58,6 +58,9 @@ class ExporterInfo:
     reload_successful: bool
     reload_success_time: float | None
     api_prices: list  # catalog.ApiPrice of every API some engine is compared with
+    # Engines with pods on other nodes: their cost per token and what follows from it needs the
+    # spend of every node, which only the recording rules have (cluster_engine_model:...).
+    spanning_other_nodes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ def take_snapshot(clock, config, gpu_source, engines, accountant, retired=frozen
             engine_models = [dataclasses.replace(m, gauges={}) for m in engine_models]
         for m in engine_models:
             figures = _figures(m, engine_models, accountant, model_spend)
-            models.append(_split_figures(figures, model_spend) if model_spend is not None else figures)
+            figures = _split_figures(figures, model_spend) if model_spend is not None else figures
+            models.append(_this_node_only(figures) if info and engine.name in info.spanning_other_nodes else figures)
     health = ([gpu_source.health.status()] if gpu_source else []) + \
         [e.health.status() for e in engines if e.name not in retired] + [h.status() for h in extra_health]
     now = clock.now()
@@ -106,6 +110,14 @@ def take_snapshot(clock, config, gpu_source, engines, accountant, retired=frozen
         info=info,
         engines=[EngineInfo(e.name, e.kind, e.cached_input_source) for e in engines],
     )
+
+
+def _this_node_only(figures: ModelFigures) -> ModelFigures:
+    """The figures of an engine that also runs on other nodes, without those this node cannot know:
+    per token it costs every node's spend (absent rather than low: the rules give it)."""
+    return dataclasses.replace(figures, cost_per_million=None, cost_per_million_full=None,
+                               cost_per_million_by_direction={},
+                               apis=[dataclasses.replace(a, breakeven_utilization=None) for a in figures.apis])
 
 
 def _figures(model: ModelTotals, engine_models: list[ModelTotals], accountant, model_spend=None) -> ModelFigures:
@@ -184,9 +196,12 @@ def _payback(now: float, config, engines, accountant) -> dict[str, float | None]
 
 def engine_savings(snap) -> dict[tuple[str, str], float]:
     """(engine, api) -> API-equivalent minus self-hosted spend since start, as llmcost_api_savings."""
+    partial = snap.info.spanning_other_nodes if snap.info else frozenset()  # the rules have theirs
     engine_spend = snap.spend.engines if snap.spend else {}
     savings: dict[tuple[str, str], float] = {}
     for f in snap.models:
+        if f.model.engine in partial:
+            continue
         for c in f.apis:
             key = (f.model.engine, c.api)
             savings[key] = savings.get(key, -engine_spend.get(f.model.engine, 0.0)) + c.equivalent_spend

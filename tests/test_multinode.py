@@ -353,3 +353,33 @@ def test_a_workers_exact_devices_from_the_kubelet_are_booked_to_its_leaders_engi
     engine_joules = after.spend.engine_energy_joules[LEADER] - before.spend.engine_energy_joules.get(LEADER, 0.0)
     assert engine_joules == pytest.approx(gpu_joules[1] + gpu_joules[3], rel=1e-6)  # overhead is 0: GPU energy only
     assert engine_joules != pytest.approx(gpu_joules[0] + gpu_joules[1], rel=1e-3)
+
+
+@pytest.mark.parametrize("worker_here", [False, True])
+def test_a_leader_whose_workers_run_elsewhere_exposes_no_cost_per_token_of_its_own(apis, clock, exporter_for, vllm,
+                                                                                 worker_here):
+    """Its cost per token needs every node's spend: on the leader's node alone it would read low
+    (the rules' cluster_engine_model level has it). With the whole group on the node it is whole."""
+    pods = pods_of(LWS_PODS)[:2]
+    server = vllm()
+    pods[0]["status"]["podIP"] = "127.0.0.1"
+    pods[0]["metadata"]["annotations"]["llmcost.io/port"] = server.url.split(":")[2].split("/")[0]
+    if worker_here:
+        pods[1]["spec"]["nodeName"] = LEADER_NODE
+    api = apis(LEADER_NODE, pods)
+    exporter = exporter_for(kube_config(api.url, node=LEADER_NODE, discovery=True, compare={"apis": ["gpt-4o"]}),
+                            a10gs(clock))
+    exporter.refresh_kubernetes()
+    for _ in range(30):
+        exporter.sample_all()
+        clock.advance(20)
+    leader = labels_of(LEADER)
+    tokens = value(exporter, "llmcost_tokens_total", direction="input", model=MODEL, **leader)
+    assert tokens and tokens > 0  # its tokens and spend are still counted: the rules sum them
+    assert value(exporter, "llmcost_engine_spend_total", currency="USD", **leader) > 0
+    cost = value(exporter, "llmcost_cost_per_million_tokens", model=MODEL, currency="USD", **leader)
+    savings = value(exporter, "llmcost_api_savings", api="gpt-4o", currency="USD", **leader)
+    if worker_here:
+        assert cost is not None and cost > 0 and savings is not None
+    else:
+        assert cost is None and savings is None

@@ -103,6 +103,16 @@ class EngineRegistry:
         booked = {name: (b.namespace, b.leader) for name, b in self._booked.items()}
         return {**booked, **{name: (e.pod.namespace, e.pod.pod) for name, e in self._engines.items() if e.pod is not None}}
 
+    def spanning_other_nodes(self) -> frozenset[str]:
+        """Engines led from this node whose group has pods elsewhere (a LeaderWorkerSet leader whose
+        workers are not all here): their spend on this node is part of their cost only."""
+        sizes = {name: e.pod.group_size for name, e in self._engines.items() if e.pod is not None and e.pod.group_size}
+        here = dict.fromkeys(sizes, 1)
+        for worker in self._workers:
+            if worker.leader_engine in here:
+                here[worker.leader_engine] += 1
+        return frozenset(name for name, count in here.items() if count < sizes[name])
+
     def apis_in_use(self) -> list:
         compared = {api.name: api for engine in self.sources for api in engine.apis}
         return sorted(compared.values(), key=lambda a: a.name)

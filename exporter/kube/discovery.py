@@ -22,7 +22,7 @@ import datetime
 from dataclasses import dataclass, field
 
 from exporter.engines.schemas import AUTO, all_maps
-from exporter.kube.groups import worker_of
+from exporter.kube.groups import group_size, worker_of
 from exporter.kube.shares import PodGpus, pod_gpus
 
 PREFIX = "llmcost.io/"
@@ -41,6 +41,7 @@ class PodTarget:
     gpus: tuple[int, ...] | None
     started: float | None  # status.startTime as Unix time
     gpu_request: PodGpus = field(default_factory=PodGpus)  # its GPU resources: its share of the node's GPUs
+    group_size: int | None = None  # a LeaderWorkerSet leader: the pods of its group, itself included
 
     @property
     def engine(self) -> str:
@@ -92,7 +93,8 @@ def _target(pod: dict, metadata: dict, status: dict) -> PodTarget:
     return PodTarget(
         namespace=str(metadata.get("namespace", "")), pod=str(metadata.get("name", "")), uid=str(metadata.get("uid", "")),
         url=f"{scheme}://{host}:{port}{path}", kind=kind, capacity=_capacity(annotations.get(CAPACITY)),
-        gpus=_gpus(annotations.get(GPUS)), started=_timestamp(status.get("startTime")), gpu_request=pod_gpus(pod))
+        gpus=_gpus(annotations.get(GPUS)), started=_timestamp(status.get("startTime")), gpu_request=pod_gpus(pod),
+        group_size=group_size(pod))
 
 
 def _port(annotation, containers) -> int:

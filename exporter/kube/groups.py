@@ -31,6 +31,7 @@ from exporter.kube.shares import PodGpus, pod_gpus
 LWS = "leaderworkerset.sigs.k8s.io/"
 LWS_NAME, LWS_GROUP_INDEX, LWS_WORKER_INDEX = LWS + "name", LWS + "group-index", LWS + "worker-index"
 LWS_GROUP_KEY, LWS_LEADER_NAME = LWS + "group-key", LWS + "leader-name"  # a label; an annotation (workers)
+LWS_SIZE = LWS + "size"  # an annotation on every pod of a group: how many pods it has, leader included
 RAY_CLUSTER, RAY_NODE_TYPE, RAY_GROUP = "ray.io/cluster", "ray.io/node-type", "ray.io/group"
 LWS_KIND, RAY_KIND = "lws", "ray"
 
@@ -66,6 +67,17 @@ def worker_of(pod: dict) -> GroupWorker | None:
     if labels.get(RAY_CLUSTER) and labels.get(RAY_NODE_TYPE) == "worker":
         return GroupWorker(namespace, name, RAY_KIND, str(labels[RAY_CLUSTER]), None, pod_gpus(pod))
     return None
+
+
+def group_size(pod: dict) -> int | None:
+    """How many pods the LeaderWorkerSet group a leader pod leads has, leader included; None for
+    any other pod (a Ray head does not say how many workers its cluster has)."""
+    metadata = _mapping(pod.get("metadata"))
+    labels, annotations = _mapping(metadata.get("labels")), _mapping(metadata.get("annotations"))
+    size = str(annotations.get(LWS_SIZE, ""))
+    if not labels.get(LWS_NAME) or labels.get(LWS_WORKER_INDEX, "0") != "0" or not size.isdigit():
+        return None
+    return int(size)
 
 
 def group_workers(pod_list: dict) -> list[GroupWorker]:
