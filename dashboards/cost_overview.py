@@ -295,8 +295,9 @@ def dashboard(s: Scope):
                            unit=CURRENCY, width=24, min=0, stack=True, description="""
                            Spend per hour, stacked, interval by interval ($__rate_interval): rate of
                            llmcost_engine_spend_total per engine and of llmcost_unallocated_spend_total per node,
-                           × 3600. With every engine selected, the stack of a node is its hourly cost
-                           (llmcost_hourly_cost); the unallocated band is what GPUs no engine holds cost. The
+                           × 3600. With every engine selected, the stack of a node is its whole spend per hour
+                           (rate of llmcost_spend_total × 3600); the unallocated band is what the GPUs no engine
+                           holds cost. The
                            unallocated series is not filtered by engine kind or model."""),
                 table("$/1M tokens: input vs output per model",
                       column("$/1M input", q(by_direction("input")), CURRENCY),
@@ -317,11 +318,19 @@ def dashboard(s: Scope):
                          llmcost_cache_savings_total (new cached input tokens × the model's prefill spend per
                          computed input token). An estimate of the prefill work the engine did not pay for;
                          0 while nothing is cached."""),
+                bargauge("Model spend in range: prefill vs decode",
+                         q(per_model("sum", f'increase({s.m("llmcost_model_spend_total", MODEL)}[$__range])', "phase"),
+                           "{{model}} · {{phase}} ({{engine_kind}}) @ {{instance}}"),
+                         unit=CURRENCY, height=9, description="""
+                         Each engine's spend over the time range split among its models (by token-weighted
+                         work) and each model's into prefill and decode (by the engine's own time counters,
+                         else attribution.prefill_token_weight): increase of llmcost_model_spend_total. Over an
+                         engine's models and phases it adds up to the engine's spend. An estimate."""),
                 timeseries("GPU utilization per engine",
                            q(f'max{s.by("instance", "engine", "engine_kind")}'
                              f'({s.of_selected_engines(s.m("llmcost_engine_gpu_utilization_ratio"))})',
                              "{{engine}} ({{engine_kind}}) @ {{instance}}"),
-                           unit=RATIO, width=24, min=0, description="""
+                           unit=RATIO, min=0, description="""
                            How busy the GPUs each engine holds are: llmcost_engine_gpu_utilization_ratio, the
                            busy share of each of its GPUs weighted by the fraction of it the engine holds. No
                            line for an engine that holds only MIG devices (they report no utilization); a GPU

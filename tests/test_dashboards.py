@@ -165,6 +165,7 @@ def test_money_energy_and_power_panels_use_their_units(boards):
     assert by_title["llmcost-overview", "$/1M tokens: input vs output per model"] == "currencyUSD"
     assert by_title["llmcost-overview", "Prefix cache savings in range"] == "currencyUSD"
     assert by_title["llmcost-overview", "GPU utilization per engine"] == "percentunit"
+    assert by_title["llmcost-overview", "Model spend in range: prefill vs decode"] == "currencyUSD"
 
 
 def test_who_pays_for_the_gpus_panels(boards):
@@ -181,6 +182,8 @@ def test_who_pays_for_the_gpus_panels(boards):
     direction = [t["expr"] for t in found["$/1M tokens: input vs output per model"]["targets"]]
     assert ['direction="input"' in direction[0], 'direction="output"' in direction[1]] == [True, True]
     assert all("model, method)" in e for e in direction)
+    assert "by (instance, engine, engine_kind, model, phase)" in \
+        found["Model spend in range: prefill vs decode"]["targets"][0]["expr"]
     assert "llmcost_cache_savings_total" in found["Prefix cache savings in range"]["targets"][0]["expr"]
     assert "llmcost_engine_gpu_utilization_ratio" in found["GPU utilization per engine"]["targets"][0]["expr"]
     # the other timeseries are not stacked
