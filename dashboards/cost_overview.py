@@ -40,6 +40,17 @@ def dashboard(s: Scope):
         return f"{op}{s.by(*PER_MODEL, *labels)}({s.of_kinds(expr)})"
 
     breakeven = per_model("max", s.m("llmcost_breakeven_utilization_ratio", MODEL, API), "api")
+
+    # Who pays for the GPUs: each engine's share of its node's GPUs (and how it was found), the rest.
+    per_share = ("instance", "engine", "engine_kind", "method")  # rows of the GPU share table
+    gpu_share = f'max{s.by(*per_share)}({s.of_selected_engines(s.m("llmcost_engine_gpu_share_ratio"))})'
+    unallocated_share = (f"0 * {gpu_share} + {s.on('instance')} group_left "
+                         f'max{s.by("instance")}({s.m("llmcost_unallocated_gpu_share_ratio")})')
+    unallocated_spend = s.m("llmcost_unallocated_spend_total")
+
+    def by_direction(direction: str) -> str:
+        return per_model("max", s.m("llmcost_cost_per_million_tokens_by_direction", MODEL, f'direction="{direction}"'),
+                         "method")
     # The engine's utilization over each of its models' break-even utilizations, one per API.
     over_breakeven = (f'sum{s.by("instance", "engine")}({s.m("llmcost_utilization_ratio")}) '
                       f"/ {per_engine} group_right {breakeven}")
@@ -251,6 +262,81 @@ def dashboard(s: Scope):
                       The catalog list price per million tokens of each compared API, by direction (input,
                       cached_input, output): llmcost_api_price_per_million_tokens. The blended price per
                       model weights these by the model's actual traffic."""),
+            ]),
+            question("Who pays for the GPUs?", [
+                table("GPU share per engine",
+                      column("GPU share", q(gpu_share), RATIO),
+                      column("unallocated share of the node", q(unallocated_share), RATIO),
+                      unit=RATIO, width=12, height=8, description="""
+                      One row per engine (with its kind) and the method its share was found by: the share of
+                      its node's GPUs it holds now (llmcost_engine_gpu_share_ratio; method exclusive,
+                      replica, mig, hami, podresources, config or even: see docs/metrics.md), and the share of
+                      that node's GPUs no engine holds (llmcost_unallocated_gpu_share_ratio, 1 − the engines'
+                      shares), whose cost is never spread over the engines. Engines serving the selected
+                      models."""),
+                bargauge("GPU spend in range: engines vs unallocated",
+                         q(f"sum{s.by('instance', 'engine', 'engine_kind')}"
+                           f"({s.of_selected_engines(f'increase({spend}[$__range])')})",
+                           "{{engine}} ({{engine_kind}}) @ {{instance}}"),
+                         q(f"sum{s.by('instance')}(increase({unallocated_spend}[$__range]))",
+                           "unallocated @ {{instance}}"),
+                         unit=CURRENCY, height=8, description="""
+                         Who paid for the GPUs over the time range: increase of llmcost_engine_spend_total per
+                         engine (its share of the node's cost), and of llmcost_unallocated_spend_total per node
+                         (the GPU fractions no engine holds: idle GPUs, free MIG slices and replicas). On a
+                         node, the engines' spend plus the unallocated spend is its whole spend
+                         (llmcost_spend_total). The unallocated bar is not filtered by engine kind or model."""),
+                timeseries("GPU spend per hour: engines vs unallocated (stacked)",
+                           q(f"sum{s.by('instance', 'engine', 'engine_kind')}"
+                             f"({s.of_selected_engines(f'rate({spend}[$__rate_interval])')}) * 3600",
+                             "{{engine}} ({{engine_kind}}) @ {{instance}}"),
+                           q(f"sum{s.by('instance')}(rate({unallocated_spend}[$__rate_interval])) * 3600",
+                             "unallocated @ {{instance}}"),
+                           unit=CURRENCY, width=24, min=0, stack=True, description="""
+                           Spend per hour, stacked, interval by interval ($__rate_interval): rate of
+                           llmcost_engine_spend_total per engine and of llmcost_unallocated_spend_total per node,
+                           × 3600. With every engine selected, the stack of a node is its whole spend per hour
+                           (rate of llmcost_spend_total × 3600); the unallocated band is what the GPUs no engine
+                           holds cost. The
+                           unallocated series is not filtered by engine kind or model."""),
+                table("$/1M tokens: input vs output per model",
+                      column("$/1M input", q(by_direction("input")), CURRENCY),
+                      column("$/1M output", q(by_direction("output")), CURRENCY),
+                      unit=CURRENCY, width=12, height=8, description="""
+                      One row per model (with its engine's kind) and the method its spend was split into
+                      prefill and decode by: engine_time (the engine's own prefill and decode time counters)
+                      or ratio (attribution.prefill_token_weight). Cost per million input tokens (the
+                      model's prefill spend / its input tokens, cached included) and per million output
+                      tokens (its decode spend / its output tokens) over the exporter's live window:
+                      llmcost_cost_per_million_tokens_by_direction. An estimate; empty for a direction
+                      while none of its tokens flow."""),
+                bargauge("Prefix cache savings in range",
+                         q(per_model("sum", f'increase({s.m("llmcost_cache_savings_total", MODEL)}[$__range])'),
+                           "{{model}} ({{engine_kind}}) @ {{instance}}"),
+                         unit=CURRENCY, height=8, description="""
+                         What the prefix cache saved each model over the time range: increase of
+                         llmcost_cache_savings_total (new cached input tokens × the model's prefill spend per
+                         computed input token). An estimate of the prefill work the engine did not pay for;
+                         0 while nothing is cached."""),
+                bargauge("Model spend in range: prefill vs decode",
+                         q(per_model("sum", f'increase({s.m("llmcost_model_spend_total", MODEL)}[$__range])', "phase"),
+                           "{{model}} · {{phase}} ({{engine_kind}}) @ {{instance}}"),
+                         unit=CURRENCY, height=9, description="""
+                         Each engine's spend over the time range split among its models (by token-weighted
+                         work) and each model's into prefill and decode (by the engine's own time counters,
+                         else attribution.prefill_token_weight): increase of llmcost_model_spend_total. Over an
+                         engine's models and phases it adds up to the engine's spend. An estimate."""),
+                timeseries("GPU utilization per engine",
+                           q(f'max{s.by("instance", "engine", "engine_kind")}'
+                             f'({s.of_selected_engines(s.m("llmcost_engine_gpu_utilization_ratio"))})',
+                             "{{engine}} ({{engine_kind}}) @ {{instance}}"),
+                           unit=RATIO, min=0, description="""
+                           How busy the GPUs each engine holds are: llmcost_engine_gpu_utilization_ratio, the
+                           busy share of each of its GPUs weighted by the fraction of it the engine holds. No
+                           line for an engine that holds only MIG devices (they report no utilization); a GPU
+                           shared by time-slicing or MIG reports the whole GPU's busy share, not the engine's
+                           own. Compare with the token utilization above: busy GPUs at low token utilization
+                           point to a capacity set too high."""),
             ]),
         ],
     )

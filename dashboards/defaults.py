@@ -287,13 +287,14 @@ def _common(title, description):
 
 
 def timeseries(title: str, *targets: PromTarget, unit: str, description: str, width: int | None = None,
-               height: int | None = None, min: int | None = None, bars: bool = False,
+               height: int | None = None, min: int | None = None, bars: bool = False, stack: bool = False,
                legend_calcs=("lastNotNull", "mean", "max")):
-    """Values over the dashboard's time range (range queries)."""
+    """Values over the dashboard's time range (range queries); `stack` stacks the series (parts of a whole)."""
     _checked(title, unit, description)
+    stacking = {"group": "A", "mode": "normal"} if stack else {}
     panel = core.TimeSeries(**_common(title, description), targets=_targets(targets, instant=False), unit=unit,
                             valueMin=min, drawStyle="bars" if bars else "line", fillOpacity=60 if bars else 10,
-                            lineWidth=1, showPoints="never", spanNulls=False, tooltipMode="multi",
+                            lineWidth=1, showPoints="never", spanNulls=False, tooltipMode="multi", stacking=stacking,
                             legendDisplayMode="table", legendPlacement="bottom", legendCalcs=list(legend_calcs),
                             thresholds=NEUTRAL)
     return _sized(panel, "timeseries", width, height)

@@ -158,6 +158,37 @@ def test_money_energy_and_power_panels_use_their_units(boards):
     assert by_title["llmcost-utilization-energy", "Power per GPU vs limit"] == "watt"
     assert by_title["llmcost-utilization-energy", "GPU energy"] == "joule"
     assert by_title["llmcost-utilization-energy", "Energy per token"] == "joule"
+    # who pays for the GPUs (issue 14)
+    assert by_title["llmcost-overview", "GPU share per engine"] == "percentunit"
+    assert by_title["llmcost-overview", "GPU spend in range: engines vs unallocated"] == "currencyUSD"
+    assert by_title["llmcost-overview", "GPU spend per hour: engines vs unallocated (stacked)"] == "currencyUSD"
+    assert by_title["llmcost-overview", "$/1M tokens: input vs output per model"] == "currencyUSD"
+    assert by_title["llmcost-overview", "Prefix cache savings in range"] == "currencyUSD"
+    assert by_title["llmcost-overview", "GPU utilization per engine"] == "percentunit"
+    assert by_title["llmcost-overview", "Model spend in range: prefill vs decode"] == "currencyUSD"
+
+
+def test_who_pays_for_the_gpus_panels(boards):
+    """Issue 14's families are on the overview: engines' and unallocated spend stacked, each engine's
+    share with its method beside the node's unallocated share, $/1M by direction with its split method."""
+    found = {p["title"]: p for p in panels(boards["llmcost-overview"])}
+    stacked = found["GPU spend per hour: engines vs unallocated (stacked)"]
+    assert stacked["fieldConfig"]["defaults"]["custom"]["stacking"] == {"group": "A", "mode": "normal"}
+    assert [("llmcost_engine_spend_total" in t["expr"], "llmcost_unallocated_spend_total" in t["expr"])
+            for t in stacked["targets"]] == [(True, False), (False, True)]
+    share = [t["expr"] for t in found["GPU share per engine"]["targets"]]
+    assert all("by (instance, engine, engine_kind, method)" in e for e in share)
+    assert "llmcost_unallocated_gpu_share_ratio" in share[1]
+    direction = [t["expr"] for t in found["$/1M tokens: input vs output per model"]["targets"]]
+    assert ['direction="input"' in direction[0], 'direction="output"' in direction[1]] == [True, True]
+    assert all("model, method)" in e for e in direction)
+    assert "by (instance, engine, engine_kind, model, phase)" in \
+        found["Model spend in range: prefill vs decode"]["targets"][0]["expr"]
+    assert "llmcost_cache_savings_total" in found["Prefix cache savings in range"]["targets"][0]["expr"]
+    assert "llmcost_engine_gpu_utilization_ratio" in found["GPU utilization per engine"]["targets"][0]["expr"]
+    # the other timeseries are not stacked
+    assert all(p["fieldConfig"]["defaults"]["custom"]["stacking"] == {} for p in found.values()
+               if p["type"] == "timeseries" and p is not stacked)
 
 
 def test_every_panel_and_query_uses_the_datasource_variable(boards):
