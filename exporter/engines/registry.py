@@ -30,7 +30,7 @@ from exporter.engines.schemas import all_maps
 from exporter.engines.source import EngineSource
 from exporter.jobs import ENGINES
 from exporter.kube import groups, shares
-from exporter.kube.podresources.claims import exact_claim, nvml_parts
+from exporter.kube.podresources.claims import exact_claim, nvml_parts, per_gpu
 
 if typing.TYPE_CHECKING:
     from exporter.kube.discovery import PodTarget
@@ -307,31 +307,18 @@ class EngineRegistry:
         workers = [w for w in self._workers if w.leader_engine in booked or w.leader_engine in pods]
         from_pods = shares.claims(self._node_gpus, groups.book(pods, workers, by_index),
                                   self._config.kubernetes.discovery.mig_share)
-        from_pods.update(self._exact_claims(active, workers, from_pods))
-        claims = {name: from_pods.get(name) or self._config_claim(e.gpus) for name, e in active.items()}
+        parts = nvml_parts(self._gpus[1], self._config.kubernetes.discovery.mig_share)
+        from_pods.update(self._exact_claims(active, workers, from_pods, parts))
+        claims = {name: from_pods.get(name) or _config_claim(e.gpus, parts) for name, e in active.items()}
         return {**{name: from_pods[name] for name in booked if name in from_pods}, **claims}
 
-    def _config_claim(self, gpus: list | None) -> Claim:
-        """GPU indices as given; NVML UUIDs on their GPUs (a MIG device: its part of its GPU, as
-        podresources counts it); a UUID NVML does not report holds nothing."""
-        claim = Claim.from_config(None if gpus is None else [g for g in gpus if isinstance(g, int)])
-        uuids = [g for g in gpus or [] if isinstance(g, str)]
-        if not uuids:
-            return claim
-        parts = nvml_parts(self._gpus[1], self._config.kubernetes.discovery.mig_share)
-        on_gpu: dict[str, float] = {}
-        for uuid in dict.fromkeys(uuids):
-            gpu, part = parts.get(uuid, (uuid, 0.0))
-            on_gpu[gpu] = min(on_gpu.get(gpu, 0.0) + part, 1.0)
-        return dataclasses.replace(claim, devices=tuple(sorted(on_gpu.items())))
-
-    def _exact_claims(self, active: dict[str, _Engine], workers: list, from_pods: dict[str, Claim]) -> dict[str, Claim]:
+    def _exact_claims(self, active: dict[str, _Engine], workers: list, from_pods: dict[str, Claim],
+                      parts: dict[str, tuple[str, float]]) -> dict[str, Claim]:
         """The engines whose pods here (their own and their workers') the kubelet maps, every one,
         to devices NVML knows; HAMi's own allocation stays (its kubelet IDs name a GPU only with
         its preferred allocation on, docs/kubernetes.md)."""
         if self._pod_devices is None:
             return {}
-        parts = nvml_parts(self._gpus[1], self._config.kubernetes.discovery.mig_share)
         own = {name: (e.pod.namespace, e.pod.pod) for name, e in active.items() if e.pod is not None}
         pods_of = groups.pods_by_engine(own, workers)
         exact = {}
@@ -348,3 +335,13 @@ class EngineRegistry:
         return EngineConfig(url=target.url, name=target.engine, kind=target.kind, interval=discovery.interval,
                             timeout=discovery.timeout, capacity_tokens_per_s=target.capacity,
                             gpus=list(target.gpus) if target.gpus is not None else None)
+
+
+def _config_claim(gpus: list | None, parts: dict[str, tuple[str, float]]) -> Claim:
+    """GPU indices as given; NVML UUIDs on their GPUs (a MIG device: its part of its GPU, as
+    podresources counts it, from `parts`); a UUID NVML does not report holds nothing."""
+    claim = Claim.from_config(None if gpus is None else [g for g in gpus if isinstance(g, int)])
+    uuids = [g for g in gpus or [] if isinstance(g, str)]
+    if not uuids:
+        return claim
+    return dataclasses.replace(claim, devices=per_gpu([parts.get(uuid, (uuid, 0.0)) for uuid in dict.fromkeys(uuids)]))

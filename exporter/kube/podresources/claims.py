@@ -15,24 +15,10 @@ exporter.attribution then places the claim on those GPUs, as it places HAMi's.
 from __future__ import annotations
 
 from exporter.attribution import Claim
-from exporter.kube.podresources.devices import ContainerGpus, GpuDevice
+from exporter.kube.podresources.devices import PodDevices, pod_devices  # noqa: F401 (pod_devices: re-exported)
 from exporter.kube.shares import SHARED_SUFFIX, NodeGpus, mig_fraction, mig_profile
 
 PODRESOURCES = "podresources"
-
-# (resource name, device) held by a pod, each once
-PodDevices = tuple[tuple[str, GpuDevice], ...]
-
-
-def pod_devices(containers: list[ContainerGpus]) -> dict[tuple[str, str], PodDevices]:
-    """(namespace, pod) -> the devices its containers hold, with their resource names; a device two
-    containers list (an init container's, reused) counts once."""
-    pods: dict[tuple[str, str], set[tuple[str, GpuDevice]]] = {}
-    for c in containers:
-        held = pods.setdefault((c.namespace, c.pod), set())
-        held.update((resource, d) for resource, devices in c.devices.items() for d in devices)
-    return {pod: tuple(sorted(held, key=lambda h: (h[0], h[1].raw))) for pod, held in pods.items()}
-
 
 def nvml_parts(readings, basis: str = "compute") -> dict[str, tuple[str, float]]:
     """Device UUID -> (its GPU's UUID, the part of that GPU it is), for every GPU and MIG device NVML
@@ -50,7 +36,7 @@ def nvml_parts(readings, basis: str = "compute") -> dict[str, tuple[str, float]]
 
 def exact_claim(held: PodDevices, parts: dict[str, tuple[str, float]], node: NodeGpus | None) -> Claim | None:
     """The pod's claim on exact GPUs, or None where a device is unknown (see the module's doc)."""
-    on_gpu: dict[str, float] = {}
+    on_gpu: list[tuple[str, float]] = []
     for resource, device in held:
         if device.id not in parts:
             return None
@@ -60,8 +46,16 @@ def exact_claim(held: PodDevices, parts: dict[str, tuple[str, float]], node: Nod
             if replicas < 1:
                 return None
             part /= replicas
-        on_gpu[gpu] = min(on_gpu.get(gpu, 0.0) + part, 1.0)
+        on_gpu.append((gpu, part))
     if not on_gpu:
         return None
-    devices = tuple(sorted(on_gpu.items()))
+    devices = per_gpu(on_gpu)
     return Claim(PODRESOURCES, gpus=sum(f for _, f in devices), devices=devices)
+
+
+def per_gpu(parts: list[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
+    """(GPU UUID, part of it) pairs summed per GPU, each at most the whole GPU, sorted: a claim's devices."""
+    on_gpu: dict[str, float] = {}
+    for gpu, part in parts:
+        on_gpu[gpu] = min(on_gpu.get(gpu, 0.0) + part, 1.0)
+    return tuple(sorted(on_gpu.items()))

@@ -91,10 +91,21 @@ def container_gpus(response, resources: tuple[str, ...] | list[str] = DEFAULT_RE
     return found
 
 
+# (resource name, device) held by a pod, each once
+PodDevices = tuple[tuple[str, GpuDevice], ...]
+
+
+def pod_devices(containers: list[ContainerGpus]) -> dict[tuple[str, str], PodDevices]:
+    """(namespace, pod) -> the devices its containers hold, with their resource names; a device two
+    containers list (an init container's, reused) counts once."""
+    pods: dict[tuple[str, str], set[tuple[str, GpuDevice]]] = {}
+    for c in containers:
+        held = pods.setdefault((c.namespace, c.pod), set())
+        held.update((resource, d) for resource, devices in c.devices.items() for d in devices)
+    return {pod: tuple(sorted(held, key=lambda h: (h[0], h[1].raw))) for pod, held in pods.items()}
+
+
 def pod_gpus(containers: list[ContainerGpus]) -> dict[tuple[str, str], tuple[str, ...]]:
     """(namespace, pod) -> the physical devices its containers hold (GPU-/MIG- UUIDs for NVIDIA's
     plugin), sorted, each once: two time-slicing replicas of one GPU are that GPU."""
-    pods: dict[tuple[str, str], set[str]] = {}
-    for c in containers:
-        pods.setdefault((c.namespace, c.pod), set()).update(d.id for ds in c.devices.values() for d in ds)
-    return {pod: tuple(sorted(ids)) for pod, ids in pods.items()}
+    return {pod: tuple(sorted({d.id for _, d in held})) for pod, held in pod_devices(containers).items()}

@@ -17,9 +17,8 @@ import time
 
 from exporter.config import PodResourcesConfig
 from exporter.health import SourceHealth
-from exporter.kube.podresources.claims import PodDevices, pod_devices
 from exporter.kube.podresources.client import PodResourcesError, list_pod_resources
-from exporter.kube.podresources.devices import ContainerGpus, container_gpus, pod_gpus
+from exporter.kube.podresources.devices import ContainerGpus, PodDevices, container_gpus, pod_devices, pod_gpus
 
 log = logging.getLogger("exporter.kube")
 
