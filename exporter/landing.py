@@ -5,6 +5,10 @@ the metric they show, so a browser test can check them against /metrics. An engi
 engine_kind label of llmcost_engine_info) is shown beside its name, in cells marked data-kind.
 Who pays for the GPUs: each engine's share of them with the method that produced it, the GPUs (or
 parts of GPUs) it holds and its spend, and the unallocated part as its own row.
+
+One window per statement (exporter.verdict): each model and API row shows its live-window figures
+with the live verdict, its since-start spend with the since-start verdict, and the month projected
+at the live rates, each group headed by its window; a break-even above 100% is called unreachable.
 """
 
 from __future__ import annotations
@@ -12,8 +16,7 @@ from __future__ import annotations
 import html
 from fractions import Fraction
 
-from exporter import __version__
-from exporter.snapshot import engine_savings
+from exporter import __version__, verdict
 
 
 def _fmt(value, spec=",.2f", none="–") -> str:
@@ -25,12 +28,45 @@ def _cell(value, spec, metric: str, **labels) -> str:
     return f'<td class=num data-metric="{metric}"{attrs}>{_fmt(value, spec)}</td>'
 
 
-def _verdict(saving: float | None, api: str, currency: str) -> str:
-    if saving is None:
-        return ""
-    if saving >= 0:
-        return f'<span class=good>self-hosting saved {saving:,.2f} {currency} vs {html.escape(api)}</span>'
-    return f'<span class=bad>{html.escape(api)} would have cost {-saving:,.2f} {currency} less</span>'
+def _api_name(c) -> str:
+    """The API as the page names it. Tiers: when ApiComparison carries its tier, this is where the
+    tier's name joins the API's (the tier helper's api_label(api, tier)), in cells and verdicts alike."""
+    return c.api
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds >= 3600 and seconds % 3600 == 0 else (
+        f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s")
+
+
+def _verdict_cell(v: verdict.Verdict, api: str, currency: str, unreachable: bool = False, breakeven=None) -> str:
+    """One statement over one window, from the cells of its own group of the row."""
+    attrs = f'data-verdict="{v.window}" data-cheaper="{"" if v.cheaper is None else str(v.cheaper).lower()}"'
+    if v.cheaper is None:
+        why = "no tokens in the live window" if v.window == "live" else "not known on this node yet"
+        return f"<td class=verdict {attrs}>{why}</td>"
+    diff = v.difference or 0.0
+    if v.window == "live":
+        pct = f" ({abs(diff) / v.api:.0%})" if v.api else ""
+        if v.cheaper:
+            text = f"self-hosting {abs(diff):,.2f} {currency}/1M cheaper than {api}{pct}"
+        elif unreachable:
+            text = f"{api} cheaper at any load (break-even above 100%)"
+        else:
+            when = "" if breakeven is None else f"; self-hosting wins above {breakeven * 100:.1f}% utilization"
+            text = f"{api} {abs(diff):,.2f} {currency}/1M cheaper now{when}"
+    else:
+        text = (f"self-hosting saved {diff:,.2f} {currency}" if v.cheaper
+                else f"{api} would have cost {-diff:,.2f} {currency} less")
+    return f'<td class=verdict {attrs}><span class={"good" if v.cheaper else "bad"}>{html.escape(text)}</span></td>'
+
+
+def _breakeven_cell(f, c, ids) -> str:
+    cell = _cell(None if c.breakeven_utilization is None else c.breakeven_utilization * 100, ",.1f",
+                 "llmcost_breakeven_utilization_ratio", **ids)
+    if verdict.unreachable(f, c):
+        cell = cell.replace("</td>", "<br><span class=bad data-unreachable>unreachable at any load</span></td>")
+    return cell
 
 
 def _kind_cell(engine: str, kinds: dict[str, str]) -> str:
@@ -38,9 +74,26 @@ def _kind_cell(engine: str, kinds: dict[str, str]) -> str:
     return f'<td class=kind data-kind="{kind}" data-engine="{html.escape(engine)}">{kind}</td>'
 
 
-def _model_rows(snap, currency: str, kinds: dict[str, str]) -> str:
+def _api_cells(f, c, currency: str, partial: bool, hours_per_month: float) -> str:
+    """The columns of one (model, API) pair: live, since start, and the month at live rates."""
+    ids = {"engine": f.model.engine, "model": f.model.model, "api": c.api}
+    api = html.escape(_api_name(c))
+    live, since = verdict.live(f, c), verdict.since_start(f, c, partial)
+    month = verdict.monthly(f, c, hours_per_month)
+    return (f"<td class=api>{api}</td>"
+            + _cell(c.price_per_million, ",.4f", "llmcost_api_blended_price_per_million_tokens", **ids)
+            + _breakeven_cell(f, c, ids)
+            + _verdict_cell(live, api, currency, verdict.unreachable(f, c), c.breakeven_utilization)
+            + _cell(since.self_hosted, ",.4f", "llmcost_model_spend_total", engine=f.model.engine, model=f.model.model)
+            + _cell(c.equivalent_spend, ",.4f", "llmcost_api_equivalent_spend_total", **ids)
+            + _verdict_cell(since, api, currency)
+            + f"<td class=num data-projection=self_hosted>{_fmt(month and month.self_hosted, ',.0f')}</td>"
+            + f"<td class=num data-projection=api>{_fmt(month and month.api, ',.0f')}</td>")
+
+
+def _model_rows(snap, currency: str, kinds: dict[str, str], hours_per_month: float) -> str:
     rows = []
-    savings = engine_savings(snap)
+    partial = snap.info.spanning_other_nodes if snap.info else frozenset()
     for f in snap.models:
         m = f.model
         ids = {"engine": m.engine, "model": m.model}
@@ -50,21 +103,13 @@ def _model_rows(snap, currency: str, kinds: dict[str, str]) -> str:
                 + _cell(None if f.utilization is None else f.utilization * 100, ".1f", "llmcost_utilization_ratio", **ids)
                 + _cell(f.cost_per_million, ",.4f", "llmcost_cost_per_million_tokens", **ids)
                 + _cell(f.cost_per_million_full, ",.4f", "llmcost_cost_per_million_tokens_at_full_utilization", **ids))
-        apis = f.apis or [None]
-        for i, c in enumerate(apis):
+        for i, c in enumerate(f.apis or [None]):
             first = head if i == 0 else "<td></td>" * 7
             if c is None:
-                rows.append(f"<tr>{first}<td colspan=5>no API compared</td></tr>")
-                continue
-            api_ids = {**ids, "api": c.api}
-            rows.append(
-                f"<tr>{first}<td>{html.escape(c.api)}</td>"
-                + _cell(c.price_per_million, ",.4f", "llmcost_api_blended_price_per_million_tokens", **api_ids)
-                + _cell(None if c.breakeven_utilization is None else c.breakeven_utilization * 100, ",.1f",
-                        "llmcost_breakeven_utilization_ratio", **api_ids)
-                + _cell(c.equivalent_spend, ",.4f", "llmcost_api_equivalent_spend_total", **api_ids)
-                + f"<td>{_verdict(savings.get((m.engine, c.api)), c.api, currency)}</td></tr>")
-    return "".join(rows) or "<tr><td colspan=12>no engine has answered yet</td></tr>"
+                rows.append(f"<tr>{first}<td colspan=9>no API compared</td></tr>")
+            else:
+                rows.append(f"<tr>{first}{_api_cells(f, c, currency, m.engine in partial, hours_per_month)}</tr>")
+    return "".join(rows) or "<tr><td colspan=16>no engine has answered yet</td></tr>"
 
 
 def _held(fractions: dict[int, float]) -> str:
@@ -95,6 +140,30 @@ def _share_rows(snap, kinds: dict[str, str]) -> str:
     return "".join(rows)
 
 
+def _models_table(snap, currency: str, kinds: dict[str, str], hours_per_month: float) -> str:
+    """The per model and API table; each group of columns, its verdict included, says its window."""
+    live = f"live window (last {_duration(snap.window_s)})"
+    return f"""<table id=models>
+<tr><th rowspan=2>engine</th><th rowspan=2>kind</th><th rowspan=2>model</th><th colspan=4 data-window=live>{live}</th>
+<th rowspan=2>API</th><th colspan=3 data-window=live>{live}: against the API</th>
+<th colspan=3 data-window="since start">since start</th>
+<th colspan=2 data-window=projection>per month at the live window's rates ({currency}, {hours_per_month:g} h)</th></tr>
+<tr><th>tokens/s</th><th>utilization %</th><th>{currency}/1M actual</th><th>{currency}/1M at 100%</th>
+<th>API {currency}/1M for this traffic</th><th>break-even utilization %</th><th>verdict, live window</th>
+<th>self-hosted spend {currency}</th><th>API-equivalent {currency}</th><th>verdict, since start</th>
+<th>self-hosted</th><th>API</th></tr>
+{_model_rows(snap, currency, kinds, hours_per_month)}</table>"""
+
+
+def _simulated(config) -> str:
+    """The demo (and any node on the simulated GPU backend) says so before any figure."""
+    if config.gpu.backend != "simulated":
+        return ""
+    return ("<p id=simulated><b>Simulated</b>: these GPUs are simulated (<code>gpu.backend: simulated</code>; "
+            "the demo simulates its engines and clock too). The figures show how the exporter works, "
+            "not what a real node costs.</p>")
+
+
 def render(snap, config, telemetry_path: str) -> str:
     currency = html.escape(config.pricing.currency)
     spend = snap.spend
@@ -110,6 +179,7 @@ def render(snap, config, telemetry_path: str) -> str:
         + (_kind_cell(h.name, kinds) if h.source == "engine" else "<td></td>")
         + f"<td>{'up' if h.up else 'DOWN'}</td><td>{html.escape(h.reason or '')}</td></tr>" for h in snap.health)
     hourly = _fmt(spend.hourly_cost if spend else None, ',.3f')
+    monthly = _fmt(spend.hourly_cost * config.pricing.hours_per_month if spend else None, ',.0f')
     total = _fmt(sum(spend.components.values()) if spend else None, ',.4f')
     payback = "".join(f"<li>payback against {html.escape(api)}: {_fmt(months, ',.1f', 'never')} months</li>"
                       for api, months in snap.payback_months.items())
@@ -120,17 +190,16 @@ def render(snap, config, telemetry_path: str) -> str:
 body{{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}} h1{{font-size:1.4em}}
 table{{border-collapse:collapse;margin:.5em 0 1.5em}} td,th{{border:1px solid #ccc;padding:.3em .6em}}
 th{{background:#f3f3f3;text-align:left}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
-.big{{font-size:1.3em;font-weight:600}} .good{{color:#176f2c;font-weight:600}} .bad{{color:#b3261e;font-weight:600}}
+.big{{font-size:1.3em;font-weight:600}} #simulated{{background:#fff3cd;border:1px solid #e0b000;padding:.4em .8em}} .good{{color:#176f2c;font-weight:600}} .bad{{color:#b3261e;font-weight:600}}
 </style></head><body>
-<h1>llm-cost-exporter {__version__}</h1>
+<h1>llm-cost-exporter {__version__}</h1>{_simulated(config)}
 <p>Mode <b>{html.escape(config.pricing.mode)}</b>. Node cost now <span class=big id=hourly>{hourly}</span> {currency}/h;
-spent since start <span class=big id=spend>{total}</span> {currency}. Live window {snap.window_s:g} s.
+spent since start <span class=big id=spend>{total}</span> {currency}; at the current hourly cost,
+<span id=monthly>{monthly}</span> {currency} a month ({config.pricing.hours_per_month:g} h). Live window {_duration(snap.window_s)}.
 Metrics at <a href="{html.escape(telemetry_path)}">{html.escape(telemetry_path)}</a>.</p>
 <ul>{payback}</ul>
 <h2>Is self-hosting paying off?</h2>
-<table id=models><tr><th>engine</th><th>kind</th><th>model</th><th>tokens/s</th><th>utilization %</th>
-<th>{currency}/1M actual</th><th>{currency}/1M at 100%</th><th>API</th><th>API {currency}/1M</th>
-<th>break-even utilization %</th><th>API-equivalent {currency}</th><th>verdict since start</th></tr>{_model_rows(snap, currency, kinds)}</table>
+{_models_table(snap, currency, kinds, config.pricing.hours_per_month)}
 <h2>Who pays for the GPUs</h2>
 <table id=shares><tr><th>engine</th><th>kind</th><th>GPUs held</th><th>share of the node's GPUs %</th><th>method</th>
 <th>spend since start {currency}</th></tr>{_share_rows(snap, kinds)}</table>

@@ -100,6 +100,7 @@ def test_landing_page_and_healthz(demo):
     assert '<td>unallocated</td><td></td><td>4/7 of 2, 3</td>' in page
     assert 'data-metric="llmcost_unallocated_gpu_share_ratio">39.3</td>' in page
     assert "NVIDIA A100 80GB PCIe (MIG: 2 devices)" in page
+    assert "<p id=simulated><b>Simulated</b>" in page  # the demo's figures are not a real node's
     assert get(base + "/healthz")[2] == "ok\n"
     with pytest.raises(urllib.error.HTTPError) as err:
         get(base + "/nope")
