@@ -533,7 +533,8 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
                     + '; most frequent error: {{ . | first | label "reason" }}{{ end }}')
     out.append(_alert(
         c, "LLMCostEngineScrapeFailing", c.engine_failing_for, c.engine_failing_severity,
-        f"{q.sel('llmcost_source_up', ENGINE_SOURCE)} == 0",
+        # `engine` as the cost alerts name it, so an inhibition can match them (docs/alerting.md)
+        f"""label_replace({q.sel('llmcost_source_up', ENGINE_SOURCE)} == 0, "engine", "$1", "name", "(.*)")""",
         "llm-cost-exporter cannot read engine {{ $labels.name }}",
         "The exporter " + node + " has not been able to read the /metrics of engine {{ $labels.name }} for more "
         "than " + c.engine_failing_for + errors_query + ". Its tokens are not counted while its spend goes on."))
