@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from prometheus import free_port
 
 

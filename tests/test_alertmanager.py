@@ -17,7 +17,9 @@ the exporter resumes, the load goes to 100%, and the cost alert arrives resolved
 from __future__ import annotations
 
 import re
+import shutil
 import signal
+import subprocess
 import time
 import urllib.parse
 from pathlib import Path
@@ -152,3 +154,27 @@ def _inhibited(hook: Webhook, am: Alertmanager, prom: Prometheus, exporter: Expo
     finally:
         exporter.process.send_signal(signal.SIGCONT)
     hook.wait(lambda p, n: alerts_in(n, "LLMCostExporterDown", "resolved"), timeout=20, since=quiet_from)
+
+
+def test_the_routing_names_only_alerts_of_the_committed_rules_and_amtool_accepts_it():
+    """Every alert name the routing matches (exactly, or by the inhibitions' target pattern) is an
+    alert of the committed rule file, with the severities the routes expect; amtool (Alertmanager's
+    own checker) accepts the file."""
+    committed = {r["alert"]: r["labels"]["severity"] for g in yaml.safe_load(RULE_FILE.read_text())["groups"]
+                 for r in g["rules"] if "alert" in r}
+    config = yaml.safe_load(ROUTING.read_text())
+    for rule in config["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            name, op, value = re.match(r'^(\w+)(=~|=)"(.*)"$', matcher).groups()
+            assert name == "alertname"
+            names = value.split("|") if op == "=~" else [value]
+            assert set(names) <= set(committed), names
+        targets = rule["target_matchers"][0]
+        assert set(re.search(r'"(.*)"', targets).group(1).split("|")) == COST_ALERTS
+    severities = {re.search(r'severity="(\w+)"', m).group(1) for r in config["route"]["routes"] for m in r["matchers"]
+                  if m.startswith("severity")}
+    assert severities == set(committed.values())  # every severity of the rules has its receiver
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool missing: the test command installs Debian's prometheus-alertmanager"
+    result = subprocess.run([amtool, "check-config", str(ROUTING)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -44,7 +44,8 @@ SCENARIOS = {p.name.removesuffix("-values.yaml"): (p, "prod", "monitoring") for 
 SCENARIOS["docs-example"] = (EXAMPLE_VALUES, "llm-cost-exporter", "inference")
 KUBE_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 RULE_SELECTOR = re.compile(r".*llm-?cost.*")  # rules/config.yaml `selector`: job=~".*llm-?cost.*"
-MONITORING = "monitoring.coreos.com/v1"
+MONITORING = "monitoring.coreos.com/"  # prometheus-operator's group: v1 monitors and rules, v1alpha1 AlertmanagerConfig
+ROUTING = ROOT / "docs" / "examples" / "alertmanager.yml"  # the routing tests/test_alertmanager.py runs
 
 # What each scenario renders: kind -> count. A new scenario must say what it expects.
 EXPECTED_KINDS = {
@@ -60,6 +61,8 @@ EXPECTED_KINDS = {
     "pod-resources": {"ServiceAccount": 1, "ConfigMap": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1,
                       "DaemonSet": 1},
     "docs-example": {"ConfigMap": 3, "Service": 1, "ServiceMonitor": 1, "PrometheusRule": 1},
+    "alerting": {"ServiceAccount": 1, "ConfigMap": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1,
+                 "DaemonSet": 1, "PrometheusRule": 1, "AlertmanagerConfig": 1},
 }
 # (apiGroup, resource, verb) the exporter may be granted, per scenario: get its node (node-label
 # pricing), list pods (discovery). Nothing else, ever.
@@ -72,6 +75,7 @@ EXPECTED_RBAC = {
     "web-config": {("ClusterRole", "", "nodes", "get"), ("Role", "", "pods", "list")},
     "pod-resources": {("ClusterRole", "", "nodes", "get"), ("ClusterRole", "", "pods", "list")},  # the kubelet's socket is no API
     "docs-example": set(),
+    "alerting": {("ClusterRole", "", "nodes", "get")},
 }
 # The Pod Security level each scenario's exporter pod needs, when not "restricted": the exact GPU
 # mapping mounts the kubelet's socket (hostPath) and connects to it as root (docs/helm.md).
@@ -228,7 +232,7 @@ def test_rendered_kinds(objects, scenario):
 def test_every_object_validates_against_kubernetes_schemas(objects):
     """Core objects (and the example Deployment) against the 1.30 and the newest schemas, strict:
     an unknown or misspelt field fails."""
-    core = [(s, o) for s, objs in objects.items() for o in objs if o["apiVersion"] != MONITORING]
+    core = [(s, o) for s, objs in objects.items() for o in objs if not o["apiVersion"].startswith(MONITORING)]
     core.append(("example", example_deployment()))
     errors = []
     for version in KUBE_VERSIONS:
@@ -239,7 +243,7 @@ def test_every_object_validates_against_kubernetes_schemas(objects):
                 path = ".".join(str(p) for p in err.path)
                 errors.append(f"{version} {scenario} {obj['kind']}/{obj['metadata']['name']}: {path}: {err.message}")
     assert not errors, "\n".join(errors)
-    crd_kinds = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    crd_kinds = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "AlertmanagerConfig"}
     assert len(core) == 1 + sum(n for kinds in EXPECTED_KINDS.values() for k, n in kinds.items() if k not in crd_kinds)
 
 
@@ -252,16 +256,18 @@ def validate_crds(objs: list[dict]) -> list[dict]:
 
 @pytest.mark.integration
 def test_prometheus_operator_objects_validate_against_the_crd_schemas(helms, objects):
-    crds = [o for objs in objects.values() for o in objs if o["apiVersion"] == MONITORING]
-    assert {o["kind"] for o in crds} == {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    crds = [o for objs in objects.values() for o in objs if o["apiVersion"].startswith(MONITORING)]
+    assert {o["kind"] for o in crds} == {"ServiceMonitor", "PodMonitor", "PrometheusRule", "AlertmanagerConfig"}
     # The validator does reject: a rule without expr, a port that is not a string.
     bad_rule = copy.deepcopy(next(o for o in crds if o["kind"] == "PrometheusRule"))
     del bad_rule["spec"]["groups"][0]["rules"][0]["expr"]
     bad_monitor = copy.deepcopy(next(o for o in crds if o["kind"] == "ServiceMonitor"))
     bad_monitor["spec"]["endpoints"][0]["port"] = 9848
-    results = validate_crds(crds + [bad_rule, bad_monitor])
-    assert [r for r in results[:-2] if r["error"]] == []
-    assert all(r["error"] for r in results[-2:]), results[-2:]
+    bad_routing = copy.deepcopy(next(o for o in crds if o["kind"] == "AlertmanagerConfig"))
+    bad_routing["spec"]["inhibitRules"][0]["equal"] = "job"  # a list in the CRD
+    results = validate_crds(crds + [bad_rule, bad_monitor, bad_routing])
+    assert [r for r in results[:-3] if r["error"]] == []
+    assert all(r["error"] for r in results[-3:]), results[-3:]
 
 
 # --- security ---------------------------------------------------------------------------------------
@@ -613,8 +619,9 @@ def test_config_and_values_errors_fail_the_render(helms):
 # --- rules and dashboards ---------------------------------------------------------------------------
 
 
-def expected_groups(values: dict) -> list[dict]:
-    """The rule file's groups with the chart's per-rule overrides applied, as the template does."""
+def expected_groups(values: dict, namespace: str = "") -> list[dict]:
+    """The rule file's groups with the chart's per-rule overrides applied, as the template does;
+    with alertmanagerConfig.enabled, every alert labelled with `namespace` (its AlertmanagerConfig's)."""
     rule_values = values.get("prometheusRule", {})
     overrides = {**default_values()["prometheusRule"]["rules"], **rule_values.get("rules", {})}
     groups = []
@@ -629,6 +636,8 @@ def expected_groups(values: dict) -> list[dict]:
                 labels = {**rule.get("labels", {}), **rule_values.get("alertLabels", {}), **o.get("labels", {})}
                 if "severity" in o:
                     labels["severity"] = o["severity"]
+                if values.get("alertmanagerConfig", {}).get("enabled"):
+                    labels["namespace"] = namespace
                 if labels:
                     rule["labels"] = labels
                 if "for" in o:
@@ -654,6 +663,63 @@ def test_prometheus_rule_is_the_rule_file(objects, scenario):
         assert alerts["LLMCostGPUsIdle"]["for"] == "6h" and alerts["LLMCostGPUsIdle"]["labels"]["severity"] == "info"
         assert alerts["LLMCostSelfHostingDearerThanAPI"]["labels"] == {"severity": "critical", "team": "ml-platform", "page": "true"}
         assert all(a["labels"]["team"] == "ml-platform" for a in alerts.values())
+
+
+@pytest.mark.integration
+def test_alerting_scenario_labels_every_alert_for_its_alertmanager_config(objects):
+    """The operator routes only alerts labelled with the AlertmanagerConfig's namespace (and the cost
+    alerts, aggregated by the recording rules, carry none of their own): every alert gets it."""
+    rule, routing = one(objects["alerting"], "PrometheusRule"), one(objects["alerting"], "AlertmanagerConfig")
+    namespace = routing["metadata"]["namespace"]
+    assert namespace == SCENARIOS["alerting"][2]
+    assert rule["spec"]["groups"] == expected_groups(values_of("alerting"), namespace)
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts and all(a["labels"]["namespace"] == namespace for a in alerts)
+    assert routing["metadata"]["labels"]["alertmanagerConfig"] == "llm-cost"
+    # info (LLMCostGPUsIdle's severity here) has no route of its own: the default receiver takes it
+    assert [r["matchers"][0]["value"] for r in routing["spec"]["route"]["routes"]] == ["critical", "warning"]
+    assert routing["spec"]["route"]["receiver"] == "warning"
+    assert "LLMCostExporterAbsent" not in str(routing["spec"]["inhibitRules"])  # turned off in the values
+
+
+MATCHER = re.compile(r'^(\w+)(=~|!~|!=|=)"(.*)"$')
+
+
+def example_matchers(matchers: list[str]) -> set[tuple[str, str, str]]:
+    return {MATCHER.match(m).groups() for m in matchers}
+
+
+def crd_matchers(matchers: list[dict]) -> set[tuple[str, str, str]]:
+    return {(m["name"], m.get("matchType", "="), m["value"]) for m in matchers}
+
+
+@pytest.mark.integration
+def test_alertmanager_config_is_the_routing_the_end_to_end_test_runs(helms):
+    """With default values the AlertmanagerConfig says what docs/examples/alertmanager.yml says (the
+    file tests/test_alertmanager.py runs on a real Alertmanager): the grouping and timings, a route
+    and a receiver per severity under the same alertname matcher, the same inhibitions."""
+    result = template(helms["helm4"], "t", "llm", "--set", "alertmanagerConfig.enabled=true")
+    assert result.returncode == 0, result.stderr
+    spec = one(parse(result.stdout), "AlertmanagerConfig")["spec"]
+    example = yaml.safe_load(ROUTING.read_text())
+    route = example["route"]
+    assert spec["route"]["groupBy"] == route["group_by"]
+    assert [spec["route"][k] for k in ("groupWait", "groupInterval", "repeatInterval")] == [
+        route[k] for k in ("group_wait", "group_interval", "repeat_interval")]
+    by_severity = {}
+    for child in route["routes"]:
+        matchers = example_matchers(child["matchers"])
+        severity = next(v for name, _, v in matchers if name == "severity")
+        by_severity[severity] = (child["receiver"], matchers - {("severity", "=", severity)})
+    assert {v[1] == crd_matchers(spec["route"]["matchers"]) for v in by_severity.values()} == {True}
+    assert {r["matchers"][0]["value"]: crd_matchers(r["matchers"]) for r in spec["route"]["routes"]} == {
+        severity: {("severity", "=", severity)} for severity in by_severity}
+    assert sorted(r["name"] for r in spec["receivers"]) == sorted(by_severity)
+    assert by_severity[spec["route"]["receiver"]][0] == route["receiver"]  # the same default
+    inhibitions = {(frozenset(example_matchers(r["source_matchers"])), frozenset(example_matchers(r["target_matchers"])),
+                    tuple(r["equal"])) for r in example["inhibit_rules"]}
+    assert {(frozenset(crd_matchers(r["sourceMatch"])), frozenset(crd_matchers(r["targetMatch"])), tuple(r["equal"]))
+            for r in spec["inhibitRules"]} == inhibitions
 
 
 def test_every_alert_of_the_rule_file_has_a_value_entry():

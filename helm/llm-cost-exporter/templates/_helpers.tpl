@@ -159,3 +159,8 @@ RESTART_KEYS): on the pods, so that they roll when one of them changes and only 
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* Where the AlertmanagerConfig goes, and so the namespace label every alert carries for it. */}}
+{{- define "llm-cost-exporter.alertmanagerConfigNamespace" -}}
+{{- default .Release.Namespace .Values.alertmanagerConfig.namespace }}
+{{- end }}
