@@ -49,12 +49,12 @@ def _verdict_cell(v: verdict.Verdict, api: str, currency: str, unreachable: bool
     if v.window == "live":
         pct = f" ({abs(diff) / v.api:.0%})" if v.api else ""
         if v.cheaper:
-            text = f"self-hosting {abs(diff):,.2f} {currency}/1M cheaper than {api}{pct}"
+            text = f"self-hosting cheaper by {abs(diff):,.2f} {currency}/1M{pct}"
         elif unreachable:
-            text = f"{api} cheaper at any load (break-even above 100%)"
+            text = f"{api} cheaper at any load"
         else:
             when = "" if breakeven is None else f"; self-hosting wins above {breakeven * 100:.1f}% utilization"
-            text = f"{api} {abs(diff):,.2f} {currency}/1M cheaper now{when}"
+            text = f"{api} cheaper by {abs(diff):,.2f} {currency}/1M{when}"
     else:
         text = (f"self-hosting saved {diff:,.2f} {currency}" if v.cheaper
                 else f"{api} would have cost {-diff:,.2f} {currency} less")
@@ -77,10 +77,10 @@ def _kind_cell(engine: str, kinds: dict[str, str]) -> str:
 def _api_cells(f, c, currency: str, partial: bool, hours_per_month: float) -> str:
     """The columns of one (model, API) pair: live, since start, and the month at live rates."""
     ids = {"engine": f.model.engine, "model": f.model.model, "api": c.api}
-    api = html.escape(_api_name(c))
+    api = _api_name(c)
     live, since = verdict.live(f, c), verdict.since_start(f, c, partial)
     month = verdict.monthly(f, c, hours_per_month)
-    return (f"<td class=api>{api}</td>"
+    return (f"<td class=api>{html.escape(api)}</td>"
             + _cell(c.price_per_million, ",.4f", "llmcost_api_blended_price_per_million_tokens", **ids)
             + _breakeven_cell(f, c, ids)
             + _verdict_cell(live, api, currency, verdict.unreachable(f, c), c.breakeven_utilization)
@@ -190,7 +190,8 @@ def render(snap, config, telemetry_path: str) -> str:
 body{{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}} h1{{font-size:1.4em}}
 table{{border-collapse:collapse;margin:.5em 0 1.5em}} td,th{{border:1px solid #ccc;padding:.3em .6em}}
 th{{background:#f3f3f3;text-align:left}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
-.big{{font-size:1.3em;font-weight:600}} #simulated{{background:#fff3cd;border:1px solid #e0b000;padding:.4em .8em}} .good{{color:#176f2c;font-weight:600}} .bad{{color:#b3261e;font-weight:600}}
+.big{{font-size:1.3em;font-weight:600}} #simulated{{background:#fff3cd;border:1px solid #e0b000;padding:.4em .8em}}
+#models{{font-size:.92em}} .verdict{{min-width:11em}} .good{{color:#176f2c;font-weight:600}} .bad{{color:#b3261e;font-weight:600}}
 </style></head><body>
 <h1>llm-cost-exporter {__version__}</h1>{_simulated(config)}
 <p>Mode <b>{html.escape(config.pricing.mode)}</b>. Node cost now <span class=big id=hourly>{hourly}</span> {currency}/h;

@@ -234,7 +234,7 @@ def test_the_issues_contradiction_case_live_and_since_start_verdicts_each_agree_
     assert gpt4o["llmcost_utilization_ratio"] > gpt4o["llmcost_breakeven_utilization_ratio"]
     assert gpt4o["llmcost_model_spend_total"] > gpt4o["llmcost_api_equivalent_spend_total"]  # idle hours paid for
     live, since = rows["gpt-4o"]["live"], rows["gpt-4o"]["since start"]
-    assert live[0]["data-cheaper"] == "true" and "cheaper than gpt-4o" in live[1]
+    assert live[0]["data-cheaper"] == "true" and "self-hosting cheaper by 0.52 USD/1M" in live[1]
     assert since[0]["data-cheaper"] == "false" and "gpt-4o would have cost" in since[1]
     mini = rows["gpt-4o-mini"]
     assert mini["llmcost_breakeven_utilization_ratio"][0].get("unreachable")
