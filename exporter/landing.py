@@ -179,7 +179,8 @@ def render(snap, config, telemetry_path: str) -> str:
         + (_kind_cell(h.name, kinds) if h.source == "engine" else "<td></td>")
         + f"<td>{'up' if h.up else 'DOWN'}</td><td>{html.escape(h.reason or '')}</td></tr>" for h in snap.health)
     hourly = _fmt(spend.hourly_cost if spend else None, ',.3f')
-    monthly = _fmt(spend.hourly_cost * config.pricing.hours_per_month if spend else None, ',.0f')
+    hourly_cost = spend.hourly_cost if spend else None  # None: no price for this node
+    monthly = _fmt(None if hourly_cost is None else hourly_cost * config.pricing.hours_per_month, ',.0f')
     total = _fmt(sum(spend.components.values()) if spend else None, ',.4f')
     payback = "".join(f"<li>payback against {html.escape(api)}: {_fmt(months, ',.1f', 'never')} months</li>"
                       for api, months in snap.payback_months.items())
