@@ -190,7 +190,12 @@ def test_landing_page_values_match_metrics_and_screenshot(page):
     assert parser.kinds == set(served.items())
     assert dom.stdout.count('data-kind="vllm"') == 2 + 2 + 2  # one model, one share and one source row per engine
     assert "self-hosting saved" in dom.stdout or "would have cost" in dom.stdout
-    assert_rows_agree(dom.stdout)
+    # Each since-start statement is llmcost_api_savings (one model per engine here: its spend is the engine's).
+    for cells in assert_rows_agree(dom.stdout):
+        attrs = cells["llmcost_api_equivalent_spend_total"][0]
+        shown = number(cells["llmcost_api_equivalent_spend_total"][1]) - number(cells["llmcost_model_spend_total"][1])
+        saving = metrics[("llmcost_api_savings", (("api", attrs["data-api"]), ("engine", attrs["data-engine"])))]
+        assert shown == pytest.approx(saving, abs=1e-4)
 
     shot = tmp_path / "landing.png"
     result = chromium("--window-size=1280,900", f"--screenshot={shot}", base + "/")
