@@ -107,6 +107,13 @@ class Alertmanager:
         with urllib.request.urlopen(self.url + "/api/v2/alerts", timeout=5) as response:
             return json.load(response)
 
+    def post(self, alerts: list[dict]) -> None:
+        """POST /api/v2/alerts, as Prometheus sends them: each {labels, annotations}."""
+        request = urllib.request.Request(self.url + "/api/v2/alerts", data=json.dumps(alerts).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()

@@ -178,3 +178,40 @@ def test_the_routing_names_only_alerts_of_the_committed_rules_and_amtool_accepts
     assert amtool, "amtool missing: the test command installs Debian's prometheus-alertmanager"
     result = subprocess.run([amtool, "check-config", str(ROUTING)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_inhibition_silences_the_cost_alerts_of_its_own_cluster_node_and_engine_only():
+    """Every inhibition of the routing on a real Alertmanager, with alerts of the rules' own label
+    sets (as Prometheus posts them, `cluster` as an external label): the cause silences the cost
+    alerts that share its `equal` labels, and nothing else."""
+    def alert(alertname, **labels):
+        return {"labels": {"alertname": alertname, "job": "llmcost", **labels}, "annotations": {}}
+
+    node = {"cluster": "a", "instance": "n1:9848"}
+    causes = [alert("LLMCostEngineScrapeFailing", **node, source="engine", name="vllm", engine="vllm", severity="warning"),
+              alert("LLMCostExporterDown", cluster="a", instance="n2:9848", severity="warning"),
+              {"labels": {"alertname": "LLMCostExporterAbsent", "cluster": "c", "severity": "warning"}, "annotations": {}}]
+    cost = {"engine": "vllm", "model": "m", "api": "gpt-4o", "currency": "USD", "severity": "critical"}
+    expected = {  # (alert, expected state)
+        ("dearer, that engine", "suppressed"): alert(DEARER, **node, **cost),
+        ("idle, that engine", "suppressed"): alert("LLMCostGPUsIdle", **node, engine="vllm", currency="USD", severity="warning"),
+        ("dearer, another engine on the node", "active"): alert(DEARER, **node, **{**cost, "engine": "sglang"}),
+        ("dearer, same engine name, another node", "active"): alert(DEARER, cluster="a", instance="n9:9848", **cost),
+        ("dearer, same node name, another cluster", "active"): alert(DEARER, cluster="b", instance="n1:9848", **cost),
+        ("dearer, exporter down", "suppressed"): alert(DEARER, cluster="a", instance="n2:9848", **cost),
+        ("break-even, exporter down", "suppressed"): alert("LLMCostUtilizationBelowBreakEven", cluster="a",
+                                                           instance="n2:9848", engine="vllm", api="gpt-4o", severity="warning"),
+        ("GPU lost, exporter down: not a cost alert", "active"): alert("LLMCostGPULost", cluster="a", instance="n2:9848",
+                                                                       gpu="0", severity="critical"),
+        ("dearer, no exporter in the cluster", "suppressed"): alert(DEARER, cluster="c", instance="n5:9848", **cost),
+    }
+    with Webhook() as hook, Alertmanager(routing(hook.url)) as am:
+        am.post(causes + list(expected.values()))
+
+        def states() -> dict[str, str]:
+            by_labels = {tuple(sorted(a["labels"].items())): a["status"]["state"] for a in am.alerts()}
+            return {case: by_labels.get(tuple(sorted(a["labels"].items()))) for (case, _), a in expected.items()}
+
+        want = {case: state for case, state in expected}
+        wait_for(lambda: states() == want, timeout=10, every=0.2)
+        assert states() == want
