@@ -25,12 +25,19 @@ def _cell(value, spec, metric: str, **labels) -> str:
     return f'<td class=num data-metric="{metric}"{attrs}>{_fmt(value, spec)}</td>'
 
 
-def _verdict(saving: float | None, api: str, currency: str) -> str:
+def api_label(api: str, tier: str) -> str:
+    """An API as the page names it, with the price tier it is compared at: "gpt-4o (batch)";
+    plain for the standard tier. HTML-escaped, carrying the tier in data-tier."""
+    shown = html.escape(api) if tier == "standard" else f"{html.escape(api)} ({html.escape(tier)})"
+    return f'<span class=api data-tier="{html.escape(tier)}">{shown}</span>'
+
+
+def _verdict(saving: float | None, api: str, tier: str, currency: str) -> str:
     if saving is None:
         return ""
     if saving >= 0:
-        return f'<span class=good>self-hosting saved {saving:,.2f} {currency} vs {html.escape(api)}</span>'
-    return f'<span class=bad>{html.escape(api)} would have cost {-saving:,.2f} {currency} less</span>'
+        return f'<span class=good>self-hosting saved {saving:,.2f} {currency} vs {api_label(api, tier)}</span>'
+    return f'<span class=bad>{api_label(api, tier)} would have cost {-saving:,.2f} {currency} less</span>'
 
 
 def _kind_cell(engine: str, kinds: dict[str, str]) -> str:
@@ -56,14 +63,14 @@ def _model_rows(snap, currency: str, kinds: dict[str, str]) -> str:
             if c is None:
                 rows.append(f"<tr>{first}<td colspan=5>no API compared</td></tr>")
                 continue
-            api_ids = {**ids, "api": c.api}
+            api_ids = {**ids, "api": c.api, "tier": c.tier}
             rows.append(
-                f"<tr>{first}<td>{html.escape(c.api)}</td>"
+                f"<tr>{first}<td>{api_label(c.api, c.tier)}</td>"
                 + _cell(c.price_per_million, ",.4f", "llmcost_api_blended_price_per_million_tokens", **api_ids)
                 + _cell(None if c.breakeven_utilization is None else c.breakeven_utilization * 100, ",.1f",
                         "llmcost_breakeven_utilization_ratio", **api_ids)
                 + _cell(c.equivalent_spend, ",.4f", "llmcost_api_equivalent_spend_total", **api_ids)
-                + f"<td>{_verdict(savings.get((m.engine, c.api)), c.api, currency)}</td></tr>")
+                + f"<td>{_verdict(savings.get((m.engine, c.api, c.tier)), c.api, c.tier, currency)}</td></tr>")
     return "".join(rows) or "<tr><td colspan=12>no engine has answered yet</td></tr>"
 
 
@@ -111,8 +118,8 @@ def render(snap, config, telemetry_path: str) -> str:
         + f"<td>{'up' if h.up else 'DOWN'}</td><td>{html.escape(h.reason or '')}</td></tr>" for h in snap.health)
     hourly = _fmt(spend.hourly_cost if spend else None, ',.3f')
     total = _fmt(sum(spend.components.values()) if spend else None, ',.4f')
-    payback = "".join(f"<li>payback against {html.escape(api)}: {_fmt(months, ',.1f', 'never')} months</li>"
-                      for api, months in snap.payback_months.items())
+    payback = "".join(f"<li>payback against {api_label(api, tier)}: {_fmt(months, ',.1f', 'never')} months</li>"
+                      for (api, tier), months in snap.payback_months.items())
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5>
 <title>llm-cost-exporter</title>
