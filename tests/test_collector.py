@@ -222,7 +222,7 @@ def test_an_empty_snapshot_falls_back_to_the_configured_labels_and_prices():
     registry, _ = registered(Snapshot.empty())
     assert registry.get_sample_value("llmcost_pricing_info", PRICING) == 1.0
     assert registry.get_sample_value("llmcost_api_price_per_million_tokens",
-                                     {"api": "gpt-x", "direction": "output", **EUR}) == 2.0
+                                     {"api": "gpt-x", "direction": "output", "tier": "standard", **EUR}) == 2.0
     assert registry.get_sample_value("llmcost_config_last_reload_successful") is None
     assert registry.get_sample_value("llmcost_hourly_cost", EUR) is None
 

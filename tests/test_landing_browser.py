@@ -1,6 +1,7 @@
 """The landing page as a person sees it: rendered by headless Chromium, values checked against /metrics."""
 
 import html.parser
+import re
 import shutil
 import subprocess
 import tempfile
@@ -57,7 +58,7 @@ class Cells(html.parser.HTMLParser):
 def page(clock, vllm, exporter_for, tmp_path):
     llama, qwen = vllm(capacity=2000.0, load=0.6, model="llama"), vllm(capacity=500.0, load=0.1, model="qwen")
     config = make_config([("a", llama.url, {"gpus": [0], "capacity_tokens_per_s": 2000.0}),
-                          ("b", qwen.url, {"gpus": [1], "capacity_tokens_per_s": 500.0})],
+                          ("b", qwen.url, {"gpus": [1], "capacity_tokens_per_s": 500.0, "tier": "batch"})],
                          hourly=4.0, apis=["gpt-4o-mini", "gpt-4o"])
     # A third GPU no engine holds: its spend is the page's unallocated row.
     exporter = exporter_for(config, SimulatedNVML(clock, count=3, idle_watts=50.0, max_watts=250.0, load_fn=lambda t: 0.5))
@@ -99,6 +100,12 @@ def test_landing_page_values_match_metrics_and_screenshot(page):
     assert parser.kinds == set(served.items())
     assert dom.stdout.count('data-kind="vllm"') == 2 + 2 + 2  # one model, one share and one source row per engine
     assert "self-hosting saved" in dom.stdout or "would have cost" in dom.stdout
+    # Engine b is compared at the Batch tier: its API column and verdicts say so, engine a's (standard) do not.
+    for api in ("gpt-4o-mini", "gpt-4o"):
+        label = f'<span class="api" data-tier="batch">{api} (batch)</span>'
+        assert dom.stdout.count(label) == 2, api  # the API cell and the verdict of b's row
+        assert re.search(r'<span class="(good|bad)">[^<]*' + re.escape(label), dom.stdout), api
+        assert dom.stdout.count(f'<span class="api" data-tier="standard">{api}</span>') == 2, api
 
     shot = tmp_path / "landing.png"
     result = chromium("--window-size=1280,900", f"--screenshot={shot}", base + "/")
