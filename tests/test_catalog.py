@@ -464,6 +464,13 @@ def test_command_fails_with_one_line_on_unusable_input(tmp_path, content, proble
 
 # -- docs/catalog.md -----------------------------------------------------------------------------
 
+def test_the_tier_table_lists_what_the_catalog_bundles():
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|$", (ROOT / "docs" / "catalog.md").read_text(), re.M)
+    documented = {tier: set(names.strip().split(", ")) for tier, names in rows if tier in catalog.TIERS[1:]}
+    apis = catalog.load_apis()
+    assert documented == {tier: {n for n, a in apis.items() if tier in a.tiers()} for tier in catalog.TIERS[1:]}
+
+
 def test_documented_examples_load():
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "catalog.md").read_text(), re.S)]
     instance_format, api_format, config = blocks
