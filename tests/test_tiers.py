@@ -169,3 +169,30 @@ def test_a_pod_run_by_a_job_is_a_batch_workload_and_auto_compares_it_at_batch():
     tiers = {name: pricing.engine_tier(t.tier or "auto", t.batch_job) for name, t in by_name.items()}
     assert tiers == {"offline-abc12": "batch", "online-7d9f8c6b5-x2kqz": "standard", "pinned": "flex"}
     assert pricing.engine_tier("priority", True) == "priority"  # only auto looks at the workload
+
+
+def test_discovered_pods_auto_compare_a_jobs_pod_at_batch_and_follow_the_tier_annotation(vllm, clock, exporter_for):
+    """Over the (fake, real-wire-format) Kubernetes API: compare.tier auto, a CronJob's run pod is
+    compared at batch, a Deployment's pod annotated llmcost.io/tier: flex at flex where offered."""
+    from test_kubernetes import NODE, FakeApiServer, kube_config, load
+
+    api = FakeApiServer()
+    try:
+        pods = load("podlist-batch-job.json")["items"]
+        for pod in pods:
+            server = vllm(capacity=1000.0, load=0.5)
+            pod["status"]["podIP"] = "127.0.0.1"
+            pod["metadata"]["annotations"]["llmcost.io/port"] = server.url.split(":")[2].split("/")[0]
+        api.node, api.pods = load("node-eks-karpenter-spot-g5.12xlarge.json"), pods
+        assert api.node["metadata"]["name"] == NODE
+        exporter = exporter_for(kube_config(api.url, discovery=True,
+                                            compare={"apis": ["gpt-4o-mini", "gpt-5-mini"], "tier": "auto"}))
+        exporter.refresh_kubernetes()
+        run_for(clock, exporter, 60)
+        tiers = {(s.labels["engine"], s.labels["api"]): s.labels["tier"] for f in exporter.registry.collect()
+                 if f.name == "llmcost_api_equivalent_spend" for s in f.samples}
+        job, flex = "llm/embed-nightly-29412360-q7h2k", "llm/chat-flex-6d5c4b3a2-k8s7d"
+        assert tiers == {(job, "gpt-4o-mini"): "batch", (job, "gpt-5-mini"): "batch",
+                         (flex, "gpt-4o-mini"): "standard", (flex, "gpt-5-mini"): "flex"}
+    finally:
+        api.stop()
