@@ -6,12 +6,15 @@ Kubernetes Job, and a tier changed by a reload starts a new comparison under the
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import MODEL, make_config, run_for, value
-from exporter import catalog, pricing
+from exporter import catalog, costmodel, pricing
 from exporter.app import Exporter
 from exporter.config import load_file
 from exporter.kube.discovery import pod_targets
+from plugins.profiles import examples
 
 APIS = catalog.load_apis()
 USD = {"currency": "USD"}
@@ -141,6 +144,32 @@ def test_saved_spend_of_another_tier_is_not_carried_into_this_one(tmp_path, cloc
             again.engine_registry.restore_totals(saved["engines"], provisional=False)
         again.sample_all()
         assert equivalent(again, "vllm", "gpt-4o-mini", tier) == expected, tier
+
+
+PRICE = st.just(0.0) | st.floats(min_value=1e-6, max_value=1000.0)
+COUNT = st.integers(min_value=0, max_value=10**12).map(float)
+
+
+@settings(max_examples=examples(300))
+@given(PRICE, PRICE, st.none() | PRICE, COUNT, COUNT, st.floats(min_value=0.0, max_value=1.0),
+       st.sampled_from(catalog.TIERS[1:]))
+def test_a_tier_at_half_every_price_bills_exactly_half_and_an_absent_tier_is_standard(
+        i, o, c, inputs, outputs, cached_share, tier):
+    cached = float(int(inputs * cached_share))
+    half = catalog.TierPrice(i / 2, o / 2, None if c is None else c / 2)
+    extra = {"threshold_tokens": 200_000} if tier == "long_context" else {}
+    offered = catalog.ApiPrice("x", i, o, c, **{tier: (catalog.LongContextPrice if extra else catalog.TierPrice)(
+        half.input_per_million, half.output_per_million, half.cached_input_per_million, **extra)})
+
+    def bill(rates):
+        return costmodel.api_equivalent(inputs, outputs, rates.input_per_million, rates.output_per_million, cached,
+                                         rates.cached_input_per_million)
+
+    standard = offered.for_tier("standard")
+    assert offered.for_tier(tier).tier == tier
+    assert bill(offered.for_tier(tier)) == bill(standard) / 2  # exactly: halving is exact in binary
+    plain = catalog.ApiPrice("x", i, o, c)
+    assert plain.for_tier(tier) == standard  # not offered: the standard prices, saying tier="standard"
 
 
 # -- auto: batch for a Kubernetes Job's pod -------------------------------------------------------
