@@ -43,7 +43,7 @@ class CostCollector:
     def __init__(self, take_snapshot, pricing_labels: dict[str, str], api_prices=()):
         self._take_snapshot = take_snapshot
         self._pricing_labels = pricing_labels
-        self._api_prices = list(api_prices)  # the catalog.ApiPrice entries some engine is compared with
+        self._api_prices = list(api_prices)  # the catalog.ApiRates (API, tier) some engine is compared with
 
     def describe(self):
         # Registering must not touch NVML or the network: describe from an empty snapshot.
@@ -256,27 +256,29 @@ class CostCollector:
         currency = self._pricing_labels["currency"]
         ids = ["engine", "model"]
         prices = GaugeMetricFamily(P + "api_price_per_million_tokens", "API list price per 1M tokens from the catalog, "
-                                   "by direction (input, cached_input, output).", labels=["api", "direction", "currency"])
+                                   "by direction (input, cached_input, output), in the tier some engine is compared at.",
+                                   labels=["api", "direction", "tier", "currency"])
         for api in (snap.info.api_prices if snap.info else self._api_prices):
             for direction, price in (("input", api.input_per_million), ("output", api.output_per_million),
                                      ("cached_input", api.cached_input_per_million)):
                 if price is not None:
-                    prices.add_metric([api.name, direction, currency], price)
+                    prices.add_metric([api.name, direction, api.tier, currency], price)
+        api_ids = ids + ["api", "tier"]  # tier: the API's price tier the engine is compared at (one per engine)
         equivalent = CounterMetricFamily(P + "api_equivalent_spend", "What the API would have billed for the same input, "
-                                         "cached input and output tokens.", labels=ids + ["api", "currency"])
+                                         "cached input and output tokens, at the tier's prices.", labels=api_ids + ["currency"])
         blended = GaugeMetricFamily(P + "api_blended_price_per_million_tokens", "The API's price per 1M tokens of this "
-                                    "model's actual traffic mix since start (input/output/cached).", labels=ids + ["api", "currency"])
+                                    "model's actual traffic mix since start (input/output/cached).", labels=api_ids + ["currency"])
         breakeven = GaugeMetricFamily(P + "breakeven_utilization_ratio", "Utilization at which self-hosting costs what the "
                                       "API costs: cost per 1M at 100% / API blended price. Above 1: never cheaper.",
-                                      labels=ids + ["api"])
+                                      labels=api_ids)
         for f in snap.models:
-            key = [f.model.engine, f.model.model]
             for c in f.apis:
-                equivalent.add_metric(key + [c.api, currency], c.equivalent_spend)
+                key = [f.model.engine, f.model.model, c.api, c.tier]
+                equivalent.add_metric(key + [currency], c.equivalent_spend)
                 if c.price_per_million is not None:
-                    blended.add_metric(key + [c.api, currency], c.price_per_million)
+                    blended.add_metric(key + [currency], c.price_per_million)
                 if c.breakeven_utilization is not None:
-                    breakeven.add_metric(key + [c.api], c.breakeven_utilization)
+                    breakeven.add_metric(key, c.breakeven_utilization)
         yield from (prices, equivalent, blended, breakeven)
         yield from self._capacity_families(snap, currency)
         yield from self._owned_families(snap, currency)
@@ -284,7 +286,8 @@ class CostCollector:
     def _capacity_families(self, snap: Snapshot, currency: str):
         ids = ["engine", "model"]
         savings = GaugeMetricFamily(P + "api_savings", "API-equivalent spend minus self-hosted spend of the engine since "
-                                    "start; negative when the API would have been cheaper.", labels=["engine", "api", "currency"])
+                                    "start; negative when the API would have been cheaper.",
+                                    labels=["engine", "api", "tier", "currency"])
         capacity = GaugeMetricFamily(P + "capacity_tokens_per_second", "Engine throughput at saturation: configured from a "
                                      "benchmark, or the observed peak of the windowed throughput.", labels=["engine", "source"])
         full = GaugeMetricFamily(P + "cost_per_million_tokens_at_full_utilization", "Cost per 1M tokens if the engine ran "
@@ -306,16 +309,16 @@ class CostCollector:
                 per_token.add_metric(key, f.energy_per_token_joules)
         for engine, (value, source) in sorted(capacities.items()):
             capacity.add_metric([engine, source], value)
-        for (engine, api), value in sorted(engine_savings(snap).items()):
-            savings.add_metric([engine, api, currency], value)
+        for (engine, api, tier), value in sorted(engine_savings(snap).items()):
+            savings.add_metric([engine, api, tier, currency], value)
         yield from (savings, capacity, full, utilization, per_token)
 
     def _owned_families(self, snap: Snapshot, currency: str):
         payback = GaugeMetricFamily(P + "payback_months", "Owned hardware: months until the capex is paid back by not "
-                                    "paying the API, at the live window's rates. Absent if it never is.", labels=["api"])
-        for api, months in snap.payback_months.items():
+                                    "paying the API, at the live window's rates. Absent if it never is.", labels=["api", "tier"])
+        for (api, tier), months in snap.payback_months.items():
             if months is not None:
-                payback.add_metric([api], months)
+                payback.add_metric([api, tier], months)
         energy = CounterMetricFamily(P + "engine_energy_joules", "Energy of the engine's GPUs plus its share of the "
                                      "overhead watts.", labels=["engine"])
         idle = CounterMetricFamily(P + "idle_spend", "Spend allocated to the engine while it produced no tokens (or "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from exporter.catalog import ApiPrice, InstancePrice
 from exporter.engines.schemas import AUTO, EngineSchema, all_maps, parse_maps
 from exporter.kube.podresources.devices import DEFAULT_RESOURCES as GPU_RESOURCES
-from exporter.pricing import CONFIGURED, PricingError, from_node_labels
+from exporter.pricing import COMPARE_TIERS, CONFIGURED, PricingError, from_node_labels
 from exporter.pricing import resolve as resolve_prices
 from exporter.validation import InputError, build, choices, duration, internal, number, parse_yaml, show, size
 from exporter.validation import read_file as read_input
@@ -94,6 +94,7 @@ class EngineConfig:
     gpus: list[typing.Any] | None = None
     capacity_tokens_per_s: float | None = number(None, exclusive=True)  # from a benchmark; None = observed peak
     apis: list[str] | None = None  # APIs to compare this engine's models with; None = compare.apis
+    tier: str | None = choices(*COMPARE_TIERS, default=None)  # the APIs' tier for this engine; None = compare.tier
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ class CatalogOverrides:
 @dataclass(frozen=True)
 class Compare:
     apis: list[str] = field(default_factory=lambda: ["gpt-4o-mini"])
+    # The API tier the workload would really use: standard, batch, flex, priority, long_context, or
+    # auto (batch for engine pods run by a Kubernetes Job, else standard). Not offered: standard.
+    tier: str = choices(*COMPARE_TIERS, default="standard")
 
 
 @dataclass(frozen=True)

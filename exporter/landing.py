@@ -28,10 +28,11 @@ def _cell(value, spec, metric: str, **labels) -> str:
     return f'<td class=num data-metric="{metric}"{attrs}>{_fmt(value, spec)}</td>'
 
 
-def _api_name(c) -> str:
-    """The API as the page names it. Tiers: when ApiComparison carries its tier, this is where the
-    tier's name joins the API's (the tier helper's api_label(api, tier)), in cells and verdicts alike."""
-    return c.api
+def api_label(api: str, tier: str) -> str:
+    """An API as the page names it, with the price tier it is compared at: "gpt-4o (batch)";
+    plain for the standard tier. HTML-escaped, carrying the tier in data-tier."""
+    shown = html.escape(api) if tier == "standard" else f"{html.escape(api)} ({html.escape(tier)})"
+    return f'<span class=api data-tier="{html.escape(tier)}">{shown}</span>'
 
 
 def _duration(seconds: float) -> str:
@@ -58,7 +59,8 @@ def _verdict_cell(v: verdict.Verdict, api: str, currency: str, unreachable: bool
     else:
         text = (f"self-hosting saved {diff:,.2f} {currency}" if v.cheaper
                 else f"{api} would have cost {-diff:,.2f} {currency} less")
-    return f'<td class=verdict {attrs}><span class={"good" if v.cheaper else "bad"}>{html.escape(text)}</span></td>'
+    # api is HTML already (api_label) and currency escaped by render(); the rest are numbers.
+    return f'<td class=verdict {attrs}><span class={"good" if v.cheaper else "bad"}>{text}</span></td>'
 
 
 def _breakeven_cell(f, c, ids) -> str:
@@ -76,11 +78,11 @@ def _kind_cell(engine: str, kinds: dict[str, str]) -> str:
 
 def _api_cells(f, c, currency: str, partial: bool, hours_per_month: float) -> str:
     """The columns of one (model, API) pair: live, since start, and the month at live rates."""
-    ids = {"engine": f.model.engine, "model": f.model.model, "api": c.api}
-    api = _api_name(c)
+    ids = {"engine": f.model.engine, "model": f.model.model, "api": c.api, "tier": c.tier}
+    api = api_label(c.api, c.tier)  # HTML: the API and the tier it is compared at
     live, since = verdict.live(f, c), verdict.since_start(f, c, partial)
     month = verdict.monthly(f, c, hours_per_month)
-    return (f"<td class=api>{html.escape(api)}</td>"
+    return (f"<td>{api}</td>"
             + _cell(c.price_per_million, ",.4f", "llmcost_api_blended_price_per_million_tokens", **ids)
             + _breakeven_cell(f, c, ids)
             + _verdict_cell(live, api, currency, verdict.unreachable(f, c), c.breakeven_utilization)
@@ -182,8 +184,8 @@ def render(snap, config, telemetry_path: str) -> str:
     hourly_cost = spend.hourly_cost if spend else None  # None: no price for this node
     monthly = _fmt(None if hourly_cost is None else hourly_cost * config.pricing.hours_per_month, ',.0f')
     total = _fmt(sum(spend.components.values()) if spend else None, ',.4f')
-    payback = "".join(f"<li>payback against {html.escape(api)}: {_fmt(months, ',.1f', 'never')} months</li>"
-                      for api, months in snap.payback_months.items())
+    payback = "".join(f"<li>payback against {api_label(api, tier)}: {_fmt(months, ',.1f', 'never')} months</li>"
+                      for (api, tier), months in snap.payback_months.items())
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5>
 <title>llm-cost-exporter</title>

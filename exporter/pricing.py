@@ -5,7 +5,10 @@ node's labels into the prices the cost model runs on. Used by `run`, `estimate` 
   looked up at load (the config's `catalog.instances` first, then the bundled catalog); else,
   with Kubernetes on, the node's instance-type, region and capacity-type labels, looked up at
   run time (`effective()`), spot priced from the catalog's spot price where it has one.
-- API prices: the bundled catalog with the config's `catalog.apis` over it.
+- API prices: the bundled catalog with the config's `catalog.apis` over it, in the tier each
+  engine is compared at (`compare.tier`, `engines[].tier`, the pod annotation `llmcost.io/tier`):
+  `auto` is batch for an engine pod run by a Kubernetes Job, else standard; a tier an API does
+  not offer falls back to its standard prices (`catalog.ApiPrice.for_tier`).
 
 Every resolved price carries its source (`price_source`): configured,
 catalog:<provider>/<type>/<region>, node_labels:<provider>/<type>/<region>/<basis>, or unknown.
@@ -24,6 +27,8 @@ if typing.TYPE_CHECKING:
     from exporter.config import Config, Pricing
     from exporter.kube.node import NodeInfo
 
+AUTO_TIER = "auto"
+COMPARE_TIERS = (*catalog.TIERS, AUTO_TIER)  # what compare.tier, engines[].tier and llmcost.io/tier accept
 CONFIGURED = "configured"
 NODE_LABELS = "node_labels"
 UNKNOWN = "unknown"
@@ -53,6 +58,20 @@ def find_instance(instance_type: str, region: str | None, overrides=()) -> catal
 def api_prices(overrides: dict[str, catalog.ApiPrice]) -> dict[str, catalog.ApiPrice]:
     """Every known API price: the bundled catalog with `overrides` over it."""
     return {**bundled_apis(), **overrides}
+
+
+def engine_tier(requested: str, batch_workload: bool) -> str:
+    """The tier an engine is compared at: as asked, and for `auto` batch when its workload is a
+    batch job (an engine pod run by a Kubernetes Job, which a CronJob's runs are too), else standard:
+    an online service pays the standard price, an offline job could have used the Batch API."""
+    if requested != AUTO_TIER:
+        return requested
+    return catalog.BATCH if batch_workload else catalog.STANDARD
+
+
+def compared_rates(prices: dict[str, catalog.ApiPrice], names, tier: str) -> list[catalog.ApiRates]:
+    """The rates of each named API in `tier` (standard where an API does not offer it: rates.tier says)."""
+    return [prices[name].for_tier(tier) for name in names]
 
 
 def check_api_names(prices: dict, key: str, names) -> None:

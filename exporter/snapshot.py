@@ -23,6 +23,7 @@ class ApiComparison:
     equivalent_spend: float  # what the API would have billed for this model's tokens since start
     price_per_million: float | None  # this traffic's blended API price (cached input included)
     breakeven_utilization: float | None  # above 1: the hardware never beats this API
+    tier: str = "standard"  # the API's tier these prices are (catalog.TIERS)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class ExporterInfo:
     engine_pods: dict[str, tuple[str, str]]  # discovered engine -> (namespace, pod)
     reload_successful: bool
     reload_success_time: float | None
-    api_prices: list  # catalog.ApiPrice of every API some engine is compared with
+    api_prices: list  # catalog.ApiRates of every API and tier some engine is compared with
     # Engines with pods on other nodes: their cost per token and what follows from it needs the
     # spend of every node, which only the recording rules have (cluster_engine_model:...).
     spanning_other_nodes: frozenset[str] = frozenset()
@@ -72,7 +73,7 @@ class Snapshot:
     spend: SpendTotals | None
     health: list[HealthStatus]
     engine_resets: dict[str, int]
-    payback_months: dict[str, float | None] = field(default_factory=dict)  # owned mode, per API
+    payback_months: dict[tuple[str, str], float | None] = field(default_factory=dict)  # owned mode, per (API, tier)
     info: ExporterInfo | None = None
     engines: list[EngineInfo] = field(default_factory=list)  # every engine with totals, retired ones included
 
@@ -173,37 +174,39 @@ def _apis(model: ModelTotals, cost_full: float | None) -> list[ApiComparison]:
     for api, spend in sorted(model.api_equivalent.items()):
         price = costmodel.cost_per_million(spend, tokens)
         breakeven = costmodel.breakeven_utilization(cost_full, price) if cost_full is not None and price else None
-        out.append(ApiComparison(api, spend, price, breakeven))
+        out.append(ApiComparison(api, spend, price, breakeven, model.api_tiers.get(api, "standard")))
     return out
 
 
-def _payback(now: float, config, engines, accountant) -> dict[str, float | None]:
+def _payback(now: float, config, engines, accountant) -> dict[tuple[str, str], float | None]:
     """Owned hardware: capex / (API-equivalent monthly - opex monthly), both at the window's rate."""
     opex = accountant.opex_window.span(now)
     if opex is None:
         return {}
     month_s = config.pricing.hours_per_month * costmodel.SECONDS_PER_HOUR
     opex_monthly = (opex[3] - opex[1]) / (opex[2] - opex[0]) * month_s
-    api_monthly: dict[str, float] = {}
+    api_monthly: dict[tuple[str, str], float] = {}
     for engine in engines:
+        tiers = {rates.name: rates.tier for rates in engine.apis}
         for api, window in engine.api_windows.items():
             span = window.span(now)
             if span:
-                api_monthly[api] = api_monthly.get(api, 0.0) + (span[3] - span[1]) / (span[2] - span[0]) * month_s
-    return {api: costmodel.payback_months(config.pricing.owned.capex, monthly, opex_monthly)
-            for api, monthly in sorted(api_monthly.items())}
+                key = (api, tiers.get(api, "standard"))
+                api_monthly[key] = api_monthly.get(key, 0.0) + (span[3] - span[1]) / (span[2] - span[0]) * month_s
+    return {key: costmodel.payback_months(config.pricing.owned.capex, monthly, opex_monthly)
+            for key, monthly in sorted(api_monthly.items())}
 
 
-def engine_savings(snap) -> dict[tuple[str, str], float]:
-    """(engine, api) -> API-equivalent minus self-hosted spend since start, as llmcost_api_savings."""
+def engine_savings(snap) -> dict[tuple[str, str, str], float]:
+    """(engine, api, tier) -> API-equivalent minus self-hosted spend since start, as llmcost_api_savings."""
     partial = snap.info.spanning_other_nodes if snap.info else frozenset()  # the rules have theirs
     engine_spend = snap.spend.engines if snap.spend else {}
-    savings: dict[tuple[str, str], float] = {}
+    savings: dict[tuple[str, str, str], float] = {}
     for f in snap.models:
         if f.model.engine in partial:
             continue
         for c in f.apis:
-            key = (f.model.engine, c.api)
+            key = (f.model.engine, c.api, c.tier)
             savings[key] = savings.get(key, -engine_spend.get(f.model.engine, 0.0)) + c.equivalent_spend
     return savings
 

@@ -131,7 +131,8 @@ _SERIES = _mapping({  # series.SeriesTotals.state()
     {"watch_start": _nullable(_number)})
 
 _ENGINE = _mapping({"url": _text, "totals": _SERIES, "api_spend": _list_of(_row(_text, _text, _number)),
-                    "last_seen": _dict_of(_number), "observed_peak": _number})
+                    "last_seen": _dict_of(_number), "observed_peak": _number},
+                   {"api_tiers": _dict_of(_text)})  # API -> tier of its api_spend (absent before issue 15: standard)
 
 _MODELS = _mapping({}, {  # exporter.modelsplit's export_state(); absent from files before issue 14
     "spend": _list_of(_row(_text, _text, _text, _number)),  # engine, model, phase, spend

@@ -17,19 +17,21 @@ below): `selector` and `cluster_labels` select and aggregate the same series in 
 Rule names follow `level:metric:operations` (docs: rules/README.md). Levels and the labels they keep,
 each after the `cluster_labels` (none by default):
 
-    engine_model_api  job, instance, engine, model, api      an engine is a process on one node
+    engine_model_api  job, instance, engine, model, api, tier  an engine is a process on one node
     engine_model      job, instance, engine, model
-    engine_api        job, instance, engine, api
+    engine_api        job, instance, engine, api, tier
     engine            job, instance, engine
-    instance_api      job, instance, api                     a node (one exporter)
+    instance_api      job, instance, api, tier               a node (one exporter)
     instance          job, instance
     cluster_engine_model  engine, model                      one engine on every node it spans
     cluster_engine    engine                                 (LeaderWorkerSet, Ray: multi-node)
-    model_api         model, api                             cluster-wide: all nodes
+    model_api         model, api, tier                       cluster-wide: all nodes
     model             model
-    api               api
+    api               api, tier
     cluster           (nothing but the cluster labels)
 
+An API is compared at a price tier (`tier`: standard, batch, flex, ...): every `_api` level keeps it
+(API below), so two engines compared with one API at different tiers never sum into one figure.
 Money-valued rules also keep `currency`. Rates are per second (currency/s, tokens/s, J/s = W).
 """
 
@@ -56,7 +58,8 @@ DEFAULT_OUTPUT = HERE / "llm-cost-exporter.rules.yml"
 GROUP_PREFIX = "llm-cost-exporter"
 
 LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-RESERVED = ("job", "instance", "engine", "model", "api", "currency")
+RESERVED = ("job", "instance", "engine", "model", "api", "tier", "currency")
+API = ["api", "tier"]  # an API and the price tier it is compared at: kept together through every aggregation
 # One PromQL label matcher: name, operator, a quoted value ("...", '...' or `...`).
 _MATCHER = r"""\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*"""
 MATCHERS = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*,?\s*$")
@@ -232,17 +235,17 @@ class Q:
     def labels(self, level: str) -> list[str]:
         node = self.cluster + ["job", "instance"]
         return {
-            "engine_model_api": node + ["engine", "model", "api"],
+            "engine_model_api": node + ["engine", "model"] + API,
             "engine_model": node + ["engine", "model"],
-            "engine_api": node + ["engine", "api"],
+            "engine_api": node + ["engine"] + API,
             "engine": node + ["engine"],
-            "instance_api": node + ["api"],
+            "instance_api": node + API,
             "instance": node,
             "cluster_engine_model": self.cluster + ["engine", "model"],
             "cluster_engine": self.cluster + ["engine"],
-            "model_api": self.cluster + ["model", "api"],
+            "model_api": self.cluster + ["model"] + API,
             "model": self.cluster + ["model"],
-            "api": self.cluster + ["api"],
+            "api": self.cluster + API,
             "cluster": self.cluster,
         }[level]
 
@@ -477,24 +480,25 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
         c, "LLMCostSelfHostingDearerThanAPI", c.cost_alert_for, c.cost_alert_severity,
         f"(\n{indent(all_nodes_cost(q, w))}\n  > {on(money(EM))} group_right\n"
         f"  {threshold}\n)\nand {on(EM)}\n(engine_model:llmcost_tokens:rate{w} > {_num(c.cost_alert_min_tokens_per_second)})",
-        "Self-hosting {{ $labels.model }} costs more per 1M tokens than {{ $labels.api }}",
+        "Self-hosting {{ $labels.model }} costs more per 1M tokens than {{ $labels.api }} ({{ $labels.tier }} tier)",
         "{{ $labels.model }} on engine {{ $labels.engine }} " + node + " cost {{ $value | printf \"%.4g\" }} "
         "{{ $labels.currency }} per 1M tokens over the last " + w + " (allocation basis: idle time included), "
-        "while {{ $labels.api }} would have charged " + price_query + " {{ $labels.currency }} per 1M for the same "
+        "while {{ $labels.api }} ({{ $labels.tier }} tier) would have charged " + price_query + " {{ $labels.currency }} per 1M for the same "
         "traffic (" + rate_query + " tokens/s)"
         + (f"; the alert fires above {_num(ratio)} x the API price" if ratio != 1 else "") + "."))
 
     w = c.breakeven_alert_window
     be = f"engine_api:llmcost_breakeven_utilization:ratio_rate{w}"
     be_query = (_query(be + "{}", q.labels("engine_api")) + '{{ $b := . | first | value }}{{ $b | humanizePercentage }}'
-                '{{ if gt $b 1.0 }}, above 100%: this hardware cannot beat {{ $labels.api }} at any load{{ end }}{{ end }}')
+                '{{ if gt $b 1.0 }}, above 100%: this hardware cannot beat {{ $labels.api }} ({{ $labels.tier }} tier) at any '
+                'load{{ end }}{{ end }}')
     out.append(_alert(
         c, "LLMCostUtilizationBelowBreakEven", c.breakeven_alert_for, c.breakeven_alert_severity,
         f"(\n  engine:llmcost_utilization:ratio_rate{w}\n  < {on(E)} group_right\n  {be}{_api_matcher(c.breakeven_alert_apis)}\n)\n"
         f"and {on(E)}\n(engine:llmcost_tokens:rate{w} > {_num(c.breakeven_alert_min_tokens_per_second)})",
-        "Engine {{ $labels.engine }} runs below the utilization at which it beats {{ $labels.api }}",
+        "Engine {{ $labels.engine }} runs below the utilization at which it beats {{ $labels.api }} ({{ $labels.tier }} tier)",
         "Engine {{ $labels.engine }} " + node + " ran at {{ $value | humanizePercentage }} of its capacity over the "
-        "last " + w + "; to cost no more per token than {{ $labels.api }} it needs " + be_query + "."))
+        "last " + w + "; to cost no more per token than {{ $labels.api }} ({{ $labels.tier }} tier) it needs " + be_query + "."))
 
     w = c.idle_alert_window
     paid = f"{agg('sum', money(E), 'rate(' + q.sel('llmcost_engine_spend_total') + f'[{w}])')} * 3600 > 0"

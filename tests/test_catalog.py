@@ -94,6 +94,64 @@ def test_api_prices_other_tests_rely_on():
     assert apis["gpt-4o"].input_per_million > mini.input_per_million
 
 
+def test_every_bundled_tier_is_sourced_dated_and_cheaper_or_dearer_as_its_kind_says():
+    apis = catalog.load_apis()
+    tiers = [(name, tier, getattr(api, tier)) for name, api in apis.items() for tier in api.tiers()[1:]]
+    assert {t for _, t, _ in tiers} == {"batch", "flex", "priority", "long_context"}
+    for name, tier, price in tiers:
+        assert price.source.startswith("https://") and datetime.date.fromisoformat(price.checked) <= TODAY, (name, tier)
+        standard = apis[name]
+        if tier in ("batch", "flex"):  # every provider's batch and flex are half the standard price today
+            assert (price.input_per_million, price.output_per_million) == \
+                (standard.input_per_million / 2, standard.output_per_million / 2), (name, tier)
+        else:
+            assert price.input_per_million > standard.input_per_million, (name, tier)
+    for name in ("claude-haiku-4-5", "claude-sonnet-4-5"):  # Anthropic's 5-minute cache write: 1.25x input
+        assert apis[name].cache_write_per_million == pytest.approx(1.25 * apis[name].input_per_million)
+
+
+def test_for_tier_gives_the_tier_and_falls_back_to_standard_saying_so():
+    apis = catalog.load_apis()
+    batch = apis["gpt-4o"].for_tier("batch")
+    assert (batch.name, batch.tier, batch.input_per_million, batch.output_per_million) == ("gpt-4o", "batch", 1.25, 5.0)
+    flex = apis["gpt-4o"].for_tier("flex")  # OpenAI offers no flex for gpt-4o
+    assert flex == catalog.ApiRates("gpt-4o", "standard", 2.5, 10.0, 1.25, None)
+    assert apis["gpt-3.5-turbo"].for_tier("batch").tier == "standard"
+    assert apis["claude-haiku-4-5"].for_tier("standard").cache_write_per_million == 1.25
+    long = apis["gemini-2.5-pro"].for_tier("long_context")
+    assert (long.tier, long.input_per_million, long.output_per_million) == ("long_context", 2.5, 15.0)
+    with pytest.raises(ValueError, match="allowed: standard, batch, flex, priority, long_context"):
+        apis["gpt-4o"].for_tier("cheap")
+
+
+@pytest.mark.parametrize("tier,change,key,problem", [
+    ("batch", {"inptu_per_million": 1}, "batch.inptu_per_million", "unknown key, allowed keys: input_per_million"),
+    ("batch", {"output_per_million": -1}, "batch.output_per_million", "allowed: a number >= 0"),
+    ("flex", {"source": None}, "flex.source", "allowed: a non-empty string"),
+    ("long_context", {}, "long_context.threshold_tokens", "required key is missing"),
+    ("long_context", {"threshold_tokens": 0}, "long_context.threshold_tokens", "allowed: a whole number >= 1"),
+    ("priority", "fast", "priority", "allowed: a mapping"),
+])
+def test_broken_tier_names_file_entry_tier_and_field(tmp_path, tier, change, key, problem):
+    good = {"input_per_million": 1.25, "output_per_million": 5.0, "source": "https://example.com/", "checked": "2025-08-01"}
+    path = tmp_path / "apis.yaml"
+    path.write_text(yaml.safe_dump({"apis": {"gpt-4o-mini": {**GOOD_API, tier: {**good, **change}
+                                                             if isinstance(change, dict) else change}}}))
+    with pytest.raises(CatalogError) as err:
+        catalog.load_apis(path)
+    assert str(err.value).startswith(f"{path}: apis.gpt-4o-mini.{key}: ") and problem in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("missing", ["source", "checked"])
+def test_a_bundled_tier_must_name_its_source_and_date(tmp_path, missing):
+    tier = {"input_per_million": 1.25, "output_per_million": 5.0, "source": "https://example.com/", "checked": "2025-08-01"}
+    del tier[missing]
+    path = tmp_path / "apis.yaml"
+    path.write_text(yaml.safe_dump({"apis": {"gpt-4o-mini": {**GOOD_API, "batch": tier}}}))
+    with pytest.raises(CatalogError, match=rf"apis.gpt-4o-mini.batch.{missing}: required key is missing"):
+        catalog.load_apis(path)
+
+
 def test_bundled_api_catalog_is_in_the_format_the_importer_writes(tmp_path):
     apis = catalog.load_apis()
     path = tmp_path / "apis.yaml"
@@ -247,7 +305,8 @@ def sample():
 def test_convert_sample_imports_chat_entries_per_million():
     result = litellm.convert(sample(), checked="2025-08-01")
     prices = {p.name: p for p in result.imported}
-    assert set(prices) == {"gpt-4o-mini", "gpt-4.1-mini", "gpt-3.5-turbo", "claude-haiku-4-5", "gemini-2.5-flash"}
+    assert set(prices) == {"gpt-4o-mini", "gpt-4.1-mini", "gpt-3.5-turbo", "claude-haiku-4-5", "gemini-2.5-flash",
+                           "gpt-4o", "gpt-5-mini", "claude-sonnet-4-5", "gemini/gemini-2.5-pro"}
     mini = prices["gpt-4o-mini"]
     # exact: no float noise such as 0.15000000000000002 or 0.39999999999999997
     assert (mini.input_per_million, mini.output_per_million, mini.cached_input_per_million) == (0.15, 0.6, 0.075)
@@ -272,7 +331,7 @@ def test_convert_reports_malformed_entries_by_name_and_skips_them():
 
 def test_convert_filters_providers_and_modes():
     result = litellm.convert(sample(), providers={"anthropic"})
-    assert [p.name for p in result.imported] == ["claude-haiku-4-5"]
+    assert [p.name for p in result.imported] == ["claude-haiku-4-5", "claude-sonnet-4-5"]
     assert dict(result.skipped)["gpt-4o-mini"] == "provider openai"
     assert "broken-negative-cost" not in result.filtered  # an anthropic entry: malformed, not filtered
     embeddings = litellm.convert(sample(), modes=("embedding",))
@@ -293,7 +352,9 @@ ENTRY = st.fixed_dictionaries({}, optional={
     "mode": st.sampled_from(["chat", "embedding"]) | JSON, "litellm_provider": st.sampled_from(["openai"]) | JSON,
     "input_cost_per_token": st.floats(min_value=0, max_value=1e-3) | JSON,
     "output_cost_per_token": st.floats(min_value=0, max_value=1e-3) | JSON,
-    "cache_read_input_token_cost": JSON}) | JSON
+    "cache_read_input_token_cost": JSON, "input_cost_per_token_batches": st.floats(min_value=0, max_value=1e-3) | JSON,
+    "output_cost_per_token_batches": JSON, "cache_creation_input_token_cost_flex": JSON,
+    "input_cost_per_token_above_200k_tokens": JSON, "output_cost_per_token_above_200k_tokens": JSON}) | JSON
 
 
 @pytest.mark.slow  # 300 hypothesis cases
@@ -307,11 +368,39 @@ def test_convert_never_crashes_and_accounts_for_every_entry(data):
         assert all(math.isfinite(v) and v >= 0 for v in (price.input_per_million, price.output_per_million))
 
 
+def test_convert_brings_in_the_tiers_litellm_prices(tmp_path):
+    """The real entries of tests/data/litellm_sample.json (LiteLLM 1.110.2): each tier's own keys,
+    per 1M tokens, and nothing where LiteLLM prices no such tier."""
+    prices = {p.name: p for p in litellm.convert(sample(), checked="2025-08-01").imported}
+    entry = sample()
+    for name, price in prices.items():
+        for tier, suffix in litellm.TIER_SUFFIXES.items():
+            offered = getattr(price, tier)
+            if f"input_cost_per_token{suffix}" not in entry[name]:
+                assert offered is None, (name, tier)
+                continue
+            assert (offered.input_per_million, offered.output_per_million) == pytest.approx(
+                (entry[name]["input_cost_per_token" + suffix] * 1e6, entry[name]["output_cost_per_token" + suffix] * 1e6))
+    gpt4o = prices["gpt-4o"]
+    assert (gpt4o.batch.input_per_million, gpt4o.batch.output_per_million) == (1.25, 5.0)  # half of 2.5 / 10
+    assert gpt4o.flex is None and gpt4o.priority.cached_input_per_million == 2.125
+    assert prices["gpt-5-mini"].flex.output_per_million == 1.0
+    sonnet = prices["claude-sonnet-4-5"]
+    assert (sonnet.cache_write_per_million, sonnet.batch.cache_write_per_million) == (3.75, 1.875)  # 1.25x input
+    assert prices["claude-haiku-4-5"].cache_write_per_million == 1.25
+    pro = prices["gemini/gemini-2.5-pro"].long_context
+    assert (pro.threshold_tokens, pro.input_per_million, pro.output_per_million, pro.cached_input_per_million) == \
+        (200_000, 2.5, 15.0, 0.25)
+    assert prices["gpt-4o-mini"].tiers() == ("standard",)  # the sample's older copy of it has no tier keys
+
+
 def test_litellm_sample_round_trips_through_the_catalog_format(tmp_path):
     imported = litellm.convert(sample(), checked="2025-08-01").imported
     path = tmp_path / "apis.yaml"
     path.write_text(litellm.dump_catalog(imported))
     assert catalog.load_apis(path) == {p.name: p for p in imported}
+    assert catalog.load_apis(path)["gemini/gemini-2.5-pro"].tiers() == ("standard", "batch", "flex", "priority",
+                                                                        "long_context")
 
 
 def test_dump_catalog_writes_awkward_names_and_tiny_prices_loadably(tmp_path):
@@ -333,7 +422,7 @@ def test_command_writes_the_catalog_and_reports_skipped_entries(tmp_path):
     result = run_import(SAMPLE, "--output", output)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert lines[0] == "imported 5, skipped 5"
+    assert lines[0] == "imported 9, skipped 5"
     assert "skipped broken-string-cost: input_cost_per_token is not a number (got 'abc')" in lines
     assert "skipped broken-missing-output: missing output_cost_per_token" in lines
     assert "skipped broken-list-entry: not an object (got list)" in lines
@@ -348,7 +437,8 @@ def test_command_without_output_prints_the_catalog_and_filters_providers(tmp_pat
     result = run_import(SAMPLE, "--provider", "openai", "--provider", "anthropic")
     assert result.returncode == 0, result.stderr
     names = set(yaml.safe_load(result.stdout)["apis"])
-    assert names == {"gpt-4o-mini", "gpt-4.1-mini", "gpt-3.5-turbo", "claude-haiku-4-5"}
+    assert names == {"gpt-4o-mini", "gpt-4.1-mini", "gpt-3.5-turbo", "claude-haiku-4-5", "gpt-4o", "gpt-5-mini",
+                     "claude-sonnet-4-5"}
 
 
 @pytest.mark.parametrize("content,problem", [
@@ -373,6 +463,13 @@ def test_command_fails_with_one_line_on_unusable_input(tmp_path, content, proble
 
 
 # -- docs/catalog.md -----------------------------------------------------------------------------
+
+def test_the_tier_table_lists_what_the_catalog_bundles():
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|$", (ROOT / "docs" / "catalog.md").read_text(), re.M)
+    documented = {tier: set(names.strip().split(", ")) for tier, names in rows if tier in catalog.TIERS[1:]}
+    apis = catalog.load_apis()
+    assert documented == {tier: {n for n, a in apis.items() if tier in a.tiers()} for tier in catalog.TIERS[1:]}
+
 
 def test_documented_examples_load():
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "catalog.md").read_text(), re.S)]

@@ -9,7 +9,7 @@ from fakes import model_totals, spend_totals
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import __version__
-from exporter.catalog import ApiPrice
+from exporter.catalog import ApiRates
 from exporter.collector import CostCollector
 from exporter.gpu.source import GpuReading
 from exporter.health import HealthStatus
@@ -41,7 +41,7 @@ def node_snapshot(engine_pods=None, models=None, health=None):
             gpu(2, up=False, power_watts=50.0, power_limit_watts=300.0, utilization_ratio=0.3, energy_joules=70.0)]
     model = figures(tokens_per_second=100.0, cost_per_million=7.5, cost_per_million_full=2.5, utilization=0.25,
                     energy_per_token_joules=3.0, apis=[ApiComparison("gpt-x", 1.25, 1.25, 2.0),
-                                                       ApiComparison("gpt-y", 0.1, None, None)],
+                                                       ApiComparison("gpt-y", 0.1, None, None, "batch")],
                     phase_spend={"prefill": 0.06, "decode": 0.25}, cost_per_million_by_direction={"input": 4.0, "output": 9.0},
                     phase_method="engine_time", cache_savings=0.02)
     spend = spend_totals(mode="owned", currency="EUR", components={"amortization": 0.2, "fixed": 0.01, "energy": 0.1},
@@ -49,10 +49,10 @@ def node_snapshot(engine_pods=None, models=None, health=None):
                          engine_energy_joules={"vllm": 5000.0}, idle_spend={"vllm": 0.1}, co2e_grams=12.0)
     health = health or [HealthStatus("gpu", "nvml", True, 100.0, 0.01, {"not_supported": 1}),
                         HealthStatus("engine", "vllm", False, None, 0.5, {"timeout": 2}, "timeout")]
-    info = ExporterInfo(PRICING, NODE, engine_pods or {}, True, 123.0, [ApiPrice("gpt-x", 1.0, 2.0, 0.5),
-                                                                         ApiPrice("gpt-y", 0.1, 0.4)])
+    info = ExporterInfo(PRICING, NODE, engine_pods or {}, True, 123.0, [ApiRates("gpt-x", "standard", 1.0, 2.0, 0.5),
+                                                                         ApiRates("gpt-y", "batch", 0.1, 0.4)])
     return Snapshot(time=1000.0, window_s=600.0, gpus=gpus, models=models or [model], spend=spend, health=health,
-                    engine_resets={"vllm": 2}, payback_months={"gpt-x": 3.0, "never": None}, info=info)
+                    engine_resets={"vllm": 2}, payback_months={("gpt-x", "standard"): 3.0, ("never", "standard"): None}, info=info)
 
 
 class Scrapes:
@@ -69,7 +69,7 @@ class Scrapes:
 def registered(snap):
     scrapes = Scrapes(snap)
     registry = CollectorRegistry()
-    registry.register(CostCollector(scrapes, PRICING, [ApiPrice("gpt-x", 1.0, 2.0, 0.5)]))
+    registry.register(CostCollector(scrapes, PRICING, [ApiRates("gpt-x", "standard", 1.0, 2.0, 0.5)]))
     return registry, scrapes
 
 
@@ -182,7 +182,7 @@ def test_model_and_spend_samples(registry):
 
 
 def test_economics_samples(registry):
-    x, y = {"api": "gpt-x"}, {"api": "gpt-y"}
+    x, y = {"api": "gpt-x", "tier": "standard"}, {"api": "gpt-y", "tier": "batch"}  # the tier each is compared at
     expect(registry, [
         ("llmcost_api_price_per_million_tokens", {**x, "direction": "input", **EUR}, 1.0),
         ("llmcost_api_price_per_million_tokens", {**x, "direction": "output", **EUR}, 2.0),
@@ -200,7 +200,7 @@ def test_economics_samples(registry):
         ("llmcost_utilization_ratio", M, 0.25),
         ("llmcost_energy_per_token_joules", M, 3.0),
         ("llmcost_payback_months", x, 3.0),
-        ("llmcost_payback_months", {"api": "never"}, None),
+        ("llmcost_payback_months", {"api": "never", "tier": "standard"}, None),
         ("llmcost_engine_energy_joules_total", {"engine": "vllm"}, 5000.0),
         ("llmcost_idle_spend_total", {"engine": "vllm", **EUR}, 0.1),
         ("llmcost_co2e_grams_total", {}, 12.0),
@@ -222,7 +222,7 @@ def test_an_empty_snapshot_falls_back_to_the_configured_labels_and_prices():
     registry, _ = registered(Snapshot.empty())
     assert registry.get_sample_value("llmcost_pricing_info", PRICING) == 1.0
     assert registry.get_sample_value("llmcost_api_price_per_million_tokens",
-                                     {"api": "gpt-x", "direction": "output", **EUR}) == 2.0
+                                     {"api": "gpt-x", "direction": "output", "tier": "standard", **EUR}) == 2.0
     assert registry.get_sample_value("llmcost_config_last_reload_successful") is None
     assert registry.get_sample_value("llmcost_hourly_cost", EUR) is None
 

@@ -27,11 +27,11 @@ def test_live_economics_match_the_analytical_values(clock, vllm, nvml, exporter_
     d_in, d_out, d_cached = (now[k] - base[k] for k in ("input_tokens", "output_tokens", "cached_input_tokens"))
     ids = dict(engine="vllm", model=MODEL)
 
-    api = value(exporter, "llmcost_api_equivalent_spend_total", api="gpt-4o-mini", currency="USD", **ids)
+    api = value(exporter, "llmcost_api_equivalent_spend_total", api="gpt-4o-mini", tier="standard", currency="USD", **ids)
     i, o, c = GPT_4O_MINI
     assert api == pytest.approx(((d_in - d_cached) * i + d_cached * c + d_out * o) / 1e6, rel=1e-9)
     spend = value(exporter, "llmcost_engine_spend_total", engine="vllm", currency="USD")
-    assert value(exporter, "llmcost_api_savings", engine="vllm", api="gpt-4o-mini", currency="USD") == pytest.approx(api - spend)
+    assert value(exporter, "llmcost_api_savings", engine="vllm", api="gpt-4o-mini", tier="standard", currency="USD") == pytest.approx(api - spend)
 
     # $3.6/h at 1000 tokens/s capacity: $1.00 per 1M at 100%; the load is 50%, so $2.00 actual.
     assert value(exporter, "llmcost_capacity_tokens_per_second", engine="vllm", source="configured") == 1000.0
@@ -39,16 +39,16 @@ def test_live_economics_match_the_analytical_values(clock, vllm, nvml, exporter_
     assert value(exporter, "llmcost_cost_per_million_tokens", currency="USD", **ids) == pytest.approx(2.0, rel=0.01)
     assert value(exporter, "llmcost_utilization_ratio", **ids) == pytest.approx(0.5, rel=0.01)
     blended = ((d_in - d_cached) * i + d_cached * c + d_out * o) / (d_in + d_out)
-    assert value(exporter, "llmcost_api_blended_price_per_million_tokens", api="gpt-4o-mini", currency="USD", **ids) == \
+    assert value(exporter, "llmcost_api_blended_price_per_million_tokens", api="gpt-4o-mini", tier="standard", currency="USD", **ids) == \
         pytest.approx(blended, rel=1e-6)
-    assert value(exporter, "llmcost_breakeven_utilization_ratio", api="gpt-4o-mini", **ids) == pytest.approx(1.0 / blended, rel=0.01)
+    assert value(exporter, "llmcost_breakeven_utilization_ratio", api="gpt-4o-mini", tier="standard", **ids) == pytest.approx(1.0 / blended, rel=0.01)
 
     # Two GPUs at 150 W plus 100 W overhead for 500 tokens/s: 0.8 J per token.
     assert value(exporter, "llmcost_energy_per_token_joules", **ids) == pytest.approx(0.8, rel=0.01)
     joules = value(exporter, "llmcost_engine_energy_joules_total", engine="vllm")
     assert joules == pytest.approx(400.0 * 1200, rel=0.005)
     assert value(exporter, "llmcost_co2e_grams_total") == pytest.approx(joules / 3.6e6 * 400.0, rel=0.005)
-    assert value(exporter, "llmcost_api_price_per_million_tokens", api="gpt-4o-mini", direction="cached_input", currency="USD") == c
+    assert value(exporter, "llmcost_api_price_per_million_tokens", api="gpt-4o-mini", tier="standard", direction="cached_input", currency="USD") == c
 
 
 @pytest.mark.slow  # a long simulated run over real HTTP
@@ -92,7 +92,7 @@ def test_owned_payback_months(clock, vllm, nvml, exporter_for):
                  + d["output_tokens"] * 10.0) / 1e6 / 600
     opex_per_s = 73.0 / (730 * 3600) + 300.0 / 3.6e6 * 0.25  # fixed + 2 GPUs x 150 W
     expected = 10000.0 / ((api_per_s - opex_per_s) * 730 * 3600)
-    assert value(exporter, "llmcost_payback_months", api="gpt-4o") == pytest.approx(expected, rel=0.01)
+    assert value(exporter, "llmcost_payback_months", api="gpt-4o", tier="standard") == pytest.approx(expected, rel=0.01)
 
 
 hourly = st.floats(min_value=0.01, max_value=500)
@@ -134,7 +134,7 @@ def test_spend_and_api_equivalent_never_decrease(mutable_engine, sequence):
         clock.advance(dt)
         exporter.sample_all()
         now = (value(exporter, "llmcost_engine_spend_total", engine="vllm", currency="USD") or 0.0,
-               value(exporter, "llmcost_api_equivalent_spend_total", engine="vllm", model="m", api="gpt-4o-mini",
+               value(exporter, "llmcost_api_equivalent_spend_total", engine="vllm", model="m", api="gpt-4o-mini", tier="standard",
                      currency="USD") or 0.0)
         assert now[0] >= last[0] and now[1] >= last[1]
         last = now

@@ -143,7 +143,7 @@ def restarts(exporter) -> float:
 
 
 def spend(exporter, model) -> float:
-    return value(exporter, "llmcost_api_equivalent_spend_total", engine="vllm", model=model, api="example-api",
+    return value(exporter, "llmcost_api_equivalent_spend_total", engine="vllm", model=model, api="example-api", tier="standard",
                  currency="USD")
 
 

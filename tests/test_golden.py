@@ -215,7 +215,7 @@ def build_cloud(stack) -> Exporter:
         "compare": {"apis": ["gpt-4o-mini", "gpt-4o"]},
         "engines": [
             {"name": "chat", "url": chat.url, "gpus": [0], "capacity_tokens_per_s": 1000},
-            {"name": "batch", "url": batch.url, "gpus": [1]},  # capacity observed
+            {"name": "batch", "url": batch.url, "gpus": [1], "tier": "batch"},  # capacity observed; Batch API prices
         ],
     }, environ={})
     exporter = Exporter(config, clock=clock, nvml_backend=nvml)
@@ -375,7 +375,7 @@ def test_golden_files_show_what_each_setup_is_for():
         assert ":PORT" not in text and "127.0.0.1" not in text  # ports and URLs stay out of the labels
     assert 'llmcost_capacity_tokens_per_second{engine="batch",source="observed"}' in cloud
     assert 'llmcost_spend_total{component="requests",currency="USD"}' in cloud
-    assert 'llmcost_payback_months{api="gpt-4o"}' in owned and "llmcost_co2e_grams_total " in owned
+    assert 'llmcost_payback_months{api="gpt-4o",tier="standard"}' in owned and "llmcost_co2e_grams_total " in owned
     assert 'energy_method="integrated"' in owned and 'component="amortization"' in owned
     assert 'price_source="node_labels:aws/g5.12xlarge/us-east-1/spot"' in kube
     assert 'namespace="llm",pod="llama-8b-7d9f8c6b5-x2kqz"' in kube and "llama-8b-7d9f8c6b5-other" not in kube

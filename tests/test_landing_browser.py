@@ -1,6 +1,7 @@
 """The landing page as a person sees it: rendered by headless Chromium, values checked against /metrics."""
 
 import html.parser
+import re
 import shutil
 import subprocess
 import tempfile
@@ -148,7 +149,7 @@ def assert_rows_agree(dom: str) -> list[dict]:
 def page(clock, vllm, exporter_for, tmp_path):
     llama, qwen = vllm(capacity=2000.0, load=0.6, model="llama"), vllm(capacity=500.0, load=0.1, model="qwen")
     config = make_config([("a", llama.url, {"gpus": [0], "capacity_tokens_per_s": 2000.0}),
-                          ("b", qwen.url, {"gpus": [1], "capacity_tokens_per_s": 500.0})],
+                          ("b", qwen.url, {"gpus": [1], "capacity_tokens_per_s": 500.0, "tier": "batch"})],
                          hourly=4.0, apis=["gpt-4o-mini", "gpt-4o"])
     # A third GPU no engine holds: its spend is the page's unallocated row.
     exporter = exporter_for(config, SimulatedNVML(clock, count=3, idle_watts=50.0, max_watts=250.0, load_fn=lambda t: 0.5))
@@ -194,8 +195,15 @@ def test_landing_page_values_match_metrics_and_screenshot(page):
     for cells in assert_rows_agree(dom.stdout):
         attrs = cells["llmcost_api_equivalent_spend_total"][0]
         shown = number(cells["llmcost_api_equivalent_spend_total"][1]) - number(cells["llmcost_model_spend_total"][1])
-        saving = metrics[("llmcost_api_savings", (("api", attrs["data-api"]), ("engine", attrs["data-engine"])))]
+        saving = metrics[("llmcost_api_savings", (("api", attrs["data-api"]), ("engine", attrs["data-engine"]),
+                                                  ("tier", attrs["data-tier"])))]
         assert shown == pytest.approx(saving, abs=1e-4)
+    # Engine b is compared at the Batch tier: its API column and verdicts say so, engine a's (standard) do not.
+    for api in ("gpt-4o-mini", "gpt-4o"):
+        label = f'<span class="api" data-tier="batch">{api} (batch)</span>'
+        assert dom.stdout.count(label) >= 2, api  # the API cell of b's row and at least one of its verdicts
+        assert re.search(r'<span class="(good|bad)">[^<]*' + re.escape(label), dom.stdout), api
+        assert dom.stdout.count(f'<span class="api" data-tier="standard">{api}</span>') >= 1, api  # a's API cell
 
     shot = tmp_path / "landing.png"
     result = chromium("--window-size=1280,900", f"--screenshot={shot}", base + "/")

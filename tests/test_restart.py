@@ -58,7 +58,7 @@ def test_a_restart_continues_every_total_and_accrues_the_downtime(clock, nvml, n
     started_at, base = clock.now(), server.served_counters()
     base_energy = [nvml.true_energy_joules(i) for i in range(2)]
     run_for(clock, first, 1800)
-    api_before = value(first, "llmcost_api_equivalent_spend_total", engine="vllm", model=MODEL, api="gpt-4o-mini",
+    api_before = value(first, "llmcost_api_equivalent_spend_total", engine="vllm", model=MODEL, api="gpt-4o-mini", tier="standard",
                        currency="USD")
     assert store.stop()  # SIGTERM: the last write
 
@@ -79,7 +79,7 @@ def test_a_restart_continues_every_total_and_accrues_the_downtime(clock, nvml, n
     energy = sum(nvml.true_energy_joules(i) - base_energy[i] for i in range(2)) + 100.0 * elapsed
     assert value(second, "llmcost_energy_cost_total", currency="USD") == pytest.approx(energy / 3.6e6 * 1.25 * 0.20,
                                                                                         rel=1e-6)
-    assert value(second, "llmcost_api_equivalent_spend_total", engine="vllm", model=MODEL, api="gpt-4o-mini",
+    assert value(second, "llmcost_api_equivalent_spend_total", engine="vllm", model=MODEL, api="gpt-4o-mini", tier="standard",
                  currency="USD") > api_before
 
 

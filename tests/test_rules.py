@@ -335,20 +335,21 @@ def test_fast_variant_fires_within_seconds_at_a_one_second_scrape(tmp_path):
                 {"series": f'llmcost_tokens_total{{{labels},model="llama",direction="input"}}', "values": "0+384x70"},
                 {"series": f'llmcost_tokens_total{{{labels},model="llama",direction="output"}}', "values": "0+128x70"},
                 {"series": f'llmcost_engine_spend_total{{{labels},currency="USD"}}', "values": "0+0.001953125x70"},
-                {"series": f'llmcost_api_equivalent_spend_total{{{labels},model="llama",api="mini",currency="USD"}}',
+                {"series": f'llmcost_api_equivalent_spend_total{{{labels},model="llama",api="mini",tier="standard",currency="USD"}}',
                  "values": "0+0.0001220703125x70"},
             ],
             "alert_rule_test": [
                 {"eval_time": "4s", "alertname": "LLMCostSelfHostingDearerThanAPI", "exp_alerts": []},
                 {"eval_time": "10s", "alertname": "LLMCostSelfHostingDearerThanAPI", "exp_alerts": [{
                     "exp_labels": {"severity": "critical", "job": "llmcost", "instance": "127.0.0.1:9848",
-                                   "engine": "vllm", "model": "llama", "api": "mini", "currency": "USD"},
+                                   "engine": "vllm", "model": "llama", "api": "mini", "tier": "standard",
+                                   "currency": "USD"},
                     "exp_annotations": {
-                        "summary": "Self-hosting llama costs more per 1M tokens than mini",
+                        "summary": "Self-hosting llama costs more per 1M tokens than mini (standard tier)",
                         # 10 s of data in a 30s window: rates are a third of the full-window ones, ratios are not
                         "description": "llama on engine vllm on 127.0.0.1:9848 (job llmcost) cost 3.815 USD per 1M "
                                        "tokens over the last 30s (allocation basis: idle time included), while mini "
-                                       "would have charged 0.2384 USD per 1M for the same traffic (170.7 tokens/s).",
+                                       "(standard tier) would have charged 0.2384 USD per 1M for the same traffic (170.7 tokens/s).",
                         "runbook_url": "https://github.com/llm-cost-exporter/llm-cost-exporter/blob/main/docs/"
                                        "runbook.md#llmcostselfhostingdearerthanapi"},
                 }]},

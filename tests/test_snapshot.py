@@ -8,6 +8,7 @@ import threading
 import pytest
 from fakes import FakeGpus, model_totals, spend_totals
 
+from exporter.catalog import ApiRates
 from exporter.accounting import Accountant
 from exporter.clock import ManualClock
 from exporter.config import from_dict
@@ -33,8 +34,9 @@ def window(*samples):
 
 
 class FakeEngine:
-    def __init__(self, name, *models, resets=0, api_windows=None, kind="vllm", cached_input_source="counter"):
+    def __init__(self, name, *models, resets=0, api_windows=None, kind="vllm", cached_input_source="counter", apis=()):
         self.name = name
+        self.apis = list(apis)  # catalog.ApiRates: the tier of each API in api_windows (absent: standard)
         self.kind = kind
         self.cached_input_source = cached_input_source
         self.models = list(models)
@@ -225,8 +227,22 @@ def test_payback_is_capex_over_the_monthly_api_equivalent_minus_opex(clock):
     # x: e and f each 0.01 a second; opex 0.001 a second. y: 0.0005 a second, less than opex: never.
     # z: one sample, no rate yet.
     x_monthly, opex_monthly = (0.01 + 0.01) * month_s, 0.001 * month_s
-    assert snap.payback_months == {"x": pytest.approx(99_864 / (x_monthly - opex_monthly), rel=REL), "y": None}
-    assert snap.payback_months["x"] == pytest.approx(2.0, rel=REL)
+    assert snap.payback_months == {("x", "standard"): pytest.approx(99_864 / (x_monthly - opex_monthly), rel=REL),
+                                   ("y", "standard"): None}
+    assert snap.payback_months[("x", "standard")] == pytest.approx(2.0, rel=REL)
+
+
+def test_payback_is_per_api_and_tier(clock):
+    """Two engines compared with the same API at different tiers pay back against two API bills."""
+    t = clock.now()
+    month_s = 730 * 3600
+    e = FakeEngine("e", api_windows={"x": window((t - 600, 10.0), (t, 16.0))})
+    f = FakeEngine("f", api_windows={"x": window((t - 300, 0.0), (t, 3.0))}, apis=[ApiRates("x", "batch", 1.0, 2.0)])
+    accountant = FakeAccountant(0.0)
+    accountant.opex_window = window((t - 600, 0.0), (t, 0.6))  # 0.001 a second
+    snap = snapshot(clock, [e, f], accountant, cfg=owned_config(99_864))
+    assert snap.payback_months == {("x", "standard"): pytest.approx(99_864 / ((0.01 - 0.001) * month_s), rel=REL),
+                                   ("x", "batch"): pytest.approx(99_864 / ((0.01 - 0.001) * month_s), rel=REL)}
 
 
 def test_no_payback_before_the_opex_window_has_two_samples(clock):
@@ -249,9 +265,11 @@ def test_savings_are_the_engines_api_equivalent_minus_its_spend_counted_once_per
         return ModelFigures(model_totals(engine, name), apis=[ApiComparison(a, v, None, None) for a, v in apis.items()])
 
     models = [model("e", "m1", x=1.0, y=0.2), model("e", "m2", x=0.5), model("f", "m3", x=0.3)]
+    S = "standard"
     assert engine_savings(snap_with(models, spend_totals(engines={"e": 0.4}))) == pytest.approx(
-        {("e", "x"): 1.5 - 0.4, ("e", "y"): 0.2 - 0.4, ("f", "x"): 0.3}, rel=REL)
-    assert engine_savings(snap_with(models, None)) == pytest.approx({("e", "x"): 1.5, ("e", "y"): 0.2, ("f", "x"): 0.3})
+        {("e", "x", S): 1.5 - 0.4, ("e", "y", S): 0.2 - 0.4, ("f", "x", S): 0.3}, rel=REL)
+    assert engine_savings(snap_with(models, None)) == pytest.approx({("e", "x", S): 1.5, ("e", "y", S): 0.2,
+                                                                     ("f", "x", S): 0.3})
     assert engine_savings(snap_with([model("e", "m")], spend_totals(engines={"e": 0.4}))) == {}
 
 

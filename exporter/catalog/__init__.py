@@ -2,8 +2,10 @@
 
 `instances.yaml` holds on-demand list prices (USD per hour) keyed by instance type and region, and
 for some entries a dated spot price (`spot_hourly`);
-`apis.yaml` holds API prices (USD per 1M tokens) keyed by the API's model name. Every bundled
-entry names its source and the date it was checked. Both files are validated as a whole at load:
+`apis.yaml` holds API prices (USD per 1M tokens) keyed by the API's model name: the standard prices,
+and where the provider offers them its other tiers (batch, flex, priority, long context) and the
+cache-write price. Every bundled entry, and every tier in it, names its source and the date it
+was checked. `ApiPrice.for_tier(tier)` is the one way to read the prices of a tier. Both files are validated as a whole at load:
 one bad entry raises CatalogError naming the file, the entry and the field. Users override or add
 entries in the config file (`catalog.instances`, `catalog.apis`); see docs/catalog.md.
 """
@@ -36,6 +38,41 @@ class InstancePrice:
     note: str | None = field(default=None, compare=False)  # free text, for people
 
 
+STANDARD, BATCH, FLEX, PRIORITY, LONG_CONTEXT = "standard", "batch", "flex", "priority", "long_context"
+TIERS = (STANDARD, BATCH, FLEX, PRIORITY, LONG_CONTEXT)
+
+
+@dataclass(frozen=True)
+class TierPrice:
+    """An API's prices per 1M tokens in a tier other than standard: Batch (asynchronous, within 24 h),
+    flex (synchronous, slower, may be refused), priority (faster, dearer)."""
+    input_per_million: float = number()
+    output_per_million: float = number()
+    cached_input_per_million: float | None = number(None)  # None: cached input is billed as this tier's input
+    cache_write_per_million: float | None = number(None)  # None: the provider bills no cache writes
+    source: str = "config"
+    checked: str = date("")
+    note: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LongContextPrice(TierPrice):
+    """The prices of a request whose prompt is longer than threshold_tokens (the whole request is
+    billed at them, as Google and Anthropic do)."""
+    threshold_tokens: int = number(minimum=1)
+
+
+@dataclass(frozen=True)
+class ApiRates:
+    """The prices one comparison uses: an API in one tier, per 1M tokens."""
+    name: str  # the API
+    tier: str  # the tier these prices are: the one asked for, or standard where the API does not offer it
+    input_per_million: float
+    output_per_million: float
+    cached_input_per_million: float | None = None  # None: cached input is billed as input
+    cache_write_per_million: float | None = None
+
+
 @dataclass(frozen=True)
 class ApiPrice:
     """An API model's price per 1M tokens: one entry of apis.yaml, of the config's catalog.apis, or
@@ -44,10 +81,29 @@ class ApiPrice:
     input_per_million: float = number()
     output_per_million: float = number()
     cached_input_per_million: float | None = number(None)  # None where the API has no cached-input price
+    cache_write_per_million: float | None = number(None)  # prompt-cache write (Anthropic: the 5-minute write)
+    batch: TierPrice | None = None  # None: the provider offers no such tier for this model
+    flex: TierPrice | None = None
+    priority: TierPrice | None = None
+    long_context: LongContextPrice | None = None
     provider: str = "custom"
     source: str = "config"
     checked: str = date("")
     note: str | None = field(default=None, compare=False)  # free text, for people
+
+    def for_tier(self, tier: str) -> ApiRates:
+        """The prices of `tier` (one of TIERS). A tier this API does not offer falls back to the
+        standard prices, and the result's `tier` says `standard`: the caller labels and logs that."""
+        if tier not in TIERS:
+            raise ValueError(f"unknown tier {tier!r}, allowed: {', '.join(TIERS)}")
+        offered: TierPrice | None = None if tier == STANDARD else getattr(self, tier)
+        prices = offered or self
+        return ApiRates(self.name, tier if offered else STANDARD, prices.input_per_million, prices.output_per_million,
+                        prices.cached_input_per_million, prices.cache_write_per_million)
+
+    def tiers(self) -> tuple[str, ...]:
+        """The tiers this API offers, standard first."""
+        return tuple(t for t in TIERS if t == STANDARD or getattr(self, t) is not None)
 
 
 class CatalogError(InputError):
@@ -88,8 +144,10 @@ def load_apis(path: str | Path | None = None) -> dict[str, ApiPrice]:
     """Every API price in `path` (default: the bundled apis.yaml), keyed by model name."""
     raw, source = _read(path or APIS_FILE)
     prices = build(_ApisFile, raw, "", _error(source)).apis
-    for name in prices:
+    for name, price in prices.items():
         _require(raw["apis"][name], f"apis.{name}", _PROVENANCE, source)
+        for tier in price.tiers()[1:]:  # every tier's price is dated and sourced on its own
+            _require(raw["apis"][name][tier], f"apis.{name}.{tier}", ("source", "checked"), source)
     return prices
 
 

@@ -7,8 +7,11 @@ That file maps a model name to an entry priced per token, for example
                     "mode": "chat", ...}
 
 plus a `sample_spec` key that documents the fields and is not a model. `convert` turns the
-entries of the selected modes (and providers) into ApiPrice per 1M tokens; an entry it cannot
-read is skipped with a reason, never fatal. `dump_catalog` writes them in the apis.yaml format.
+entries of the selected modes (and providers) into ApiPrice per 1M tokens, with the tiers LiteLLM
+prices by a key suffix (`input_cost_per_token_batches`, `_flex`, `_priority`), the long-context
+prices (`input_cost_per_token_above_200k_tokens`, ...) and the cache write
+(`cache_creation_input_token_cost`); an entry it cannot read is skipped with a reason, never
+fatal. `dump_catalog` writes them in the apis.yaml format.
 
     python -m exporter.catalog.litellm model_prices_and_context_window.json --output apis.yaml \
         --provider openai --provider anthropic
@@ -17,6 +20,7 @@ read is skipped with a reason, never fatal. `dump_catalog` writes them in the ap
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -27,14 +31,17 @@ from decimal import Decimal
 
 import yaml
 
-from exporter.catalog import ApiPrice
+from exporter.catalog import ApiPrice, LongContextPrice, TierPrice
 
 SOURCE = "LiteLLM model_prices_and_context_window.json"
 DOC_KEY = "sample_spec"  # LiteLLM's field documentation, not a model
 
 # LiteLLM's field names (see its sample_spec)
 INPUT, OUTPUT, CACHED = "input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost"
+CACHE_WRITE = "cache_creation_input_token_cost"
 PROVIDER, MODE = "litellm_provider", "mode"
+TIER_SUFFIXES = {"batch": "_batches", "flex": "_flex", "priority": "_priority"}  # our tier -> LiteLLM's key suffix
+LONG_CONTEXT = re.compile(r"^input_cost_per_token_above_(\d+)k_tokens$")  # e.g. _above_200k_tokens
 
 DEFAULT_HEADER = ("API model prices in USD per 1,000,000 tokens, converted from LiteLLM's per-token prices\n"
                   "by `llm-cost-exporter catalog import-litellm`. Check them against the providers' pages.")
@@ -70,16 +77,40 @@ def convert(data: dict, providers: set[str] | None = None, modes=("chat",), chec
             result.filtered.add(name)
             continue
         try:
-            input_price, output_price = _per_million(entry, INPUT, True), _per_million(entry, OUTPUT, True)
-            cached_price = _per_million(entry, CACHED, False)
+            price = _price(name, entry, checked, source)
         except ValueError as err:
             result.skipped.append((name, str(err)))
             continue
-        assert input_price is not None and output_price is not None  # required: raised above otherwise
         provider = provider if isinstance(provider, str) and provider else "unknown"
-        result.imported.append(ApiPrice(name, input_price, output_price, cached_price, provider=provider, source=source,
-                                        checked=checked))
+        result.imported.append(dataclasses.replace(price, provider=provider))
     return result
+
+
+def _price(name: str, entry: dict, checked: str, source: str) -> ApiPrice:
+    """The standard prices and every tier of one entry; ValueError names a bad key."""
+    input_price, output_price = _per_million(entry, INPUT, True), _per_million(entry, OUTPUT, True)
+    assert input_price is not None and output_price is not None  # required: raised above otherwise
+    tiers: dict = {tier: _tier(entry, suffix, checked, source) for tier, suffix in TIER_SUFFIXES.items()}
+    thresholds = sorted(int(m.group(1)) for key in entry if (m := LONG_CONTEXT.match(key)))
+    if thresholds:  # the lowest threshold where LiteLLM lists several
+        suffix = f"_above_{thresholds[0]}k_tokens"
+        tier = _tier(entry, suffix, checked, source)
+        tiers["long_context"] = tier and LongContextPrice(**_fields(tier), threshold_tokens=thresholds[0] * 1000)
+    return ApiPrice(name, input_price, output_price, _per_million(entry, CACHED, False),
+                    _per_million(entry, CACHE_WRITE, False), **tiers, source=source, checked=checked)
+
+
+def _tier(entry: dict, suffix: str, checked: str, source: str) -> TierPrice | None:
+    """A tier's prices, from the keys with `suffix`; None unless both input and output are priced."""
+    input_price, output_price = _per_million(entry, INPUT + suffix, False), _per_million(entry, OUTPUT + suffix, False)
+    cached, write = _per_million(entry, CACHED + suffix, False), _per_million(entry, CACHE_WRITE + suffix, False)
+    if input_price is None or output_price is None:
+        return None
+    return TierPrice(input_price, output_price, cached, write, source=source, checked=checked)
+
+
+def _fields(tier: TierPrice) -> dict:
+    return {f.name: getattr(tier, f.name) for f in dataclasses.fields(tier)}
 
 
 def _per_million(entry: dict, key: str, required: bool) -> float | None:
@@ -105,14 +136,22 @@ def dump_catalog(prices: list[ApiPrice], header: str | None = None) -> str:
     lines = [f"# {line}" if line else "#" for line in (header or DEFAULT_HEADER).splitlines()]
     lines += ["", "apis:" if prices else "apis: {}"]
     for price in prices:
-        lines += [f"  {_string(price.name)}:",
-                  f"    provider: {_word(price.provider)}",
-                  f"    input_per_million: {_number(price.input_per_million)}",
-                  f"    output_per_million: {_number(price.output_per_million)}",
-                  f"    cached_input_per_million: {_number(price.cached_input_per_million)}",
-                  f"    source: {_string(price.source)}",
-                  f"    checked: {_string(price.checked)}"]
+        lines += [f"  {_string(price.name)}:", f"    provider: {_word(price.provider)}"]
+        lines += _prices(price, "    ")
+        for tier in price.tiers()[1:]:
+            lines += [f"    {tier}:", *_prices(getattr(price, tier), "      ")]
     return "\n".join(lines) + "\n"
+
+
+def _prices(price, pad: str) -> list[str]:
+    """The price lines of an entry or a tier; optional keys only where set."""
+    lines = [f"{pad}threshold_tokens: {price.threshold_tokens}"] if isinstance(price, LongContextPrice) else []
+    lines += [f"{pad}input_per_million: {_number(price.input_per_million)}",
+              f"{pad}output_per_million: {_number(price.output_per_million)}",
+              f"{pad}cached_input_per_million: {_number(price.cached_input_per_million)}"]
+    if price.cache_write_per_million is not None:
+        lines.append(f"{pad}cache_write_per_million: {_number(price.cache_write_per_million)}")
+    return lines + [f"{pad}source: {_string(price.source)}", f"{pad}checked: {_string(price.checked)}"]
 
 
 def _string(text: str) -> str:

@@ -107,7 +107,8 @@ class Demo:
                 continue
             util = "" if f.utilization is None else f" ({f.utilization:.0%} util)"
             full = "" if f.cost_per_million_full is None else f" vs ${f.cost_per_million_full:,.2f} at 100%"
-            apis = ", ".join(f"{c.api} ${c.price_per_million:,.2f}" for c in f.apis if c.price_per_million is not None)
+            apis = ", ".join(f"{c.api}{'' if c.tier == 'standard' else f' ({c.tier})'} ${c.price_per_million:,.2f}"
+                             for c in f.apis if c.price_per_million is not None)
             parts.append(f"{name}: ${f.cost_per_million:,.2f}/1M{util}{full}" + (f"; {apis}" if apis else ""))
         return " | ".join(parts)
 

@@ -24,6 +24,7 @@ import logging
 import typing
 from dataclasses import dataclass
 
+from exporter import pricing
 from exporter.attribution import Claim
 from exporter.config import Config, EngineConfig
 from exporter.engines.schemas import all_maps
@@ -114,8 +115,8 @@ class EngineRegistry:
         return frozenset(name for name, count in here.items() if count < sizes[name])
 
     def apis_in_use(self) -> list:
-        compared = {api.name: api for engine in self.sources for api in engine.apis}
-        return sorted(compared.values(), key=lambda a: a.name)
+        compared = {(api.name, api.tier): api for engine in self.sources for api in engine.apis}
+        return [compared[key] for key in sorted(compared)]
 
     # -- persisted totals ---------------------------------------------------------------------
 
@@ -159,7 +160,7 @@ class EngineRegistry:
                 restart = "baseline" if engine_config.url != existing.source.config.url else None
                 self._update(existing, engine_config, restart)
         for engine in self._engines.values():  # discovered engines follow compare.apis; all follow the maps
-            apis = self._apis_for(engine.source.config)
+            apis = self._apis_for(engine.source.config, engine.pod, before=engine.source.apis)
             if maps_changed or (engine.pod is not None and apis != engine.source.apis):
                 engine.source.reconfigure(engine.source.config, apis, maps=all_maps(config.engine_maps))
         self._publish()
@@ -257,12 +258,21 @@ class EngineRegistry:
 
     # -- one engine -------------------------------------------------------------------------------
 
-    def _apis_for(self, engine_config: EngineConfig) -> list:
+    def _apis_for(self, engine_config: EngineConfig, pod: PodTarget | None = None, before=None) -> list:
+        """The rates the engine is compared with: its APIs in its tier (catalog.ApiRates). A tier
+        that some API does not offer is logged when the rates differ from `before`."""
         names = engine_config.apis if engine_config.apis is not None else self._config.compare.apis
-        return [self._config.api_prices[name] for name in names]
+        tier = pricing.engine_tier(engine_config.tier or self._config.compare.tier, pod is not None and pod.batch_job)
+        rates = pricing.compared_rates(self._config.api_prices, names, tier)
+        fallen = [r.name for r in rates if r.tier != tier]
+        if fallen and before is not None and rates != before:
+            log.warning("engine=%s tier=%s: not offered by %s, compared at the standard price (tier=\"standard\")",
+                        engine_config.name, tier, ", ".join(fallen))
+        return rates
 
     def _add(self, engine_config: EngineConfig, pod=None, restart: str | None = None) -> None:
-        source = EngineSource(engine_config, self._clock, self._lock, self._config.window, self._apis_for(engine_config),
+        apis = self._apis_for(engine_config, pod, before=[])
+        source = EngineSource(engine_config, self._clock, self._lock, self._config.window, apis,
                               all_maps(self._config.engine_maps))
         self._restore(source)
         if restart:
@@ -271,7 +281,7 @@ class EngineRegistry:
         self._schedule(engine_config.name)
 
     def _update(self, engine: _Engine, engine_config: EngineConfig, restart: str | None = None) -> None:
-        apis = self._apis_for(engine_config)
+        apis = self._apis_for(engine_config, engine.pod, before=engine.source.apis)
         if restart or engine_config != engine.source.config or apis != engine.source.apis:
             interval_changed = engine_config.interval != engine.source.config.interval
             engine.source.reconfigure(engine_config, apis, restart, all_maps(self._config.engine_maps))
@@ -334,7 +344,7 @@ class EngineRegistry:
         discovery = self._config.kubernetes.discovery
         return EngineConfig(url=target.url, name=target.engine, kind=target.kind, interval=discovery.interval,
                             timeout=discovery.timeout, capacity_tokens_per_s=target.capacity,
-                            gpus=list(target.gpus) if target.gpus is not None else None)
+                            gpus=list(target.gpus) if target.gpus is not None else None, tier=target.tier)
 
 
 def _config_claim(gpus: list | None, parts: dict[str, tuple[str, float]]) -> Claim:

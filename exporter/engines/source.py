@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter import costmodel
 from exporter.config import EngineConfig
@@ -55,12 +55,13 @@ class ModelTotals:
     capacity: float | None  # the engine's tokens/s at saturation
     capacity_source: str  # "configured" or "observed" (peak of the windowed throughput)
     input_window: tuple[float, float, float, float] | None = None  # (t0, input0, t1, input1), the window's times
+    api_tiers: dict[str, str] = field(default_factory=dict)  # API name -> the tier its prices are
 
 
 class EngineSource:
     def __init__(self, config: EngineConfig, clock, lock: threading.RLock, window_s: float, apis=(), maps=None):
         self.config = config
-        self.apis = list(apis)  # catalog.ApiPrice to price this engine's tokens with
+        self.apis = list(apis)  # catalog.ApiRates (an API in a tier) to price this engine's tokens with
         self.name = config.name
         self._maps = schemas.all_maps() if maps is None else maps  # kind -> EngineSchema
         self._schema = self._maps.get(config.kind)  # None: auto, detected from the first good scrape
@@ -106,11 +107,22 @@ class EngineSource:
             elif self._schema is not None:
                 self._schema = self._maps.get(self._schema.kind)  # the detected kind's map, perhaps replaced
             self.config = config
+            self._forget_repriced(apis)
             self.apis = list(apis)
             self.api_windows = {api.name: self.api_windows.get(api.name) or SlidingWindow(self._window_s)
                                 for api in self.apis}
             if restart is not None:
                 self._totals.restart(from_zero=restart == "from_zero")
+
+    def _forget_repriced(self, apis, tiers: dict[str, str] | None = None) -> None:
+        """An API now compared at another tier than `tiers` (default: the current ones) is another
+        comparison: its API-equivalent spend starts again at 0 (a new series, with the new tier)."""
+        tiers = {api.name: api.tier for api in self.apis} if tiers is None else tiers
+        changed = {api.name for api in apis if api.name in tiers and tiers[api.name] != api.tier}
+        if changed:
+            self._api_spend = {k: v for k, v in self._api_spend.items() if k[1] not in changed}
+            self.api_windows = {name: SlidingWindow(self._window_s) if name in changed else w
+                                for name, w in self.api_windows.items()}
 
     def sample(self) -> None:
         """One GET of the engine's /metrics, applied at once. Never raises."""
@@ -238,6 +250,7 @@ class EngineSource:
                 capacity=capacity,
                 capacity_source=capacity_source,
                 input_window=inputs.span(now) if inputs else None,
+                api_tiers={api.name: api.tier for api in self.apis},
             ))
         return out
 
@@ -329,6 +342,7 @@ class EngineSource:
         """Everything cumulative, JSON-ready (call with the state lock held)."""
         return {"url": redact(self.config.url), "totals": self._totals.state(),
                 "api_spend": [[m, a, v] for (m, a), v in self._api_spend.items()],
+                "api_tiers": {api.name: api.tier for api in self.apis},
                 "last_seen": self._last_seen, "observed_peak": self._observed_peak}
 
     def restore_state(self, state: dict, now: float, provisional: bool = False) -> bool:
@@ -345,6 +359,8 @@ class EngineSource:
             return False
         self._totals.restore(state["totals"])
         self._api_spend = {(m, a): float(v) for m, a, v in state["api_spend"]}
+        tiers = {a: "standard" for _, a, _ in state["api_spend"]}  # files before tiers: all standard
+        self._forget_repriced(self.apis, {**tiers, **state.get("api_tiers", {})})
         self._last_seen = {str(m): min(float(t), now) for m, t in state["last_seen"].items()}
         self._observed_peak = float(state["observed_peak"])
         self._provisional = provisional

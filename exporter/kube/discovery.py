@@ -9,6 +9,7 @@ A pod is a target when it is Running, has an IP, and says where its metrics are:
       llmcost.io/kind: auto           # the engine map to read it with (engines[].kind), default auto
       llmcost.io/capacity-tokens-per-second: "2400"   # optional, as engines[].capacity_tokens_per_s
       llmcost.io/gpus: "0,1"          # optional NVML indices it holds; default: its GPU resources
+      llmcost.io/tier: batch          # optional API tier it is compared at (engines[].tier); default compare.tier
 
 Which pods are listed at all is the API server's business (label selector, spec.nodeName field
 selector). A pod whose annotations are wrong is skipped with a reason, so one bad pod never
@@ -24,10 +25,11 @@ from dataclasses import dataclass, field
 from exporter.engines.schemas import AUTO, all_maps
 from exporter.kube.groups import group_size, worker_of
 from exporter.kube.shares import PodGpus, pod_gpus
+from exporter.pricing import COMPARE_TIERS
 
 PREFIX = "llmcost.io/"
 PORT, PATH, SCHEME, KIND = PREFIX + "port", PREFIX + "path", PREFIX + "scheme", PREFIX + "kind"
-CAPACITY, GPUS = PREFIX + "capacity-tokens-per-second", PREFIX + "gpus"
+CAPACITY, GPUS, TIER = PREFIX + "capacity-tokens-per-second", PREFIX + "gpus", PREFIX + "tier"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class PodTarget:
     started: float | None  # status.startTime as Unix time
     gpu_request: PodGpus = field(default_factory=PodGpus)  # its GPU resources: its share of the node's GPUs
     group_size: int | None = None  # a LeaderWorkerSet leader: the pods of its group, itself included
+    tier: str | None = None  # llmcost.io/tier; None: compare.tier
+    batch_job: bool = False  # run by a Kubernetes Job (controller ownerReference): compare.tier auto picks batch
 
     @property
     def engine(self) -> str:
@@ -88,13 +92,23 @@ def _target(pod: dict, metadata: dict, status: dict) -> PodTarget:
     kind = annotations.get(KIND, AUTO)
     if kind != AUTO and kind not in all_maps():
         raise ValueError(f"{KIND}: got {kind!r}, allowed: {AUTO}, {', '.join(all_maps())}")
+    tier = annotations.get(TIER)
+    if tier is not None and tier not in COMPARE_TIERS:
+        raise ValueError(f"{TIER}: got {tier!r}, allowed: {', '.join(COMPARE_TIERS)}")
     ip = status["podIP"]
     host = f"[{ip}]" if ":" in ip else ip
     return PodTarget(
         namespace=str(metadata.get("namespace", "")), pod=str(metadata.get("name", "")), uid=str(metadata.get("uid", "")),
         url=f"{scheme}://{host}:{port}{path}", kind=kind, capacity=_capacity(annotations.get(CAPACITY)),
         gpus=_gpus(annotations.get(GPUS)), started=_timestamp(status.get("startTime")), gpu_request=pod_gpus(pod),
-        group_size=group_size(pod))
+        group_size=group_size(pod), tier=tier, batch_job=_run_by_job(metadata))
+
+
+def _run_by_job(metadata: dict) -> bool:
+    """Is the pod's controller a batch/v1 Job (directly, or for a CronJob's run)?"""
+    owners = metadata.get("ownerReferences") or []
+    return any(isinstance(o, dict) and o.get("controller") and o.get("kind") == "Job"
+               and str(o.get("apiVersion", "")).startswith("batch/") for o in owners)
 
 
 def _port(annotation, containers) -> int:
