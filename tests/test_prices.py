@@ -153,3 +153,23 @@ def test_warmup_moves_instance_spend_to_its_component_and_conserves_the_total():
     assert sum(totals.components.values()) == pytest.approx(totals.engines["e"] + totals.unallocated, rel=1e-12)
     assert totals.interruptions == 1
     assert acc.export_state()["interruptions"] == 1
+
+
+def test_the_exporter_reprices_when_a_commitment_starts_and_ends(clock, exporter_for):
+    """A commitment that starts 100 s after the exporter does and ends a day later: spend is the
+    list price before, the commitment's after, each to within one GPU tick (5 s here)."""
+    start_day = datetime.datetime.fromtimestamp(clock.now(), datetime.timezone.utc).date() + datetime.timedelta(days=1)
+    start = datetime.datetime.combine(start_day, datetime.time(), datetime.timezone.utc).timestamp()
+    clock.advance(start - 100 - clock.now())  # 100 s before midnight UTC
+    config = from_dict({"gpu": {"backend": "simulated"}, "pricing": {"cloud": {"hourly": 36.0}, "commitments": [
+        {"name": "block", "start": start_day.isoformat(), "end": (start_day + datetime.timedelta(days=1)).isoformat(),
+         "hourly": 18.0}]}}, environ={})
+    exporter = exporter_for(config)
+    exporter.sample_all()
+    for _ in range(40):  # 200 s: 100 at the list price, 100 under the commitment
+        clock.advance(5.0)
+        exporter.sample_all()
+    instance = exporter.registry.get_sample_value("llmcost_spend_total", {"component": "instance", "currency": "USD"})
+    assert instance == pytest.approx(36.0 * 100 / 3600 + 18.0 * 100 / 3600, abs=36.0 * 5 / 3600)
+    assert exporter.price_source == "commitment:block"
+    assert exporter.registry.get_sample_value("llmcost_hourly_cost", {"currency": "USD"}) == pytest.approx(18.0)
