@@ -19,9 +19,9 @@ import urllib.request
 
 import pytest
 import yaml
+from prometheus import Prometheus, free_port
 
 from exporter import pricing
-from prometheus import Prometheus, free_port
 
 pytestmark = pytest.mark.integration  # real subprocesses and a real Prometheus
 
