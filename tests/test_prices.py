@@ -173,3 +173,47 @@ def test_the_exporter_reprices_when_a_commitment_starts_and_ends(clock, exporter
     assert instance == pytest.approx(36.0 * 100 / 3600 + 18.0 * 100 / 3600, abs=36.0 * 5 / 3600)
     assert exporter.price_source == "commitment:block"
     assert exporter.registry.get_sample_value("llmcost_hourly_cost", {"currency": "USD"}) == pytest.approx(18.0)
+
+
+def test_a_restart_on_a_new_boot_counts_an_interruption_and_books_its_warmup(clock, nvml, tmp_path):
+    """The state file (real Storage) outlives the exporter; the boot id changes between the runs:
+    one interruption, the next 60 s of instance spend booked as warm-up, the node's total intact."""
+    from exporter.app import Exporter
+    from exporter.storage import Storage
+
+    boot = tmp_path / "boot_id"
+    boot.write_text("11111111-1111-4111-8111-111111111111\n")
+    config = from_dict({"gpu": {"backend": "simulated"}, "pricing": {
+        "cloud": {"hourly": 36.0}, "interruptions": {"warmup": "60s", "boot_id_file": str(boot)}}}, environ={})
+
+    def start():
+        store = Storage(str(tmp_path / "state"), clock=clock)
+        exporter = Exporter(config, clock=clock, nvml_backend=nvml, storage=store)
+        exporter.sample_all()
+        return exporter, store
+
+    def spend(exporter, component):
+        return exporter.registry.get_sample_value("llmcost_spend_total", {"component": component, "currency": "USD"})
+
+    first, store = start()
+    for _ in range(20):
+        clock.advance(5.0)
+        first.sample_all()
+    assert store.save(final=True)
+    before = spend(first, "instance")
+    restarted, _ = start()  # the same boot: no interruption
+    assert restarted.registry.get_sample_value("llmcost_node_interruptions_total") == 0
+    assert spend(restarted, "instance") == pytest.approx(before)
+
+    boot.write_text("22222222-2222-4222-8222-222222222222\n")  # the node came back on a new boot
+    clock.advance(30.0)  # down 30 s: billed as instance (the restored gap), not as warm-up
+    after_reboot, _ = start()
+    for _ in range(30):  # 150 s: 60 of warm-up, then 90
+        clock.advance(5.0)
+        after_reboot.sample_all()
+    assert after_reboot.registry.get_sample_value("llmcost_node_interruptions_total") == 1
+    assert spend(after_reboot, "interruption_warmup") == pytest.approx(36.0 * 60 / 3600, rel=1e-9)
+    assert spend(after_reboot, "instance") == pytest.approx(before + 36.0 * (30 + 90) / 3600, rel=1e-9)
+    total = sum(spend(after_reboot, c) for c in ("instance", "requests", "interruption_warmup"))
+    assert total == pytest.approx(after_reboot.registry.get_sample_value(
+        "llmcost_unallocated_spend_total", {"currency": "USD"}), rel=1e-12)  # no engine: all unallocated
