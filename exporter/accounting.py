@@ -112,6 +112,19 @@ class Accountant:
         self._interruptions = 0
         self._warmup: tuple[float, float] | None = None  # (from, until): the warm-up after an interruption
 
+    def warming_up(self) -> bool:
+        with self._lock:
+            return self._warmup is not None and self._clock.now() < self._warmup[1]
+
+    def end_warmup(self) -> float:
+        """End the warm-up now (the engines answer): its length in seconds."""
+        with self._lock:
+            if self._warmup is None:
+                return 0.0
+            start, until = self._warmup
+            self._warmup = (start, max(min(until, self._clock.now()), start))
+            return self._warmup[1] - start
+
     @staticmethod
     def component_names(mode: str) -> tuple[str, ...]:
         spend = ("instance", "requests") if mode == "cloud" else ("amortization", "fixed", "energy")

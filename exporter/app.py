@@ -86,9 +86,20 @@ class Exporter:
             self._apply_pricing()  # ticks first: the interval so far at the old price
         with self.lock:
             engines = self.engine_registry
+            self._end_warmup_when_ready()
             now, dt, amounts = self.accountant.tick(engines.requests_total(), engines.idle_names())
             if dt > 0:
                 self.model_spend.accrue(now, dt, amounts, {e.name: e.work_totals() for e in engines.sources})
+
+    def _end_warmup_when_ready(self) -> None:
+        """After an interruption, the warm-up ends once every engine has answered a scrape: its
+        model is loaded (an engine serves /metrics only then). Call with the lock held."""
+        if not (self.config.pricing.interruptions.until_ready and self.accountant.warming_up()):
+            return
+        active = self.engine_registry.active_sources()
+        if active and all(e.health.status().last_success is not None for e in active):
+            seconds = self.accountant.end_warmup()
+            log.info("warm-up after the interruption ended after %.1fs: every engine answers", seconds)
 
     def sample_all(self) -> None:
         """One round of everything, in order (tests and the first sample use this)."""

@@ -69,6 +69,7 @@ class Commitment:
 class Interruptions:
     """Node interruptions (spot reclaims, reboots) seen at start as a changed boot id (exporter.interruptions)."""
     warmup: float = duration("0s")  # model load time: spend this long after an interruption is warm-up waste
+    until_ready: bool = True  # end it sooner, once every engine has answered a scrape (its model is loaded)
     boot_id_file: str = "/proc/sys/kernel/random/boot_id"  # the host's, also inside a container
 
 

@@ -217,3 +217,46 @@ def test_a_restart_on_a_new_boot_counts_an_interruption_and_books_its_warmup(clo
     total = sum(spend(after_reboot, c) for c in ("instance", "requests", "interruption_warmup"))
     assert total == pytest.approx(after_reboot.registry.get_sample_value(
         "llmcost_unallocated_spend_total", {"currency": "USD"}), rel=1e-12)  # no engine: all unallocated
+
+
+def test_the_warmup_ends_when_every_engine_answers(clock, nvml, tmp_path):
+    """`until_ready`: a real (simulated) vLLM that starts listening 40 s after the restart; the
+    warm-up is the time until the first scrape it answers (45 s at 5 s rounds), not the 10 min cap."""
+    from exporter.app import Exporter
+    from exporter.demo.vllm_server import SimulatedVllm
+    from exporter.demo.workload import Workload
+    from exporter.storage import Storage
+    from prometheus import free_port
+
+    port, boot = free_port(), tmp_path / "boot_id"
+    boot.write_text("33333333-3333-4333-8333-333333333333\n")
+    config = from_dict({"gpu": {"backend": "simulated"}, "engines": [
+        {"name": "vllm", "url": f"http://127.0.0.1:{port}/metrics", "kind": "vllm", "timeout": "1s"}],
+        "pricing": {"cloud": {"hourly": 36.0}, "interruptions": {"warmup": "10m", "boot_id_file": str(boot)}}},
+        environ={})
+
+    def start():
+        store = Storage(str(tmp_path / "state"), clock=clock)
+        return Exporter(config, clock=clock, nvml_backend=nvml, storage=store), store
+
+    first, store = start()
+    first.sample_all()
+    assert store.save(final=True)
+    boot.write_text("44444444-4444-4444-8444-444444444444\n")
+    node, _ = start()
+    node.sample_all()
+    for _ in range(8):  # 40 s: the model loads, nothing listens on the engine's port
+        clock.advance(5.0)
+        node.sample_all()
+    workload = Workload(clock, 1000.0)
+    workload.set_constant_load(0.5)
+    server = SimulatedVllm(workload, "meta-llama/Llama-3.1-8B-Instruct", port=port).start()
+    try:
+        for _ in range(6):
+            clock.advance(5.0)
+            node.sample_all()
+    finally:
+        server.stop()
+    warmup = node.registry.get_sample_value("llmcost_spend_total", {"component": "interruption_warmup",
+                                                                    "currency": "USD"})
+    assert warmup == pytest.approx(36.0 * 45 / 3600, rel=1e-9)
