@@ -4,7 +4,8 @@ The kernel draws a new boot id at every boot (/proc/sys/kernel/random/boot_id; n
 a container reads the host's). The exporter saves it with its totals (--storage.path); starting
 with saved totals whose boot id differs means the node went down and came back since: one
 interruption. Its warm-up waste is the spend of the `pricing.interruptions.warmup` seconds after
-the start, while the models load and no token can be served (exporter.accounting books it as the
+the start (or until every engine answers, with `until_ready`), while the models load and no token
+can be served (exporter.accounting books it as the
 `interruption_warmup` component instead of `instance`, or of `amortization` and `fixed`).
 
 Not seen: a node replaced by a new one (a new node has no saved totals, unless --storage.path is
