@@ -160,8 +160,9 @@ def _spot(found: catalog.InstancePrice, region: str, spot, multiplier: float, li
     on-demand (an upper bound, said in the note)."""
     dated = spotprices.find(spot, found.instance_type, region)
     if dated is not None:
-        return dataclasses.replace(listed, hourly=dated.spot_hourly * multiplier,
-                                   source=f"{origin}:{found.provider}/{found.instance_type}/{region}/{SPOT_FILE}")
+        note = f"spot price of {dated.checked} from the spot file ({dated.source})"  # how fresh it is, in the log
+        return dataclasses.replace(listed, hourly=dated.spot_hourly * multiplier, note="; ".join(
+            n for n in (note, listed.note) if n), source=f"{origin}:{found.provider}/{found.instance_type}/{region}/{SPOT_FILE}")
     if found.spot_hourly is not None:
         return dataclasses.replace(listed, hourly=found.spot_hourly * multiplier,
                                    source=f"{origin}:{_entry(found)}/spot")

@@ -387,3 +387,14 @@ def test_documented_examples_load(tmp_path):
     spot_path = tmp_path / "spot-prices.yaml"  # the spot price file's documented example loads as is
     spot_path.write_text(yaml.safe_dump(spot_file))
     assert spotprices.load(str(spot_path))[0].instance_type == spot_file["prices"][0]["instance_type"]
+
+
+def test_every_bundled_instance_price_names_its_source_region_and_date():
+    """Issue 15: a bundled price without its region is a price of nowhere in particular."""
+    raw = yaml.safe_load(catalog.INSTANCES_FILE.read_text())["instances"]
+    for entry in raw:
+        where = f"{entry['instance_type']} ({entry.get('region')})"
+        assert entry.get("region") and entry["region"] != "default", where
+        assert str(entry.get("source", "")).startswith("https://"), where
+        assert datetime.date.fromisoformat(str(entry["checked"])) >= datetime.date(2026, 11, 23), where
+        assert entry.get("note"), f"{where}: say how the price was checked"
