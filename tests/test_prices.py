@@ -222,11 +222,12 @@ def test_a_restart_on_a_new_boot_counts_an_interruption_and_books_its_warmup(clo
 def test_the_warmup_ends_when_every_engine_answers(clock, nvml, tmp_path):
     """`until_ready`: a real (simulated) vLLM that starts listening 40 s after the restart; the
     warm-up is the time until the first scrape it answers (45 s at 5 s rounds), not the 10 min cap."""
+    from prometheus import free_port
+
     from exporter.app import Exporter
     from exporter.demo.vllm_server import SimulatedVllm
     from exporter.demo.workload import Workload
     from exporter.storage import Storage
-    from prometheus import free_port
 
     port, boot = free_port(), tmp_path / "boot_id"
     boot.write_text("33333333-3333-4333-8333-333333333333\n")
