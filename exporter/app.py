@@ -42,7 +42,7 @@ class Exporter:
 
             self.kube = KubernetesSource(config.kubernetes, self.clock, kube_client)
         self._pods_listed_at: float | None = None
-        self.spot = SpotPrices(config.pricing.cloud.spot_file)
+        self.spot = SpotPrices(config.pricing.cloud.spot_file, self.clock)
         prices, self.price_source, self._price_note = pricing.effective(config, None, self.clock.now(), self.spot.prices)
         self._price_change_at = pricing.next_change(config, self.clock.now())  # a commitment starts or ends
         self.accountant = Accountant(prices, self.gpu, {}, self.clock, self.lock, config.window)
@@ -120,7 +120,7 @@ class Exporter:
                 reload_successful=self.reloader.successful, reload_success_time=self.reloader.success_time,
                 api_prices=engines.apis_in_use(), spanning_other_nodes=engines.spanning_other_nodes())
             return take_snapshot(self.clock, self.config, self.gpu, engines.sources, self.accountant,
-                                 retired=engines.retired_names(), extra_health=self.kube.healths if self.kube else (),
+                                 retired=engines.retired_names(), extra_health=(*(self.kube.healths if self.kube else ()), *self.spot.healths),
                                  info=info, model_spend=self.model_spend)
 
     # -- persisted totals (exporter.storage) --------------------------------------------------
@@ -215,7 +215,7 @@ class Exporter:
             self._tick()  # what ran so far accrues at the old prices
             self.config = new
             if new.pricing.cloud.spot_file != self.spot.path:
-                self.spot = SpotPrices(new.pricing.cloud.spot_file)
+                self.spot = SpotPrices(new.pricing.cloud.spot_file, self.clock)
             self.model_spend.prefill_token_weight = new.attribution.prefill_token_weight
             self.engine_registry.sync_static(new)
         self._apply_pricing()

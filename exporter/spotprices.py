@@ -12,8 +12,9 @@ content changes. Format (docs/catalog.md#spot-price-file):
         checked: "2026-12-01"
 
 An entry prices a node labelled spot of that type in that region (no other region's price is
-used: spot prices differ by region). A missing file prices from the catalog's spot snapshot; an
-invalid one at start is a configuration error, while running it leaves the last good prices.
+used: spot prices differ by region). A file missing at start prices from the catalog's spot
+snapshot; an invalid one at start is a configuration error; while running, a missing or invalid
+file leaves the last good prices, and the `spot_file` source is down.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
+from exporter.health import SourceHealth
 from exporter.validation import InputError, build, date, load_mapping, number, read_file
 
 log = logging.getLogger("exporter")
@@ -76,32 +79,54 @@ def _error(path: str):
 
 class SpotPrices:
     """The file's prices now: poll() re-reads it when its content changed, keeping the last good
-    prices when the new content is invalid (one log line)."""
+    prices when the new content is invalid (one log line). Its health is a source of its own,
+    `llmcost_source_up{source="spot_file"}`: down while the file is missing or invalid."""
 
-    def __init__(self, path: str | None):
+    def __init__(self, path: str | None, clock=None):
         self.path = path
+        self._clock = clock
         self._lock = threading.Lock()
         self._digest: str | None = None
+        self._problem: tuple[str, str] | None = None  # (reason, detail) of the file as last read
         self.prices: tuple[SpotPrice, ...] = ()
+        self.health = SourceHealth("spot_file", "spot_file")
         self.poll()
+
+    @property
+    def healths(self) -> tuple[SourceHealth, ...]:
+        return (self.health,) if self.path else ()
 
     def poll(self) -> bool:
         """Re-read the file if it changed; True when the prices did."""
         if not self.path:
             return False
+        started = time.monotonic()
         with self._lock:
-            digest = _digest(self.path)
-            if digest == self._digest:
-                return False
-            self._digest = digest
-            try:
-                prices = load(self.path, missing_ok=True)
-            except SpotFileError as err:
-                log.warning("spot price file not applied, keeping the last good prices: %s", err)
-                return False
-            changed, self.prices = prices != self.prices, prices
+            changed = self._read_if_changed()
+            problem = self._problem
+        if problem is not None:
+            self.health.failure(*problem, duration=time.monotonic() - started)
+        elif self._clock is not None:
+            self.health.success(self._clock.now(), time.monotonic() - started)
         if changed:
-            log.info("spot price file read path=%s entries=%d", self.path, len(prices))
+            log.info("spot price file read path=%s entries=%d", self.path, len(self.prices))
+        return changed
+
+    def _read_if_changed(self) -> bool:
+        digest = _digest(self.path or "")
+        if digest == self._digest:
+            return False
+        self._digest = digest
+        if not os.path.exists(self.path or ""):
+            self._problem = ("missing", f"{self.path} does not exist (yet): spot nodes priced from the catalog")
+            return False
+        try:
+            prices = load(self.path or "")
+        except SpotFileError as err:
+            self._problem = ("invalid", f"{err}; the last good prices stay")
+            return False
+        self._problem = None
+        changed, self.prices = prices != self.prices, prices
         return changed
 
 

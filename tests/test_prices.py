@@ -261,3 +261,32 @@ def test_the_warmup_ends_when_every_engine_answers(clock, nvml, tmp_path):
     warmup = node.registry.get_sample_value("llmcost_spend_total", {"component": "interruption_warmup",
                                                                     "currency": "USD"})
     assert warmup == pytest.approx(36.0 * 45 / 3600, rel=1e-9)
+
+
+def test_spot_file_health_is_a_source_of_its_own(clock, exporter_for, tmp_path):
+    """Missing (before the CronJob's first run), then valid, then broken: llmcost_source_up says
+    so, with the reason counted, and the last good price stays."""
+    path = tmp_path / "spot-prices.yaml"
+    config = from_dict({"gpu": {"backend": "simulated"}, "reload_interval": "1s", "pricing": {"cloud": {
+        "instance_type": "g5.12xlarge", "capacity_type": "spot", "spot_file": str(path)}}}, environ={})
+    exporter = exporter_for(config)
+
+    def health(name):
+        return exporter.registry.get_sample_value(name, {"source": "spot_file", "name": "spot_file"})
+
+    def errors(reason):
+        return exporter.registry.get_sample_value("llmcost_source_errors_total",
+                                                  {"source": "spot_file", "name": "spot_file", "reason": reason})
+
+    assert health("llmcost_source_up") == 0 and errors("missing") == 1
+    assert exporter.accountant.pricing.cloud.hourly == G5.spot_hourly  # the catalog's snapshot meanwhile
+    write_spot_file(path, 1.95)
+    clock.advance(1.0)
+    exporter.check_config_file()
+    assert health("llmcost_source_up") == 1 and health("llmcost_source_last_success_timestamp_seconds") == clock.now()
+    assert exporter.accountant.pricing.cloud.hourly == 1.95
+    path.write_text("prices: [{instance_type: g5.12xlarge, region: us-east-1, spot_hourly: -1}]\n")
+    clock.advance(1.0)
+    exporter.check_config_file()
+    assert health("llmcost_source_up") == 0 and errors("invalid") == 1
+    assert exporter.accountant.pricing.cloud.hourly == 1.95
