@@ -290,3 +290,26 @@ def test_spot_file_health_is_a_source_of_its_own(clock, exporter_for, tmp_path):
     exporter.check_config_file()
     assert health("llmcost_source_up") == 0 and errors("invalid") == 1
     assert exporter.accountant.pricing.cloud.hourly == 1.95
+
+
+@pytest.mark.parametrize("kind", ["fifo", "alias_bomb", "directory", "not_yaml"])
+def test_a_hostile_spot_file_is_refused_in_one_line_without_hanging(tmp_path, kind):
+    import os
+
+    path = tmp_path / "spot-prices.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)  # nothing ever writes to it: reading it would block forever
+    elif kind == "alias_bomb":
+        path.write_text("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+            f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+            for i in range(8)))
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_text("prices: [unclosed\n")
+    spot = spotprices.SpotPrices(str(path))
+    assert spot.prices == () and spot.health.status().reason == "invalid"
+    with pytest.raises(spotprices.SpotFileError) as err:
+        spotprices.load(str(path))
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(path))
