@@ -14,6 +14,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 
+from exporter import spotprices
 from exporter.catalog import ApiPrice, InstancePrice
 from exporter.engines.schemas import AUTO, EngineSchema, all_maps, parse_maps
 from exporter.kube.podresources.devices import DEFAULT_RESOURCES as GPU_RESOURCES
@@ -23,6 +24,7 @@ from exporter.validation import InputError, build, choices, date, duration, inte
 from exporter.validation import read_file as read_input
 
 DEFAULT_LISTEN_ADDRESS = ":9848"
+CAPACITY_TYPES = ("on-demand", "spot", "reserved")  # as exporter.kube.node reads them from the node's labels
 
 
 class ConfigError(InputError):
@@ -36,11 +38,8 @@ class CloudPricing:
     region: str | None = None  # catalog region; None = the catalog's default region for the type
     price_multiplier: float = number(1.0, exclusive=True)  # applied to catalog prices: spot, savings plans
     per_million_requests: float = number(0.0)  # gateway / serverless glue fees
-    capacity_type: str = choices("on-demand", "spot", "reserved", default="on-demand")  # without Kubernetes labels
+    capacity_type: str = choices(*CAPACITY_TYPES, default="on-demand")  # without Kubernetes labels
     spot_file: str | None = None  # a dated spot price file (exporter.spotprices), re-read when it changes
-
-
-CAPACITY_TYPES = ("on-demand", "spot", "reserved")  # as exporter.kube.node reads them from the node's labels
 
 
 @dataclass(frozen=True)
@@ -401,8 +400,6 @@ def _check_spot_file(config: Config) -> None:
     path = config.pricing.cloud.spot_file
     if path is None:
         return
-    from exporter import spotprices
-
     try:
         spotprices.load(path, missing_ok=True)
     except spotprices.SpotFileError as err:
