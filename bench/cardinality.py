@@ -10,7 +10,7 @@ vLLM's 3 finish reasons), simulated NVML, cloud mode, an electricity price, a ca
 stepped with a manual clock (engines and a GPU tick every 5 s) past one window (5 m). Then
 /metrics is rendered and its samples counted, per family too, and compared with
 
-    N = 13 + 3·A + 8·G + E·(11 + A) + E·M·(16 + R + 3·A) + C      (R = 3, C = 2)
+    N = 14 + 3·A + 8·G + E·(11 + A) + E·M·(16 + R + 3·A) + C      (R = 3, C = 3)
 
 The exposition's size (OpenMetrics bytes) is recorded too: it is what each scrape transfers.
 """
@@ -27,11 +27,11 @@ import _common
 
 NAME = "cardinality"
 APIS = ["gpt-4o-mini", "gpt-4o", "claude-haiku-4-5", "gemini-2.5-flash"]  # all with a cached-input price
-R, C = 3, 2
+R, C = 3, 3  # C: instance, requests, interruption_warmup
 
 
 def formula(g: int, e: int, m: int, a: int) -> int:
-    return 13 + 3 * a + 8 * g + e * (11 + a) + e * m * (16 + R + 3 * a) + C
+    return 14 + 3 * a + 8 * g + e * (11 + a) + e * m * (16 + R + 3 * a) + C
 
 
 def measure(g: int, e: int, m: int, a: int) -> dict:
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     logging.disable(logging.WARNING)  # the model cap and restarts are not what is measured here
     points = [measure(*point) for point in (QUICK if args.quick else GRID)]
     result = {"name": NAME, "machine": _common.machine(), "quick": args.quick, "R": R, "C": C,
-              "formula": "N = 13 + 3*A + 8*G + E*(11 + A) + E*M*(16 + R + 3*A) + C", "points": points,
+              "formula": "N = 14 + 3*A + 8*G + E*(11 + A) + E*M*(16 + R + 3*A) + C", "points": points,
               "all_match": all(pt["measured"] == pt["formula"] for pt in points)}
     path = _common.write_results(args.results_dir, NAME, result)
     print(_common.table(["G", "E", "M", "A", "series measured", "formula", "OpenMetrics bytes"],

@@ -2,7 +2,9 @@
 GPUs are held, idle time included.
 
 Components: cloud `instance` (+ `requests` fees); owned `amortization`, `fixed`, `energy`
-(measured GPU energy + overhead watts, times PUE, times the electricity price). The node's spend
+(measured GPU energy + overhead watts, times PUE, times the electricity price); in both modes
+`interruption_warmup`: the time-based spend (`instance`, or `amortization` and `fixed`) of the
+warm-up after a node interruption (exporter.interruptions), booked there instead. The node's spend
 is then allocated to engines by their shares of its GPUs (exporter.attribution): each GPU costs
 its part of the shared spend plus its own energy, and goes to the engines by their fractions of
 it; the fractions no engine holds are unallocated spend. Engines + unallocated = the node, on
@@ -23,6 +25,9 @@ from exporter.attribution import Claim, Split, split
 from exporter.config import Pricing
 from exporter.series import SlidingWindow
 
+WARMUP = "interruption_warmup"
+TIME_BASED = ("instance", "amortization", "fixed")  # paid by the hour, so also while the models load
+
 
 @dataclass(frozen=True)
 class SpendTotals:
@@ -41,6 +46,7 @@ class SpendTotals:
     unallocated_share: float = 1.0  # of the node's GPUs, now
     held: dict[str, dict[int, float]] = field(default_factory=dict)  # active engine -> GPU index -> its fraction, now
     unallocated_gpus: dict[int, float] = field(default_factory=dict)  # GPU index -> the fraction no engine holds, now
+    interruptions: int = 0  # node interruptions seen at start (exporter.interruptions), persisted
 
 
 class Ledger:
@@ -102,10 +108,35 @@ class Accountant:
         self._last_requests = 0.0
         self._restored_engines: dict[str, tuple[float, float, float]] = {}  # exporter.storage, until the engine appears
         self._hourly: float | None = None
+        self.boot_id = ""  # the node's boot now (exporter.interruptions); saved with the totals
+        self._interruptions = 0
+        self._warmup: tuple[float, float] | None = None  # (from, until): the warm-up after an interruption
+
+    def warming_up(self) -> bool:
+        with self._lock:
+            return self._warmup is not None and self._clock.now() < self._warmup[1]
+
+    def end_warmup(self) -> float:
+        """End the warm-up now (the engines answer): its length in seconds."""
+        with self._lock:
+            if self._warmup is None:
+                return 0.0
+            start, until = self._warmup
+            self._warmup = (start, max(min(until, self._clock.now()), start))
+            return self._warmup[1] - start
 
     @staticmethod
     def component_names(mode: str) -> tuple[str, ...]:
-        return ("instance", "requests") if mode == "cloud" else ("amortization", "fixed", "energy")
+        spend = ("instance", "requests") if mode == "cloud" else ("amortization", "fixed", "energy")
+        return (*spend, WARMUP)
+
+    def interrupted(self, warmup_s: float) -> None:
+        """The node was interrupted before this start: count it, and book the next `warmup_s`
+        seconds' time-based spend as warm-up waste."""
+        with self._lock:
+            self._interruptions += 1
+            now = self._clock.now()
+            self._warmup = (now, now + warmup_s)
 
     # -- changes while running ------------------------------------------------------------
 
@@ -159,7 +190,8 @@ class Accountant:
                     "energy_cost": self._energy_cost, "overhead_joules": self._overhead_joules,
                     "unallocated": self._unallocated,
                     "co2e_grams": self._co2e_grams, "opex": self._opex, "last_time": self._last_time,
-                    "last_gpu_energy": dict(self._last_gpu_energy), "last_requests": self._last_requests}
+                    "last_gpu_energy": dict(self._last_gpu_energy), "last_requests": self._last_requests,
+                    "boot_id": self.boot_id, "interruptions": self._interruptions}
 
     def restore_state(self, state: dict, accrue_gap: bool) -> None:
         """Continue the totals of a previous run (before the first tick), saved in the same mode
@@ -180,6 +212,7 @@ class Accountant:
             self._co2e_grams = float(state["co2e_grams"])
             self._unallocated = float(state.get("unallocated", 0.0))  # absent from files of older versions
             self._opex = float(state["opex"])
+            self._interruptions = int(state.get("interruptions", 0))  # absent from files before issue 15
             if accrue_gap and state["last_time"] is not None:
                 self._last_time = float(state["last_time"])
                 self._last_gpu_energy = {str(k): float(v) for k, v in state["last_gpu_energy"].items()}
@@ -231,6 +264,8 @@ class Accountant:
             owned_price = energy_price or 0.0  # required in owned mode (config validation)
             shared["energy"] = costmodel.energy_cost(overhead_joules, owned_price, p.energy.pue)
             per_gpu_energy_cost = {i: costmodel.energy_cost(j, owned_price, p.energy.pue) for i, j in gpu_joules.items()}
+        fixed = shared.get("fixed", 0.0)  # opex whether or not it is warm-up waste
+        self._book_warmup(now, dt, shared)
         for component, amount in shared.items():
             self._components[component] += amount
         if "energy" in self._components:
@@ -241,7 +276,7 @@ class Accountant:
         if p.energy.grid_co2e_grams_per_kwh is not None:
             self._co2e_grams += costmodel.energy_kwh(total_joules) * p.energy.pue * p.energy.grid_co2e_grams_per_kwh
         if p.mode == "owned":
-            self._opex += shared["fixed"] + shared["energy"] + sum(per_gpu_energy_cost.values())
+            self._opex += fixed + shared["energy"] + sum(per_gpu_energy_cost.values())
         self.opex_window.add(now, self._opex)
         self._overhead_joules += overhead_joules
         total = sum(shared.values()) + sum(per_gpu_energy_cost.values())
@@ -249,6 +284,19 @@ class Accountant:
         engines = self._allocate(now, dt, sum(shared.values()), per_gpu_energy_cost, gpu_count, idle_engines)
         self._allocate_energy(now, dt, gpu_joules, overhead_joules, gpu_count)
         return engines
+
+    def _book_warmup(self, now: float, dt: float, shared: dict[str, float]) -> None:
+        """Move the part of the time-based spend inside the warm-up window to WARMUP (same total)."""
+        if self._warmup is None or self._last_time is None:
+            return
+        start, until = self._warmup  # the down time before the start (a restored gap) is not warm-up
+        fraction = max(min(now, until) - max(self._last_time, start), 0.0) / dt
+        shared[WARMUP] = 0.0
+        for component in TIME_BASED:
+            if component in shared:
+                moved = shared[component] * fraction
+                shared[component] -= moved
+                shared[WARMUP] += moved
 
     def _allocate(self, now, dt, shared_total, per_gpu_energy_cost, gpu_count, idle_engines) -> dict[str, float]:
         engines, unallocated = self._price_gpus(shared_total, per_gpu_energy_cost, gpu_count)
@@ -284,7 +332,7 @@ class Accountant:
     def totals(self) -> SpendTotals:
         p = self._pricing
         node_split = self._node_split(self._last_gpu_count)
-        return SpendTotals(
+        return SpendTotals(interruptions=self._interruptions,
             mode=p.mode, currency=p.currency, components=dict(self._components),
             engines={e: ledger.total for e, ledger in self._spend.items()},
             energy_cost=self._energy_cost if p.energy.electricity_per_kwh is not None else None,

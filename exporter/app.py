@@ -14,7 +14,7 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
-from exporter import pricing
+from exporter import interruptions, pricing
 from exporter.accounting import Accountant
 from exporter.clock import SystemClock
 from exporter.collector import CostCollector
@@ -25,6 +25,7 @@ from exporter.jobs import ACCRUAL, CONTROL, Jobs, JobsCollector
 from exporter.modelsplit import ModelSpend
 from exporter.reload import ConfigReloader, check_restart_keys
 from exporter.snapshot import ExporterInfo, Snapshot, take_snapshot
+from exporter.spotprices import SpotPrices
 
 log = logging.getLogger("exporter")
 
@@ -41,8 +42,11 @@ class Exporter:
 
             self.kube = KubernetesSource(config.kubernetes, self.clock, kube_client)
         self._pods_listed_at: float | None = None
-        prices, self.price_source, self._price_note = pricing.effective(config, None)
+        self.spot = SpotPrices(config.pricing.cloud.spot_file, self.clock)
+        prices, self.price_source, self._price_note = pricing.effective(config, None, self.clock.now(), self.spot.prices)
+        self._price_change_at = pricing.next_change(config, self.clock.now())  # a commitment starts or ends
         self.accountant = Accountant(prices, self.gpu, {}, self.clock, self.lock, config.window)
+        self.accountant.boot_id = interruptions.read_boot_id(config.pricing.interruptions.boot_id_file)
         self.model_spend = ModelSpend(config.window, config.attribution.prefill_token_weight)
         self.jobs = Jobs()
         self.engine_registry = EngineRegistry(config, self.clock, self.lock, self.accountant, self.jobs)
@@ -78,11 +82,24 @@ class Exporter:
             self.engine_registry.drop_expired()
 
     def _tick(self) -> None:
+        if self._price_change_at is not None and self.clock.now() >= self._price_change_at:
+            self._apply_pricing()  # ticks first: the interval so far at the old price
         with self.lock:
             engines = self.engine_registry
+            self._end_warmup_when_ready()
             now, dt, amounts = self.accountant.tick(engines.requests_total(), engines.idle_names())
             if dt > 0:
                 self.model_spend.accrue(now, dt, amounts, {e.name: e.work_totals() for e in engines.sources})
+
+    def _end_warmup_when_ready(self) -> None:
+        """After an interruption, the warm-up ends once every engine has answered a scrape: its
+        model is loaded (an engine serves /metrics only then). Call with the lock held."""
+        if not (self.config.pricing.interruptions.until_ready and self.accountant.warming_up()):
+            return
+        active = self.engine_registry.active_sources()
+        if active and all(e.health.status().last_success is not None for e in active):
+            seconds = self.accountant.end_warmup()
+            log.info("warm-up after the interruption ended after %.1fs: every engine answers", seconds)
 
     def sample_all(self) -> None:
         """One round of everything, in order (tests and the first sample use this)."""
@@ -103,7 +120,7 @@ class Exporter:
                 reload_successful=self.reloader.successful, reload_success_time=self.reloader.success_time,
                 api_prices=engines.apis_in_use(), spanning_other_nodes=engines.spanning_other_nodes())
             return take_snapshot(self.clock, self.config, self.gpu, engines.sources, self.accountant,
-                                 retired=engines.retired_names(), extra_health=self.kube.healths if self.kube else (),
+                                 retired=engines.retired_names(), extra_health=(*(self.kube.healths if self.kube else ()), *self.spot.healths),
                                  info=info, model_spend=self.model_spend)
 
     # -- persisted totals (exporter.storage) --------------------------------------------------
@@ -119,6 +136,11 @@ class Exporter:
         if saved is None:
             return
         self.accountant.restore_state(saved.accountant, saved.accrue_gap)
+        if interruptions.interrupted(saved.accountant.get("boot_id"), self.accountant.boot_id):
+            warmup = self.config.pricing.interruptions.warmup
+            log.warning("node interrupted since the totals were saved (boot id changed); the next %gs are "
+                        "booked as interruption_warmup", warmup)
+            self.accountant.interrupted(warmup)
         self.model_spend.restore_state(saved.models, after_crash=saved.provisional)  # shape checked on load
         if self.gpu is not None:
             self.gpu.restore_state(saved.gpus, saved.accrue_gap)
@@ -151,7 +173,10 @@ class Exporter:
 
     def _apply_pricing(self) -> None:
         with self.lock:  # computed under the lock: a reload and a node refresh may race
-            prices, source, note = pricing.effective(self.config, self.kube.node if self.kube else None)
+            now = self.clock.now()
+            self._price_change_at = pricing.next_change(self.config, now)
+            prices, source, note = pricing.effective(self.config, self.kube.node if self.kube else None, now,
+                                                     self.spot.prices)
             if (prices, source, note) == (self.accountant.pricing, self.price_source, self._price_note):
                 return
             if (prices, source) != (self.accountant.pricing, self.price_source):
@@ -175,6 +200,8 @@ class Exporter:
 
     def check_config_file(self) -> None:
         self.reloader.poll()
+        if self.spot.poll():
+            self._apply_pricing()
 
     @property
     def reload_successful(self) -> bool:
@@ -187,6 +214,8 @@ class Exporter:
         with self.lock:
             self._tick()  # what ran so far accrues at the old prices
             self.config = new
+            if new.pricing.cloud.spot_file != self.spot.path:
+                self.spot = SpotPrices(new.pricing.cloud.spot_file, self.clock)
             self.model_spend.prefill_token_weight = new.attribution.prefill_token_weight
             self.engine_registry.sync_static(new)
         self._apply_pricing()
@@ -224,7 +253,7 @@ class Exporter:
         self.jobs.stop()
 
     def _schedule_reload(self) -> None:
-        if self.reloader.path and self.config.reload_interval > 0:
+        if (self.reloader.path or self.spot.path) and self.config.reload_interval > 0:
             self.jobs.add(self.check_config_file, self.config.reload_interval, "config:reload", CONTROL,
                           first_in=self.config.reload_interval)
 

@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     litellm = catalog_sub.add_parser("import-litellm", formatter_class=fmt, add_help=False,  # --help goes to the importer
                                      help="convert LiteLLM's model_prices_and_context_window.json into an API catalog")
     litellm.add_argument("args", nargs=argparse.REMAINDER, help="FILE [--output PATH] [--provider NAME ...]")  # for --help
+    fetch_spot = catalog_sub.add_parser("fetch-spot", formatter_class=fmt, add_help=False,
+                                        help="write a spot price file from public price data (no credentials)")
+    fetch_spot.add_argument("args", nargs=argparse.REMAINDER, help="--azure-sku SKU --azure-region REGION [--output PATH]")
     return parser
 
 
@@ -117,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.catalog import litellm
 
         return litellm.main(argv[2:])
+    if argv[:2] == ["catalog", "fetch-spot"]:
+        from exporter import spotfetch
+
+        return spotfetch.main(argv[2:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -191,6 +191,9 @@ class CostCollector:
                                           "and PUE (in cloud mode for information; the instance price already includes it).",
                                           labels=["currency"])
         overhead = CounterMetricFamily(P + "overhead_energy_joules", "Energy of the rest of the box (configured overhead watts).")
+        interruptions = CounterMetricFamily(P + "node_interruptions", "Node interruptions (spot reclaim, eviction, "
+                                            "reboot) seen at start as a new boot id; their warm-up is the "
+                                            "interruption_warmup spend component.")
         unallocated = CounterMetricFamily(P + "unallocated_spend", "Self-hosted spend on the GPU fractions no engine "
                                           "holds: with the engines' spend, the node's spend.", labels=["currency"])
         share = GaugeMetricFamily(P + "engine_gpu_share_ratio", "The engine's share of the node's GPUs (0-1) and the "
@@ -221,12 +224,14 @@ class CostCollector:
             if s.energy_cost is not None:
                 energy_cost.add_metric([currency], s.energy_cost)
             overhead.add_metric([], s.overhead_energy_joules)
+            interruptions.add_metric([], s.interruptions)
             if s.hourly_cost is not None:
                 hourly.add_metric([currency], s.hourly_cost)
         for f in snap.models:
             if f.cost_per_million is not None:
                 cpm.add_metric([f.model.engine, f.model.model, currency], f.cost_per_million)
-        yield from (spend, engine_spend, unallocated, share, unallocated_share, busy, energy_cost, overhead, hourly, cpm)
+        yield from (spend, engine_spend, unallocated, share, unallocated_share, busy, energy_cost, overhead,
+                    interruptions, hourly, cpm)
 
     def _split_families(self, snap: Snapshot):
         """The split inside an engine (exporter.modelsplit; estimates, docs/cost-model.md)."""

@@ -14,15 +14,17 @@ import os
 import typing
 from dataclasses import dataclass, field
 
+from exporter import spotprices
 from exporter.catalog import ApiPrice, InstancePrice
 from exporter.engines.schemas import AUTO, EngineSchema, all_maps, parse_maps
 from exporter.kube.podresources.devices import DEFAULT_RESOURCES as GPU_RESOURCES
 from exporter.pricing import COMPARE_TIERS, CONFIGURED, PricingError, from_node_labels
 from exporter.pricing import resolve as resolve_prices
-from exporter.validation import InputError, build, choices, duration, internal, number, parse_yaml, show, size
+from exporter.validation import InputError, build, choices, date, duration, internal, number, parse_yaml, show, size
 from exporter.validation import read_file as read_input
 
 DEFAULT_LISTEN_ADDRESS = ":9848"
+CAPACITY_TYPES = ("on-demand", "spot", "reserved")  # as exporter.kube.node reads them from the node's labels
 
 
 class ConfigError(InputError):
@@ -36,6 +38,38 @@ class CloudPricing:
     region: str | None = None  # catalog region; None = the catalog's default region for the type
     price_multiplier: float = number(1.0, exclusive=True)  # applied to catalog prices: spot, savings plans
     per_million_requests: float = number(0.0)  # gateway / serverless glue fees
+    capacity_type: str = choices(*CAPACITY_TYPES, default="on-demand")  # without Kubernetes labels
+    spot_file: str | None = None  # a dated spot price file (exporter.spotprices), re-read when it changes
+
+
+@dataclass(frozen=True)
+class CommitmentMatch:
+    """Which nodes a commitment covers: every key given must equal the node's (none given: all)."""
+    instance_type: str | None = None
+    region: str | None = None
+    node_pool: str | None = None  # the node's pool label (exporter.kube.node.NODE_POOL_LABELS)
+    capacity_type: str | None = None  # None: on-demand and reserved nodes, never spot
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """A reserved instance, savings plan, committed-use discount or capacity block (exporter.commitments)."""
+    name: str
+    start: str = date()  # ISO date, 00:00 UTC; it applies from then
+    end: str | None = date(None)  # until then (exclusive); None: start + term_months, or open-ended
+    match: CommitmentMatch = field(default_factory=CommitmentMatch)
+    hourly: float | None = number(None)  # the effective hourly price; or
+    discount: float | None = number(None, maximum=1.0, hint="a fraction of the on-demand price: 0.4 is 40% off")
+    upfront: float = number(0.0)  # paid once, amortized over term_months
+    term_months: float | None = number(None, exclusive=True)
+
+
+@dataclass(frozen=True)
+class Interruptions:
+    """Node interruptions (spot reclaims, reboots) seen at start as a changed boot id (exporter.interruptions)."""
+    warmup: float = duration("0s")  # model load time: spend this long after an interruption is warm-up waste
+    until_ready: bool = True  # end it sooner, once every engine has answered a scrape (its model is loaded)
+    boot_id_file: str = "/proc/sys/kernel/random/boot_id"  # the host's, also inside a container
 
 
 @dataclass(frozen=True)
@@ -61,6 +95,8 @@ class Pricing:
     cloud: CloudPricing = field(default_factory=CloudPricing)
     owned: OwnedPricing = field(default_factory=OwnedPricing)
     energy: EnergyPricing = field(default_factory=EnergyPricing)
+    commitments: list[Commitment] = field(default_factory=list)  # the first that applies prices the node
+    interruptions: Interruptions = field(default_factory=Interruptions)
 
 
 @dataclass(frozen=True)
@@ -253,6 +289,8 @@ def _check(config: Config) -> None:
         raise ConfigError("gpu.simulated.max_watts", f"got {sim.max_watts:g}, allowed: a number > idle_watts ({sim.idle_watts:g})")
     _check_engines(config)
     _check_kubernetes(config.kubernetes)
+    _check_commitments(config)
+    _check_spot_file(config)
 
 
 def _check_engines(config: Config) -> None:
@@ -332,3 +370,41 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:  # a parent package is missing (google, for google.protobuf)
         return False
+
+
+def _check_commitments(config: Config) -> None:
+    pricing, names = config.pricing, set()
+    if pricing.commitments and pricing.mode != "cloud":
+        raise ConfigError("pricing.commitments", "got a list, allowed: commitments only with pricing.mode: cloud")
+    for i, commitment in enumerate(pricing.commitments):
+        key = f"pricing.commitments[{i}]"
+        if not commitment.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ConfigError(f"{key}.name", f"got {show(commitment.name)}, allowed: letters, digits, '-', '_', '.'")
+        if commitment.name in names:
+            raise ConfigError(f"{key}.name", f"got {show(commitment.name)}, allowed: a name not used by another commitment")
+        names.add(commitment.name)
+        if (commitment.hourly is None) == (commitment.discount is None):
+            raise ConfigError(f"{key}.hourly", "allowed: exactly one of hourly (the effective price) or discount "
+                              "(a fraction of the on-demand price)")
+        if commitment.upfront and commitment.term_months is None:
+            raise ConfigError(f"{key}.term_months", "required when upfront is set (the upfront is amortized over it)")
+        if commitment.end is not None and commitment.end <= commitment.start:
+            raise ConfigError(f"{key}.end", f"got {commitment.end}, allowed: a date after start ({commitment.start})")
+        match = commitment.match
+        if match.capacity_type is not None and match.capacity_type not in CAPACITY_TYPES:
+            raise ConfigError(f"{key}.match.capacity_type", f"got {show(match.capacity_type)}, allowed: "
+                              + ", ".join(CAPACITY_TYPES))
+        if match.node_pool is not None and not config.kubernetes.enabled:
+            raise ConfigError(f"{key}.match.node_pool", "allowed: only with kubernetes.enabled: true "
+                              "(the node pool is read from the node's labels)")
+
+
+def _check_spot_file(config: Config) -> None:
+    """A spot file that exists must be valid at start; a missing one may be written later (the CronJob)."""
+    path = config.pricing.cloud.spot_file
+    if path is None:
+        return
+    try:
+        spotprices.load(path, missing_ok=True)
+    except spotprices.SpotFileError as err:
+        raise ConfigError("pricing.cloud.spot_file", str(err)) from None

@@ -118,7 +118,8 @@ _ACCOUNTANT = _mapping({
     "engines": _dict_of(_row(_number, _number, _number)),  # spend, joules, idle spend
     "energy_cost": _number, "overhead_joules": _number, "co2e_grams": _number, "opex": _number,
     "last_time": _nullable(_number), "last_gpu_energy": _dict_of(_number), "last_requests": _number},
-    {"unallocated": _number})  # spend on the GPUs no engine holds (absent from files before issue 14)
+    {"unallocated": _number,  # spend on the GPUs no engine holds (absent from files before issue 14)
+     "boot_id": _text, "interruptions": _whole})  # exporter.interruptions (absent from files before issue 15)
 
 _GPU = _mapping({"uuid": _text, "energy_joules": _number},
                 {"last_counter_mj": _nullable(_number), "last_power": _nullable(_number),

@@ -80,7 +80,7 @@ def test_the_first_tick_opens_the_ledger_and_bills_nothing():
     ledger.clock.advance(10_000)  # time before the first tick is nobody's spend
     ledger.acc.tick(500)
     totals = ledger.acc.totals()
-    assert totals.components == {"instance": 0.0, "requests": 0.0}
+    assert totals.components == {"instance": 0.0, "requests": 0.0, "interruption_warmup": 0.0}
     assert totals.engines == {"e": 0.0}
     assert totals.hourly_cost is None
     assert ledger.acc.spend_between("e", ledger.clock.now(), ledger.clock.now()) == 0.0
@@ -217,7 +217,7 @@ def test_owned_spend_is_amortization_fixed_and_energy_with_each_gpus_energy_to_i
     # per tick: amortization 10/h x 0.1 h = 1.0, fixed 1/h x 0.1 h = 0.1; a kWh costs 0.25 x 1.2 = 0.3
     # energy: tick 1 (0.2 + 0.1 + 0.01) x 0.3 = 0.093, tick 2 (1 + 0.01) x 0.3 = 0.303
     assert totals.components == {"amortization": pytest.approx(2.0, rel=REL), "fixed": pytest.approx(0.2, rel=REL),
-                                 "energy": pytest.approx(0.396, rel=REL)}
+                                 "energy": pytest.approx(0.396, rel=REL), "interruption_warmup": 0.0}
     assert totals.energy_cost == pytest.approx(0.396, rel=REL)
     # shared per tick: 1.0 + 0.1 + 0.003 overhead energy = 1.103, half a GPU; plus each GPU's own energy
     assert totals.engines == {"a": pytest.approx(2 * 0.5515 + 0.06, rel=REL),
@@ -283,7 +283,7 @@ def test_set_pricing_to_owned_keeps_the_cloud_components_frozen():
     assert totals.mode == "owned"
     assert totals.components == {"instance": pytest.approx(0.1, rel=REL), "requests": 0.0,
                                  "amortization": pytest.approx(1.0, rel=REL), "fixed": pytest.approx(0.1, rel=REL),
-                                 "energy": pytest.approx(0.003, rel=REL)}
+                                 "energy": pytest.approx(0.003, rel=REL), "interruption_warmup": 0.0}
 
 
 def test_set_engines_adds_at_zero_and_an_engine_left_out_keeps_its_total_until_forget():

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter import catalog
+from exporter import catalog, spotprices
 from exporter.catalog import ApiPrice, CatalogError, InstancePrice, litellm
 from exporter.config import from_dict
 from plugins.profiles import examples
@@ -471,9 +471,9 @@ def test_the_tier_table_lists_what_the_catalog_bundles():
     assert documented == {tier: {n for n, a in apis.items() if tier in a.tiers()} for tier in catalog.TIERS[1:]}
 
 
-def test_documented_examples_load():
+def test_documented_examples_load(tmp_path):
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "catalog.md").read_text(), re.S)]
-    instance_format, api_format, config = blocks
+    instance_format, api_format, config, spot_file = blocks
     assert catalog.find_instance(catalog.load_instances(), "g5.12xlarge").hourly == instance_format["instances"][0]["hourly"]
     assert api_format["apis"]["gpt-4o-mini"]["input_per_million"] == catalog.load_apis()["gpt-4o-mini"].input_per_million
     loaded = from_dict({**config, "gpu": {"backend": "simulated"}}, environ={})
@@ -481,3 +481,17 @@ def test_documented_examples_load():
     assert loaded.hourly_source == "catalog:custom/g5.12xlarge/eu-west-1"
     assert loaded.api_prices["gpt-4o-mini"].input_per_million == 0.12
     assert loaded.api_prices["house-gateway-llama-70b"].provider == "internal"
+    spot_path = tmp_path / "spot-prices.yaml"  # the spot price file's documented example loads as is
+    spot_path.write_text(yaml.safe_dump(spot_file))
+    assert spotprices.load(str(spot_path))[0].instance_type == spot_file["prices"][0]["instance_type"]
+
+
+def test_every_bundled_instance_price_names_its_source_region_and_date():
+    """Issue 15: a bundled price without its region is a price of nowhere in particular."""
+    raw = yaml.safe_load(catalog.INSTANCES_FILE.read_text())["instances"]
+    for entry in raw:
+        where = f"{entry['instance_type']} ({entry.get('region')})"
+        assert entry.get("region") and entry["region"] != "default", where
+        assert str(entry.get("source", "")).startswith("https://"), where
+        assert datetime.date.fromisoformat(str(entry["checked"])) >= datetime.date(2026, 11, 23), where
+        assert entry.get("note"), f"{where}: say how the price was checked"

@@ -63,6 +63,9 @@ EXPECTED_KINDS = {
     "docs-example": {"ConfigMap": 3, "Service": 1, "ServiceMonitor": 1, "PrometheusRule": 1},
     "alerting": {"ServiceAccount": 1, "ConfigMap": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1,
                  "DaemonSet": 1, "PrometheusRule": 1, "AlertmanagerConfig": 1},
+    # the spot price ConfigMap and its CronJob, with the CronJob's own ServiceAccount and Role
+    "spot-prices": {"ServiceAccount": 2, "ConfigMap": 2, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1,
+                    "DaemonSet": 1, "Role": 1, "RoleBinding": 1, "CronJob": 1},
 }
 # (apiGroup, resource, verb) the exporter may be granted, per scenario: get its node (node-label
 # pricing), list pods (discovery). Nothing else, ever.
@@ -76,6 +79,7 @@ EXPECTED_RBAC = {
     "pod-resources": {("ClusterRole", "", "nodes", "get"), ("ClusterRole", "", "pods", "list")},  # the kubelet's socket is no API
     "docs-example": set(),
     "alerting": {("ClusterRole", "", "nodes", "get")},
+    "spot-prices": {("ClusterRole", "", "nodes", "get")},  # the CronJob's own account: test_spot_prices_cronjob_*
 }
 # The Pod Security level each scenario's exporter pod needs, when not "restricted": the exact GPU
 # mapping mounts the kubelet's socket (hostPath) and connects to it as root (docs/helm.md).
@@ -390,7 +394,7 @@ def test_the_pod_resources_profile_needs_privileged_and_nothing_more(objects, sc
 @pytest.mark.integration
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rbac_is_minimal_and_the_token_mounted_only_when_needed(objects, scenario):
-    objs = objects[scenario]
+    objs = [o for o in objects[scenario] if not o["metadata"]["name"].endswith("-spot-prices")]
     granted = set()
     for role in all_of(objs, "ClusterRole") + all_of(objs, "Role"):
         for rule in role["rules"]:
@@ -562,7 +566,12 @@ def test_config_file_is_accepted_by_the_exporter(objects, scenario):
     configmap = next(o for o in objects[scenario] if o["kind"] == "ConfigMap" and "config.yml" in o.get("data", {}))
     raw = yaml.safe_load(configmap["data"]["config.yml"])
     values = merged_values(scenario)
-    assert {k: v for k, v in raw.items() if k != "kubernetes"} == values["config"]
+    if values["spotPrices"]["enabled"]:  # the file the CronJob refreshes, where the DaemonSet mounts it
+        expected_config = helm_merge(values["config"], {"pricing": {"cloud": {
+            "spot_file": "/etc/llm-cost-exporter-spot/spot-prices.yaml"}}})
+    else:
+        expected_config = values["config"]
+    assert {k: v for k, v in raw.items() if k != "kubernetes"} == expected_config
     kube = values["kubernetes"]
     if kube["nodeLabelsPricing"] or kube["discovery"]["enabled"]:
         expected = {"enabled": True, "node_labels_pricing": kube["nodeLabelsPricing"],
@@ -941,3 +950,31 @@ def test_image_gets_every_exporter_package():
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "exporter").rglob("__init__.py")}
     assert on_disk - listed == set(), "packages missing from [tool.setuptools] packages in pyproject.toml"
     assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == exporter.__version__
+
+
+@pytest.mark.integration
+def test_spot_prices_cronjob_has_its_own_account_limited_to_its_configmap(objects):
+    """The CronJob may get and replace its one ConfigMap, nothing else; the DaemonSet mounts that
+    ConfigMap and gains no right; both CronJob containers meet Pod Security "restricted"."""
+    objs = objects["spot-prices"]
+    name = "prod-llm-cost-exporter-spot-prices"
+    (role,) = all_of(objs, "Role")
+    assert role["metadata"]["name"] == name
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name],
+                              "verbs": ["get", "update"]}]
+    (binding,) = all_of(objs, "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "monitoring"}]
+    cronjob = one(objs, "CronJob")
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == name
+    fetch, replace = pod["spec"]["initContainers"][0], pod["spec"]["containers"][0]
+    assert fetch["args"][:2] == ["catalog", "fetch-spot"] and f"--configmap=monitoring/{name}" in fetch["args"]
+    assert replace["command"] + replace["args"] == ["kubectl", "replace", "-f", "/work/configmap.yaml"]
+    assert not any("env" in c and any("AWS" in e["name"] or "AZURE" in e["name"] for e in c["env"])
+                   for c in (fetch, replace)), "no cloud credential anywhere"
+    assert restricted_violations(pod, [fetch, replace]) == []
+    configmap = next(o for o in all_of(objs, "ConfigMap") if o["metadata"]["name"] == name)
+    assert yaml.safe_load(configmap["data"]["spot-prices.yaml"]) == {"prices": []}  # loadable before the first run
+    daemonset = one(objs, "DaemonSet")["spec"]["template"]["spec"]
+    assert {"name": "spot-prices", "configMap": {"name": name}} in daemonset["volumes"]
+    assert daemonset["serviceAccountName"] != name

@@ -30,6 +30,7 @@ from prometheus_client import generate_latest
 from certs import make_certs
 from conftest import MODEL, run_for, value
 from drip import send_dripping
+from exporter import catalog
 from exporter.config import from_dict
 from exporter.gpu.simulated import SimulatedNVML
 from exporter.kube.client import KubeClient, KubeError
@@ -246,6 +247,27 @@ def test_catalog_override_and_multiplier_apply_to_node_label_prices(api, exporte
     exporter.refresh_kubernetes()
     assert pricing_source(exporter) == "node_labels:azure/Standard_NC24ads_A100_v4/default/spot"
     assert exporter.accountant.pricing.cloud.hourly == pytest.approx(1.2 * 0.9)
+
+
+def test_a_commitment_on_the_node_pool_prices_the_node_read_from_the_api(api, clock, exporter_for):
+    """Issue 15: the managed node group's label (eks.amazonaws.com/nodegroup: t4) matches a 30%-off
+    reservation with $876 upfront over 12 months; the Spot node of another pool keeps its spot price."""
+    api.node = load("node-eks-managed-g4dn.xlarge.json")
+    commitment = {"name": "t4-ri", "start": "2020-01-01", "discount": 0.3, "upfront": 876.0, "term_months": 12,
+                  "end": "2100-01-01", "match": {"node_pool": "t4", "instance_type": "g4dn.xlarge"}}
+    config = kube_config(api.url, node=api.node["metadata"]["name"], pricing={"commitments": [commitment]})
+    exporter = exporter_for(config)
+    exporter.refresh_kubernetes()
+    exporter.sample_all()
+    run_for(clock, exporter, 3600, step=60)
+    on_demand = catalog.find_instance(catalog.load_instances(), "g4dn.xlarge", "us-east-1").hourly
+    assert pricing_source(exporter) == "commitment:t4-ri"
+    assert value(exporter, "llmcost_spend_total", component="instance", currency="USD") == pytest.approx(
+        on_demand * 0.7 + 876.0 / (12 * 730), rel=1e-9)  # one hour
+    api.node = load("node-eks-karpenter-spot-g5.12xlarge.json")  # another node, pool gpu, spot
+    exporter = exporter_for(kube_config(api.url, pricing={"commitments": [commitment]}))
+    exporter.refresh_kubernetes()
+    assert pricing_source(exporter) == "node_labels:aws/g5.12xlarge/us-east-1/spot"
 
 
 def test_unknown_instance_type_leaves_the_price_unknown_and_says_why(api, clock, exporter_for, caplog):

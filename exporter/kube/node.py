@@ -15,6 +15,9 @@ INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/
 REGION_LABELS = ("topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/region")
 # NVIDIA GPU feature discovery's label first; GKE's and Karpenter's own names where GFD is absent.
 GPU_PRODUCT_LABELS = ("nvidia.com/gpu.product", "cloud.google.com/gke-accelerator", "karpenter.k8s.aws/instance-gpu-name")
+# The node's pool: Karpenter's NodePool, EKS managed node group, GKE node pool, AKS agent pool.
+NODE_POOL_LABELS = ("karpenter.sh/nodepool", "eks.amazonaws.com/nodegroup", "cloud.google.com/gke-nodepool",
+                    "kubernetes.azure.com/agentpool")
 # (label, {value in lower case: capacity type}); a node with none of them is on-demand.
 CAPACITY_TYPE_LABELS = (
     ("karpenter.sh/capacity-type", {"spot": "spot", "on-demand": "on-demand", "reserved": "reserved"}),
@@ -36,6 +39,7 @@ class NodeInfo:
     gpu_product: str  # "" when unlabelled
     cloud: str  # aws | gcp | azure | the providerID's own scheme (kind, ...) | unknown
     gpus: NodeGpus = field(default_factory=NodeGpus)  # what its labels say of its GPUs (exporter.kube.shares)
+    node_pool: str = ""  # "" when unlabelled; matched by pricing.commitments, not a label of node_info
 
     def labels(self) -> dict[str, str]:
         """The labels of llmcost_node_info."""
@@ -60,6 +64,7 @@ def node_info(node: dict) -> NodeInfo:
         gpu_product=_first(labels, GPU_PRODUCT_LABELS),
         cloud=cloud(spec.get("providerID") or ""),
         gpus=node_gpus(node),
+        node_pool=_first(labels, NODE_POOL_LABELS),
     )
 
 

@@ -98,6 +98,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- $_ := set $config "kubernetes" (mergeOverwrite (deepCopy .Values.kubernetes.extraConfig) $owned) }}
 {{- end }}
+{{- if .Values.spotPrices.enabled }}
+{{- $pricing := $config.pricing | default dict }}
+{{- $cloud := $pricing.cloud | default dict }}
+{{- $_ := set $cloud "spot_file" (printf "%s/spot-prices.yaml" (include "llm-cost-exporter.spotPricesMountPath" .)) }}
+{{- $_ := set $pricing "cloud" $cloud }}
+{{- $_ := set $config "pricing" $pricing }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
@@ -163,4 +170,13 @@ RESTART_KEYS): on the pods, so that they roll when one of them changes and only 
 {{/* Where the AlertmanagerConfig goes, and so the namespace label every alert carries for it. */}}
 {{- define "llm-cost-exporter.alertmanagerConfigNamespace" -}}
 {{- default .Release.Namespace .Values.alertmanagerConfig.namespace }}
+{{- end }}
+
+{{/* The spot price file's ConfigMap (spotPrices), its mount in the exporter, and the CronJob's ServiceAccount. */}}
+{{- define "llm-cost-exporter.spotPricesName" -}}
+{{- printf "%s-spot-prices" (include "llm-cost-exporter.fullname" . | trunc 51 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "llm-cost-exporter.spotPricesMountPath" -}}
+/etc/llm-cost-exporter-spot
 {{- end }}
