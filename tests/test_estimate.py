@@ -298,6 +298,8 @@ def test_without_a_chart_to_draw_or_a_place_to_write_it_output_is_one_line(tmp_p
     assert line == f"llm-cost-exporter estimate: --output: cannot write {str(tmp_path / 'missing' / 'c.png')!r}: " \
                    "No such file or directory"
     assert not (tmp_path / "missing").exists()
+    line = one_line_exit_2(estimate(tmp_path, {**CLOUD, "compare": {"apis": ["gpt-4o"]}}, f"--output={tmp_path}"))
+    assert line == f"llm-cost-exporter estimate: --output: cannot write {str(tmp_path)!r}: Is a directory"
 
 
 @pytest.mark.slow  # matplotlib
