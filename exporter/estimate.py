@@ -31,10 +31,10 @@ def compute(raw: dict) -> dict:
     if s.pricing is not None:
         _hardware(out, s)
         _volume(out, s)
-        out["apis"] = {name: _compare(out, s, api) for name, api in s.apis.items()}
+        out["apis"] = {name: _compare(out, s, api) for name, api in s.api_prices.items()}
         _per_request(out, s)
     if s.batch is not None:
-        out["batch"] = _batch(out, s.batch, s.apis)
+        out["batch"] = _batch(out, s.batch, s.api_prices)
     if s.fine_tuning is not None:
         out["fine_tuning"] = _fine_tuning(s.fine_tuning)
     return out
@@ -117,7 +117,7 @@ def _per_request(out: dict, s: Scenario) -> None:
     daily_fixed = out["hourly"] * 24
     if s.requests_per_day is not None:
         out["self_hosted_cost_per_day"] = daily_fixed + s.requests_per_day * fee
-    for name, api in s.apis.items():
+    for name, api in s.api_prices.items():
         per_request = s.tokens_per_request * _blended(tier_rates(api, compare_tier(s))[0], s) / cm.PER_MILLION
         row = out["apis"][name]
         row["api_cost_per_request"] = per_request

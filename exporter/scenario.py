@@ -74,7 +74,7 @@ class Scenario:
     # Resolved at load, not settable in the file:
     hourly: float | None = internal(None)  # the instance price per hour, cloud mode
     price_source: str = internal(prices.CONFIGURED)  # configured or catalog:<provider>/<type>/<region>
-    apis: dict[str, ApiPrice] = internal(default_factory=dict)  # compare.apis, priced, in order
+    api_prices: dict[str, ApiPrice] = internal(default_factory=dict)  # compare.apis, priced, in order
 
 
 # Keys of the earlier scenario format, and where each lives now (an old file fails on its first one).
@@ -132,9 +132,10 @@ def _resolve(scenario: Scenario) -> Scenario:
         config = prices.resolve(config)
     except prices.PricingError as err:
         raise ScenarioError(err.key, err.problem) from None
-    apis = {name: config.api_prices[name] for name in scenario.compare.apis}
+    api_prices = {name: config.api_prices[name] for name in scenario.compare.apis}
     hourly = config.pricing.cloud.hourly if scenario.pricing and scenario.pricing.mode == "cloud" else None
-    return dataclasses.replace(scenario, hourly=hourly, price_source=config.hourly_source, apis=apis)
+    return dataclasses.replace(scenario, hourly=hourly, price_source=config.hourly_source,
+                               api_prices=api_prices)
 
 
 def _check_hardware(s: Scenario) -> None:
@@ -188,6 +189,9 @@ def _check_volume(s: Scenario) -> None:
 def _check_sections(s: Scenario) -> None:
     if not s.compare.apis:
         raise ScenarioError("compare.apis", "got [], allowed: at least one API name (the comparison is the point)")
+    for i, name in enumerate(s.compare.apis):
+        if name in s.compare.apis[:i]:
+            raise ScenarioError(f"compare.apis[{i}]", f"got {name!r} again, allowed: each API once")
     if s.tokens_per_request is not None and s.hourly is None:
         raise ScenarioError("tokens_per_request", "needs a cloud instance price (pricing.cloud.hourly or "
                             "instance_type): per-request figures weigh a fixed hourly cost against per-token API bills")

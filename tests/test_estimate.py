@@ -262,6 +262,7 @@ OWNED = {"pricing": {"mode": "owned", "energy": {"electricity_per_kwh": 0.2}}, "
     ({"pricing": {"cloud": {"hourly": 3.0, "per_million_requests": 1}}, "capacity_tokens_per_s": 100},
      "pricing.cloud.per_million_requests: used by the per-request figures only"),
     ({**CLOUD, "compare": {"apis": []}}, "compare.apis: got [], allowed: at least one API name"),
+    ({**CLOUD, "compare": {"apis": ["gpt-4o", "gpt-4o"]}}, "compare.apis[1]: got 'gpt-4o' again, allowed: each API once"),
     ({**CLOUD, "compare": {"apis": ["gpt-99"]}}, "compare.apis[0]: got 'gpt-99', allowed: an API in the catalog"),
     ({**CLOUD, "compare": {"apis": [{"name": "x", "input_per_million": 1}]}}, "compare.apis[0]: got {"),
     ({"pricing": {"cloud": {"instance_type": "x9.huge"}}, "capacity_tokens_per_s": 100},
