@@ -134,6 +134,8 @@ def test_catalog_instance_and_api_by_name(tmp_path):
     assert list(figures["apis"]) == ["gpt-4o-mini", "gpt-4o"]
     # gpt-4o costs more per token, so self-hosting breaks even at a lower utilization against it
     assert figures["apis"]["gpt-4o"]["breakeven_utilization"] < figures["apis"]["gpt-4o-mini"]["breakeven_utilization"]
+    spot = figures_of(tmp_path, {**scenario, "pricing": {"cloud": {"instance_type": "g5.12xlarge", "price_multiplier": 0.35}}})
+    assert spot["hourly"] == pytest.approx(5.672 * 0.35)  # applied to catalog prices, as in the run config
 
 
 def test_a_percentage_and_a_fraction_give_the_same_figures(tmp_path):
@@ -201,6 +203,34 @@ def test_a_batch_job_is_billed_at_the_batch_tier_which_halves_the_bill(tmp_path)
     assert batch["apis"]["no-batch-api"]["tier"] == "standard"
     assert batch["apis"]["no-batch-api"]["tier_note"] == "no batch price" and "tier_note" not in batch["apis"]["gpt-4o"]
     assert batch["apis"]["no-batch-api"]["api_bill"] == standard["apis"]["no-batch-api"]["api_bill"]
+
+
+def test_the_bundled_catalogs_batch_tier_halves_a_batch_jobs_bill(tmp_path):
+    job = {"prompts": 4_000_000, "input_tokens_per_prompt": 1000, "output_tokens_per_prompt": 200}
+    apis = {"compare": {"apis": ["gpt-4o-mini", "gpt-4o"]}}
+    batch = figures_of(tmp_path, {"batch": job, **apis})["batch"]["apis"]  # the batch tier is the default
+    standard = figures_of(tmp_path, {"batch": {**job, "tier": "standard"}, **apis})["batch"]["apis"]
+    for name in ("gpt-4o-mini", "gpt-4o"):
+        assert batch[name]["tier"] == "batch" and standard[name]["tier"] == "standard"
+        assert batch[name]["api_bill"] == pytest.approx(standard[name]["api_bill"] / 2)
+    assert standard["gpt-4o-mini"]["api_bill"] == pytest.approx(4e9 * 0.15 / 1e6 + 8e8 * 0.6 / 1e6)
+
+
+def test_a_run_config_key_estimate_does_not_use_is_refused_not_ignored(monkeypatch):
+    """A key the run config gains is refused by estimate until estimate applies it (here: as if
+    estimate did not apply pricing.cloud.price_multiplier)."""
+    from exporter import estimate as estimate_module
+    from exporter import scenario
+
+    cloud = scenario.USED_CONFIG_KEYS["pricing"]["cloud"] - {"price_multiplier"}
+    monkeypatch.setitem(scenario.USED_CONFIG_KEYS, "pricing", {**scenario.USED_CONFIG_KEYS["pricing"], "cloud": cloud})
+    with pytest.raises(scenario.ScenarioError) as err:
+        estimate_module.compute({"pricing": {"cloud": {"instance_type": "g5.12xlarge", "price_multiplier": 0.5}},
+                                 "capacity_tokens_per_s": 100})
+    assert str(err.value) == "pricing.cloud.price_multiplier: a run config key that estimate does not use"
+    monkeypatch.setitem(scenario.USED_CONFIG_KEYS, "compare", {})
+    with pytest.raises(scenario.ScenarioError, match=r"^compare.apis: a run config key that estimate does not use$"):
+        estimate_module.compute({**CLOUD, "compare": {"apis": ["gpt-4o"]}})
 
 
 def test_the_batch_figure_uses_the_batchs_own_mix(tmp_path):
