@@ -46,10 +46,12 @@ def _hardware(out: dict, s: Scenario) -> None:
     assert p is not None
     hpm = out["hours_per_month"] = p.hours_per_month
     out["currency"] = p.currency
-    if s.hardware is not None and p.energy.electricity_per_kwh is not None:
+    if s.hardware is not None:  # in the cloud, information: the instance price includes power
         watts = s.hardware.gpu_count * s.hardware.gpu_watts + p.energy.overhead_watts
         kwh = out["energy_kwh_per_month"] = cm.energy_kwh_for(watts, hpm)
-        out["energy_cost_per_month"] = cm.energy_cost(kwh * cm.JOULES_PER_KWH, p.energy.electricity_per_kwh, p.energy.pue)
+        if p.energy.electricity_per_kwh is not None:
+            out["energy_cost_per_month"] = cm.energy_cost(kwh * cm.JOULES_PER_KWH, p.energy.electricity_per_kwh,
+                                                          p.energy.pue)
         if p.energy.grid_co2e_grams_per_kwh is not None:
             out["co2e_kg_per_month"] = kwh * p.energy.pue * p.energy.grid_co2e_grams_per_kwh / 1000
     if p.mode == "cloud":
@@ -199,6 +201,8 @@ _LABELS = [
     ("self_hosted_cost_per_day", "self-hosted cost per day", "{:,.4f}"),
 ]
 
+_CLOUD_LABELS = {"energy_cost_per_month": "energy cost per month (in instance price)"}
+
 _API_LABELS = (("api_blended_per_million", "API price per 1M tokens (this mix)", "{:,.4f}"),
                ("api_equivalent_per_month", "API bill per month", "{:,.2f}"),
                ("monthly_saving", "saving per month by self-hosting", "{:,.2f}"),
@@ -212,7 +216,8 @@ _API_LABELS = (("api_blended_per_million", "API price per 1M tokens (this mix)",
 
 def render_table(figures: dict) -> str:
     money = f" ({figures['currency']})" if "currency" in figures else ""
-    lines = [f"{label:<42} {fmt.format(figures[key])}" for key, label, fmt in _LABELS if figures.get(key) is not None]
+    labels = [(k, _CLOUD_LABELS.get(k, label) if "hourly" in figures else label, fmt) for k, label, fmt in _LABELS]
+    lines = [f"{label:<42} {fmt.format(figures[key])}" for key, label, fmt in labels if figures.get(key) is not None]
     if money:
         lines.insert(0, f"{'money in':<42} {figures['currency']}")
     for name, row in figures.get("apis", {}).items():
