@@ -23,7 +23,7 @@ import yaml
 from hypothesis import strategies as st
 
 from exporter.cli import main
-from exporter.pricing import bundled_apis
+from exporter.pricing import bundled_apis, find_instance
 from test_fuzz import run_cases
 from plugins.profiles import examples
 
@@ -68,8 +68,13 @@ prices = st.fixed_dictionaries({"input_per_million": positive(0, 100), "output_p
 def hardware_pricing(draw) -> dict:
     if draw(st.booleans()):
         cloud = {"hourly": draw(positive(0.01, 200))} if draw(st.booleans()) else \
-            {"instance_type": draw(st.sampled_from(["g5.12xlarge", "g4dn.12xlarge", "p5.48xlarge", "a2-highgpu-1g"]))}
-        return {"pricing": {"hours_per_month": draw(positive(1, 744)), "cloud": cloud}}
+            {"instance_type": draw(st.sampled_from(["g5.12xlarge", "g4dn.12xlarge", "p5.48xlarge", "a2-highgpu-1g"])),
+             "price_multiplier": draw(positive(0.05, 2))}
+        out = {"pricing": {"hours_per_month": draw(positive(1, 744)), "cloud": cloud}}
+        if draw(st.booleans()):  # energy as information: the instance price includes it
+            out["pricing"]["energy"] = {"electricity_per_kwh": draw(positive(0, 1)), "overhead_watts": draw(positive(0, 2000))}
+            out["hardware"] = {"gpu_count": draw(st.integers(1, 16)), "gpu_watts": draw(positive(0, 1000))}
+        return out
     pricing = {"mode": "owned", "hours_per_month": draw(positive(1, 744)),
                "owned": {"capex": draw(positive(0, 1e6)), "amortization_months": draw(positive(0.5, 120)),
                          "fixed_monthly": draw(positive(0, 1e4))},
@@ -185,13 +190,15 @@ def check_hardware(scenario: dict, f: dict) -> None:
     p = scenario["pricing"]
     hours = p.get("hours_per_month", 730.0)
     assert close(f["hours_per_month"], hours)
-    if p.get("mode") == "owned":
-        hw, energy, owned = scenario["hardware"], p["energy"], p["owned"]
+    if "hardware" in scenario:
+        hw, energy = scenario["hardware"], p["energy"]
         kwh = (hw["gpu_count"] * hw["gpu_watts"] + energy["overhead_watts"]) * hours / 1000
         assert close(f["energy_kwh_per_month"], kwh)
-        assert close(f["energy_cost_per_month"], kwh * energy["pue"] * energy["electricity_per_kwh"])
+        assert close(f["energy_cost_per_month"], kwh * energy.get("pue", 1.0) * energy["electricity_per_kwh"])
         if "grid_co2e_grams_per_kwh" in energy:
             assert close(f["co2e_kg_per_month"], kwh * energy["pue"] * energy["grid_co2e_grams_per_kwh"] / 1000)
+    if p.get("mode") == "owned":
+        owned = p["owned"]
         assert close(f["amortization_per_month"], owned["capex"] / owned["amortization_months"])
         # conservation: the month's cost is exactly its parts
         assert close(f["opex_per_month"], f["energy_cost_per_month"] + owned["fixed_monthly"])
@@ -201,7 +208,9 @@ def check_hardware(scenario: dict, f: dict) -> None:
         if hourly is not None:
             assert f["hourly"] == hourly and f["price_source"] == "configured"
         else:
-            assert f["price_source"].startswith("catalog:") and p["cloud"]["instance_type"] in f["price_source"]
+            listed = find_instance(p["cloud"]["instance_type"], None)
+            assert f["price_source"] == f"catalog:{listed.provider}/{listed.instance_type}/{listed.region}"
+            assert close(f["hourly"], listed.hourly * p["cloud"]["price_multiplier"])
         assert close(f["monthly_cost"], f["hourly"] * hours)
 
 
