@@ -6,6 +6,8 @@ the command's JSON figures must match every `expect` value within the seeds' tol
 properties over generated scenarios are in tests/test_estimate_properties.py.
 """
 
+import contextlib
+import io
 import json
 import pathlib
 import subprocess
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import assert_matches
+from exporter.cli import main
 
 ROOT = pathlib.Path(__file__).parent.parent
 SEEDS = yaml.safe_load((ROOT / "tests" / "data" / "seeds.yaml").read_text())
@@ -88,11 +91,18 @@ def scenario_files(seed) -> list[tuple[dict, dict]]:
     raise AssertionError(f"no scenario mapping for seed {sid}")
 
 
-def estimate(tmp_path, scenario, *extra, python=sys.executable):
+def run_cli(*argv) -> subprocess.CompletedProcess:
+    """The real command line entry, in-process (a subprocess per case would cost an interpreter start)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def estimate(tmp_path, scenario, *extra):
     path = tmp_path / "scenario.yml"
     path.write_text(yaml.safe_dump(scenario) if isinstance(scenario, dict) else scenario)
-    return subprocess.run([python, "-m", "exporter", "estimate", str(path), *extra],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    return run_cli("estimate", str(path), *extra)
 
 
 def figures_of(tmp_path, scenario) -> dict:
@@ -314,16 +324,30 @@ def test_bad_scenario_is_one_line_naming_the_key_and_exit_2(tmp_path, scenario, 
 def test_a_file_that_is_not_a_scenario_is_one_line(tmp_path):
     assert "scenario: the top level must be a mapping" in one_line_exit_2(estimate(tmp_path, "- a\n- list\n"))
     assert "not valid YAML" in one_line_exit_2(estimate(tmp_path, "pricing: {cloud: [\n"))
-    missing = subprocess.run([sys.executable, "-m", "exporter", "estimate", str(tmp_path / "none.yml")],
-                             capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert "cannot read" in one_line_exit_2(missing)
+    assert "cannot read" in one_line_exit_2(run_cli("estimate", str(tmp_path / "none.yml")))
 
 
-def test_without_a_chart_to_draw_or_a_place_to_write_it_output_is_one_line(tmp_path):
+@pytest.mark.integration  # a subprocess: the installed entry point's exit codes, as a shell sees them
+def test_the_command_in_a_shell(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "exporter", "estimate", "docs/examples/owned-4xT4.yaml"],
+                        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert ok.returncode == 0 and ok.stderr == "" and "payback (months)" in ok.stdout
+    (tmp_path / "bad.yml").write_text("utilization: 25\n")
+    bad = subprocess.run([sys.executable, "-m", "exporter", "estimate", str(tmp_path / "bad.yml")],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert one_line_exit_2(bad).endswith("utilization: got 25, allowed: a fraction above 0, at most 1 (0.25) or a "
+                                         "percentage ('25%'); 25 would mean 25x, for 25% write 0.25 or '25%'")
+
+
+def test_without_a_capacity_to_sweep_output_is_one_line(tmp_path):
     no_capacity = {"pricing": {"cloud": {"hourly": 3}}, "tokens_per_month": 1e6, "compare": {"apis": ["gpt-4o"]}}
     line = one_line_exit_2(estimate(tmp_path, no_capacity, f"--output={tmp_path / 'c.png'}"))
     assert line == "llm-cost-exporter estimate: --output: no chart: the scenario gives no capacity " \
                    "(capacity_tokens_per_s) to sweep"
+
+
+@pytest.mark.slow  # matplotlib's import
+def test_an_unwritable_output_is_one_line_and_nothing_printed(tmp_path):
     line = one_line_exit_2(estimate(tmp_path, {**CLOUD, "compare": {"apis": ["gpt-4o"]}},
                                     f"--output={tmp_path / 'missing' / 'c.png'}"))
     assert line == f"llm-cost-exporter estimate: --output: cannot write {str(tmp_path / 'missing' / 'c.png')!r}: " \
