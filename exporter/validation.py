@@ -9,7 +9,7 @@ names the key, the bad value and what is allowed:
 Files are read only when they are regular files and no larger than a cap (a FIFO or /dev/zero
 must not hang or fill the process), and YAML aliases are limited (a few hundred bytes of nested
 aliases expand to gigabytes). Typed inputs are dataclasses, built and checked by build() from the
-field types and from metadata set with choices(), number(), duration(), size() and date().
+field types and from metadata set with choices(), number(), fraction(), duration(), size() and date().
 """
 
 from __future__ import annotations
@@ -170,6 +170,12 @@ def number(default=dataclasses.MISSING, minimum=0.0, exclusive=False, maximum=No
                                                         "hint": hint})
 
 
+def fraction(default=dataclasses.MISSING, positive: bool = False):
+    """A share from 0 to 1 (above 0 with positive), written 0.25 or "25%". A bare number above 1 is
+    refused, not read as a percentage: `utilization: 25` could mean 25% or 25x."""
+    return dataclasses.field(default=default, metadata={"unit": "fraction", "positive": positive})
+
+
 def duration(default: str, positive: bool = False):
     return dataclasses.field(default=parse_duration(default), metadata={"unit": "duration", "positive": positive})
 
@@ -287,6 +293,8 @@ _CONVERTERS = {dict: _convert_dict, list: _convert_list, bool: _convert_bool, in
 
 
 def _convert_unit(unit: str, value, key: str, meta, error):
+    if unit == "fraction":
+        return _convert_fraction(value, key, meta, error)
     if unit == "date":
         if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
             return value.isoformat()
@@ -304,6 +312,22 @@ def _convert_unit(unit: str, value, key: str, meta, error):
     if meta.get("positive") and parsed <= 0:
         raise _got(error, key, value, f"a {unit} > 0")
     return parsed
+
+
+def _convert_fraction(value, key: str, meta, error) -> float:
+    allowed = f"a fraction {'above 0, at most' if meta.get('positive') else 'from 0 to'} 1 (0.25) or a percentage ('25%')"
+    percent = isinstance(value, str) and value.strip().endswith("%")
+    try:
+        if isinstance(value, bool) or not (percent or isinstance(value, (int, float))):
+            raise ValueError(value)
+        share = float(value.strip()[:-1]) / 100 if percent else float(value)
+    except (ValueError, OverflowError):  # OverflowError: an integer too large for a float
+        raise _got(error, key, value, allowed) from None
+    if not (0.0 <= share <= 1.0) or (meta.get("positive") and share == 0.0):  # NaN fails too
+        if not percent and 1 < share <= 100:
+            allowed += f"; {share:g} would mean {share:g}x, for {share:g}% write {share / 100:g} or '{share:g}%'"
+        raise _got(error, key, value, allowed)
+    return share
 
 
 def _check_range(value, key, meta, error, kind: str):

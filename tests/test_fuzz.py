@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from exporter import config as config_module
 from exporter import estimate
+from exporter import scenario as scenario_module
 from exporter.clock import ManualClock
 from exporter.config import Config, ConfigError, from_dict, load_bytes
 from exporter.demo.vllm_server import SimulatedVllm
@@ -463,9 +464,11 @@ def test_fuzz_web_config_files_that_once_raised_other_exceptions(cert_dir, tmp_p
 
 EXAMPLE_SCENARIOS = [yaml.safe_load(p.read_text()) for p in sorted((pathlib.Path(__file__).parent.parent / "docs" / "examples").glob("*.yaml"))
                      if "sidecar" not in p.name]
-SCENARIO_KEYS = [f.name for f in dataclasses.fields(estimate.Scenario)] + ["owned.capex", "owned.gpu_count", "owned.amortization_months",
-                                                   "owned.electricity_per_kwh", "batch.prompts", "fine_tuning.epochs",
-                                                   "fine_tuning.base", "apis.0", "apis.0.input_per_million"]
+SCENARIO_KEYS = [f.name for f in dataclasses.fields(scenario_module.Scenario) if not f.metadata.get("internal")] + [
+    "pricing.mode", "pricing.owned.capex", "pricing.owned.amortization_months", "pricing.energy.electricity_per_kwh",
+    "pricing.cloud.hourly", "pricing.cloud.instance_type", "hardware.gpu_count", "hardware.gpu_watts", "batch.prompts",
+    "batch.tier", "fine_tuning.epochs", "fine_tuning.base", "compare.apis", "compare.apis.0",
+    "catalog.apis", "pricing.energy"]
 
 
 def _mutate_scenario(base: dict, mutations) -> dict:

@@ -99,3 +99,12 @@ def test_estimate_runs_without_extras(core_python):
     assert result.returncode == 0, result.stderr
     assert '"cost_per_million' in result.stdout
 
+
+
+def test_estimate_chart_without_matplotlib_is_one_line_exit_2(core_python, tmp_path):
+    chart = tmp_path / "sweep.png"
+    result = _run(core_python, "estimate", "docs/examples/cloud-vllm-4xT4.yaml", f"--output={chart}")
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    assert result.stderr.splitlines() == \
+        ["llm-cost-exporter estimate: --output: needs matplotlib: pip install 'llm-cost-exporter[charts]'"]
+    assert not chart.exists()
