@@ -50,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run as a script from a checkout: the exporter's parsers and checks
 from exporter.units import parse_duration  # noqa: E402
 from exporter.validation import InputError, build as build_dataclass, load_mapping, number, parse_yaml  # noqa: E402
+from rules import chargeback  # noqa: E402
 
 DEFAULT_CONFIG = HERE / "config.yaml"
 DEFAULT_OUTPUT = HERE / "llm-cost-exporter.rules.yml"
@@ -117,6 +118,7 @@ class RulesConfig:
     config_reload_failed_severity: str
     price_unknown_for: str = promql("duration")
     price_unknown_severity: str
+    chargeback: chargeback.ChargebackConfig  # per-team chargeback from gateway counters (rules/chargeback.py)
 
 
 KEYS = [f.name for f in dataclasses.fields(RulesConfig)]
@@ -215,6 +217,11 @@ def _check(c: RulesConfig) -> None:
     for i, name in enumerate(c.disabled_alerts):
         if name not in ALERT_NAMES:
             raise RulesConfigError.got(f"disabled_alerts[{i}]", name, ", ".join(ALERT_NAMES))
+    _check_duration("chargeback.window", c.chargeback.window, positive=True)
+
+    def bad(key, value, allowed):
+        raise RulesConfigError.got(key, value, allowed)
+    chargeback.check(c.chargeback, bad)
 # --- PromQL helpers -----------------------------------------------------------------------------
 
 
@@ -600,6 +607,9 @@ def build(config: RulesConfig) -> dict:
     for w in config.windows:
         groups.append({"name": f"{GROUP_PREFIX}.recording.{w}", "rules": recording_rules(q, w)})
     groups.append({"name": f"{GROUP_PREFIX}.alerts", "rules": alerts(q, config)})
+    charge = chargeback.Rules(config.chargeback, q.sel, q.cluster).rules()
+    if charge:
+        groups.append({"name": f"{GROUP_PREFIX}.{chargeback.GROUP}", "rules": charge})
     return {"groups": groups}
 
 
