@@ -166,7 +166,8 @@ class Rules:
     def api_equivalent(self) -> str:
         """What each team's tokens would have cost at each API of `chargeback.apis` (one selection per API:
         PromQL has no cross join of teams and APIs)."""
-        tokens = self.tokens(("input", "output", "cached_input"))
+        # Only models our engines serve (they have a price): the API-equivalent of self-hosted traffic.
+        tokens = f"(\n(\n{self.tokens(('input', 'output', 'cached_input'))}\n)\nand {self.on('model')}\n{self.price}\n)"
         per_api = [f"sum {self.by(TEAM, 'api', 'currency')} (\n{tokens}\n* {self.on('direction')} group_left (api, currency)\n"
                    f"(1e-6 * (\n{self.api_prices(api)}\n))\n)" for api in self.c.apis]
         return self.bounded("\nor\n".join(per_api), ["api", "currency"])

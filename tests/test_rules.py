@@ -114,7 +114,7 @@ def test_output_is_deterministic(tmp_path):
 def test_one_recording_group_per_window_and_one_alert_group():
     names = [g["name"] for g in committed()["groups"]]
     assert names == ["llm-cost-exporter.recording.5m", "llm-cost-exporter.recording.1h",
-                     "llm-cost-exporter.recording.1d", "llm-cost-exporter.alerts"]
+                     "llm-cost-exporter.recording.1d", "llm-cost-exporter.alerts", "llm-cost-exporter.chargeback"]
     for group in committed()["groups"][:3]:
         window = group["name"].rsplit(".", 1)[1]
         for rule in group["rules"]:
