@@ -1,0 +1,159 @@
+"""Chargeback on the real Prometheus: the demo exporter and a gateway in LiteLLM's real format
+(tests/gateway_sim.py), the chargeback rules generated from rules/config.yaml with a 30 s window and
+two teams kept. Per model, the teams' spend + `other` + `unattributed` is the model's spend; where
+the gateway saw every token the teams add up to the engine's spend; the Qwen model, which the gateway
+calls `qwen-32b`, is joined through the alias map; `report --by=team` prints the same figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway_sim import SimulatedLiteLLM
+from prometheus import Prometheus, free_port
+from test_rules import generate
+
+pytestmark = pytest.mark.integration  # a real Prometheus scraping the demo subprocess and a gateway
+
+ROOT = Path(__file__).resolve().parent.parent
+LLAMA, QWEN = "meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-32B-Instruct"
+SPLIT = {LLAMA: {"search": 0.6, "support": 0.4},  # every Llama token through the gateway, with a team
+         QWEN: {"support": 0.5, "research": 0.3, "None": 0.2}}  # 20% by a key without a team
+GATEWAY_NAMES = {QWEN: "qwen-32b"}  # the gateway's name for Qwen: rules/config.yaml's model_aliases
+WINDOW = "30s"
+TOP = 2  # teams kept by name: search, support, research -> the smallest becomes `other`
+SPEND = f"team_model:llmcost_chargeback_spend:rate{WINDOW}"
+API = f"team_api:llmcost_chargeback_api_equivalent_spend:rate{WINDOW}"
+
+
+class TwoJobs(Prometheus):
+    """Scrapes the exporter (job llmcost) and the gateway (job litellm), honouring the gateway's timestamps."""
+
+    gateway = ""
+
+    def _config(self) -> dict:
+        config = super()._config()
+        config["scrape_configs"].append({"job_name": "litellm", "static_configs": [{"targets": [self.gateway]}]})
+        return config
+
+
+def chargeback_rules(tmp_path: Path) -> Path:
+    base = yaml.safe_load((ROOT / "rules" / "config.yaml").read_text())["chargeback"]
+    overlay = tmp_path / "site.yaml"
+    overlay.write_text(yaml.safe_dump({"chargeback": {**base, "window": WINDOW, "top_teams": TOP},
+                                       "windows": ["30s"], "cost_alert_window": "30s", "breakeven_alert_window": "30s"}))
+    out = tmp_path / "rules.yml"
+    result = generate("--config", str(overlay), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    rules = chargeback_rules(tmp_path_factory.mktemp("rules"))
+    port = free_port()
+    demo = subprocess.Popen([sys.executable, "-m", "exporter", "demo", f"--web.listen-address=127.0.0.1:{port}",
+                             "--demo.speed=1", "--demo.constant-load=0.5", "--demo.summary-interval=60"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prom = TwoJobs([f"127.0.0.1:{port}"], rule_files=[rules])
+    gateway = None
+    try:
+        prom.gateway = "127.0.0.1:1"  # placeholder until the gateway knows the Prometheus it mirrors
+        gateway = SimulatedLiteLLM(prom, SPLIT, GATEWAY_NAMES)
+        prom.gateway = gateway.address
+        prom.start()
+        prom.wait_for("llmcost_model_spend_total", count=4, timeout=30)
+        prom.wait_for(f"{SPEND}{{team='research'}} or {SPEND}{{team='other'}}", timeout=60)
+        time.sleep(35)  # a full 30 s window of gateway samples
+        prom.port = port
+        yield prom
+    finally:
+        prom.stop()
+        if gateway is not None:
+            gateway.stop()
+        demo.terminate()
+        demo.wait(10)
+
+
+def values(prom, expr: str, *labels: str, at: float) -> dict[tuple, float]:
+    return {tuple(s["metric"].get(k, "") for k in labels): float(s["value"][1]) for s in prom.query(expr, at)}
+
+
+def test_teams_other_and_unattributed_add_up_to_each_models_spend(stack):
+    at = time.time() - 2  # every rule of this evaluation written
+    model_spend = values(stack, f"sum by (model) (rate(llmcost_model_spend_total[{WINDOW}]))", "model", at=at)
+    rows = values(stack, SPEND, "team", "model", at=at)
+    assert set(model_spend) == {(LLAMA,), (QWEN,)}
+    for (model,), spend in model_spend.items():
+        assert spend > 0
+        total = sum(v for (team, m), v in rows.items() if m == model)
+        assert total == pytest.approx(spend, rel=1e-9), model
+
+
+def test_a_gateway_that_saw_every_token_charges_the_whole_spend(stack):
+    """Llama: every token through the gateway with a team -> the teams sum to the engine's spend within
+    0.5%, and the unattributed row is the (tiny) rest."""
+    at = time.time() - 2
+    spend = values(stack, f"sum(rate(llmcost_model_spend_total{{model='{LLAMA}'}}[{WINDOW}]))", at=at)[()]
+    rows = values(stack, f"{SPEND}{{model='{LLAMA}'}}", "team", at=at)
+    teams = sum(v for (team,), v in rows.items() if team != "unattributed")
+    print(f"llama: engine spend {spend:.6e}/s, teams {teams:.6e}/s, ratio {teams / spend:.6f}")
+    assert teams == pytest.approx(spend, rel=0.005)
+    assert rows[("unattributed",)] == pytest.approx(spend - teams, rel=1e-6, abs=1e-12)
+    assert rows[("search",)] / rows[("support",)] == pytest.approx(0.6 / 0.4, rel=0.005)
+
+
+def test_the_alias_map_joins_the_gateways_name_and_the_rest_is_unattributed(stack):
+    """Qwen, called `qwen-32b` at the gateway: its teams appear under the engine's model name; 20% of
+    its tokens came with no team, so the unattributed row is 20% of its spend, the difference."""
+    at = time.time() - 2
+    assert not stack.query(f"{SPEND}{{model='qwen-32b'}}", at)
+    spend = values(stack, f"sum(rate(llmcost_model_spend_total{{model='{QWEN}'}}[{WINDOW}]))", at=at)[()]
+    rows = values(stack, f"{SPEND}{{model='{QWEN}'}}", "team", at=at)
+    teams = sum(v for (team,), v in rows.items() if team != "unattributed")
+    print(f"qwen: engine spend {spend:.6e}/s, teams {teams:.6e}/s ({teams / spend:.4%}), rows {rows}")
+    assert teams == pytest.approx(0.8 * spend, rel=0.005)
+    assert rows[("unattributed",)] == pytest.approx(spend - teams, rel=1e-9)
+    assert ("None",) not in rows
+
+
+def test_teams_beyond_the_top_n_are_one_other_row_and_series_stay_bounded(stack):
+    at = time.time() - 2
+    rows = values(stack, SPEND, "team", "model", at=at)
+    teams = {team for team, _ in rows}
+    assert teams == {"search", "support", "other", "unattributed"}  # research is the smallest team
+    models = {m for _, m in rows}
+    assert len(rows) <= (TOP + 2) * len(models)
+    apis = values(stack, API, "team", "api", at=at)
+    assert {team for team, _ in apis} == {"search", "support", "other"}
+    assert len(apis) <= (TOP + 1) * 2
+
+
+def test_api_equivalent_per_team_matches_the_exporters_own(stack):
+    """The teams' API-equivalent is the exporter's API-equivalent of the same tokens: all of Llama's
+    and 80% of Qwen's (cached input at the API's cached price in both)."""
+    at = time.time() - 2
+    exporter = values(stack, f"sum by (model, api) (rate(llmcost_api_equivalent_spend_total[{WINDOW}]))",
+                      "model", "api", at=at)
+    teams = values(stack, f"sum by (api) ({API})", "api", at=at)
+    for (api,), value in teams.items():
+        expected = exporter[(LLAMA, api)] + 0.8 * exporter[(QWEN, api)]
+        print(f"{api}: teams {value:.6e}/s, expected {expected:.6e}/s")
+        assert value == pytest.approx(expected, rel=0.005), api
+
+
+def test_report_by_team(stack):
+    result = subprocess.run([sys.executable, "-m", "exporter", "report", "--by=team",
+                             f"--prometheus.url={stack.url}", "--start=now-40s", f"--chargeback.window={WINDOW}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    print(result.stdout)
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:1] == ["search"] for line in lines)
+    assert any(line.split()[:1] == ["unattributed"] for line in lines)
+    assert any("TOTAL" in line for line in lines)
