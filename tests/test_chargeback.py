@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dashboards.generate import ALL, BUILTINS, panel_queries, substitute
 from gateway_sim import SimulatedLiteLLM
 from prometheus import Prometheus, free_port
 from test_rules import generate
@@ -42,13 +43,18 @@ class TwoJobs(Prometheus):
         return config
 
 
-def chargeback_rules(tmp_path: Path) -> Path:
+def overlay(tmp_path: Path) -> Path:
+    """rules/config.yaml with a 30 s window and two teams kept: the rules and the dashboard read it."""
     base = yaml.safe_load((ROOT / "rules" / "config.yaml").read_text())["chargeback"]
-    overlay = tmp_path / "site.yaml"
-    overlay.write_text(yaml.safe_dump({"chargeback": {**base, "window": WINDOW, "top_teams": TOP},
-                                       "windows": ["30s"], "cost_alert_window": "30s", "breakeven_alert_window": "30s"}))
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"chargeback": {**base, "window": WINDOW, "top_teams": TOP},
+                                    "windows": ["30s"], "cost_alert_window": "30s", "breakeven_alert_window": "30s"}))
+    return path
+
+
+def chargeback_rules(tmp_path: Path) -> Path:
     out = tmp_path / "rules.yml"
-    result = generate("--config", str(overlay), "--output", str(out))
+    result = generate("--config", str(overlay(tmp_path)), "--output", str(out))
     assert result.returncode == 0, result.stderr
     return out
 
@@ -63,14 +69,13 @@ def stack(tmp_path_factory):
     prom = TwoJobs([f"127.0.0.1:{port}"], rule_files=[rules])
     gateway = None
     try:
-        prom.gateway = "127.0.0.1:1"  # placeholder until the gateway knows the Prometheus it mirrors
         gateway = SimulatedLiteLLM(prom, SPLIT, GATEWAY_NAMES)
         prom.gateway = gateway.address
         prom.start()
         prom.wait_for("llmcost_model_spend_total", count=4, timeout=30)
         prom.wait_for(f"{SPEND}{{team='research'}} or {SPEND}{{team='other'}}", timeout=60)
         time.sleep(35)  # a full 30 s window of gateway samples
-        prom.port = port
+        prom.overlay = overlay(tmp_path_factory.mktemp("site"))
         yield prom
     finally:
         prom.stop()
@@ -157,3 +162,16 @@ def test_report_by_team(stack):
     assert any(line.split()[:1] == ["search"] for line in lines)
     assert any(line.split()[:1] == ["unattributed"] for line in lines)
     assert any("TOTAL" in line for line in lines)
+
+
+def test_every_chargeback_dashboard_query_returns_data(stack):
+    sys.path.insert(0, str(ROOT))
+    from rules.generate import load_config
+
+    queries = [q for q in panel_queries(load_config(stack.overlay)) if q[0] == "llmcost-chargeback"]
+    assert len(queries) >= 5
+    variables = {**ALL, **BUILTINS, "__range": "40s", "__range_s": "40"}
+    empty = [f"{title}: {expr}" for _, title, expr in queries if not stack.query(substitute(expr, variables))]
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+    models = stack.api(f"label/model/values?match[]={SPEND}")
+    assert sorted(models) == sorted([LLAMA, QWEN])  # the dashboard's $model: engine names, aliases mapped
