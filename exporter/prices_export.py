@@ -52,12 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="FILE", default="-", help="where to write it (- for stdout)")
     parser.add_argument("--litellm.provider", dest="provider", default="hosted_vllm",
                         help="LiteLLM provider prefix of the model keys (the one your proxy routes to)")
+    parser.add_argument("--at", metavar="TIME", default="now",
+                        help="end of the window: RFC3339, Unix seconds, or now-DURATION (also the Langfuse startDate)")
     parser.add_argument("--timeout", metavar="SECONDS", type=float, default=10.0, help="seconds to wait for each Prometheus query")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        now = time.time()
+        now = base.parse_time(args.at, time.time())
         prices = collect(base.PrometheusAPI(args.prometheus_url, args.timeout), args.window, now)
         text = render(args.format, prices, now, args.provider)
         if args.output == "-":

@@ -6,6 +6,9 @@ calls `qwen-32b`, is joined through the alias map; `report --by=team` prints the
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -175,3 +178,82 @@ def test_every_chargeback_dashboard_query_returns_data(stack):
     assert not empty, "panels without data:\n" + "\n".join(empty)
     models = stack.api(f"label/model/values?match[]={SPEND}")
     assert sorted(models) == sorted([LLAMA, QWEN])  # the dashboard's $model: engine names, aliases mapped
+
+
+# --- prices export, loaded by the real litellm ----------------------------------------------------
+
+CLIENTS = Path(os.environ.get("LLMCOST_GATEWAY_CLIENTS", ROOT / ".tools" / "gateway-clients"))
+LITELLM_CHECK = """
+import json, sys
+import litellm
+from litellm import ModelResponse
+litellm.register_model(json.load(open(sys.argv[1])))
+out = {}
+for key in json.load(open(sys.argv[1])):
+    prompt, completion = litellm.cost_per_token(model=key, prompt_tokens=1000, completion_tokens=200)
+    response = ModelResponse(model=key.split("/", 1)[1], usage={
+        "prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200,
+        "prompt_tokens_details": {"cached_tokens": 400}})
+    out[key] = {"prompt": prompt, "completion": completion,
+                "completion_cost_cached": litellm.completion_cost(completion_response=response, model=key)}
+print(json.dumps(out))
+"""
+
+
+def exported(stack, fmt: str, at: float, tmp_path: Path) -> Path:
+    path = tmp_path / f"prices-{fmt}.json"
+    result = subprocess.run([sys.executable, "-m", "exporter", "prices", "export", f"--format={fmt}", "--window=30s",
+                             f"--at={at:.3f}", f"--prometheus.url={stack.url}", f"--output={path}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def our_prices(stack, at: float) -> dict[str, tuple[float, float]]:
+    """$/token per model, input and output, straight from the exporter's counters over the same window."""
+    def per_model(expr):
+        return {m: v for (m,), v in values(stack, expr, "model", at=at).items()}
+    prefill = per_model('sum by (model) (increase(llmcost_model_spend_total{phase="prefill"}[30s]))')
+    decode = per_model('sum by (model) (increase(llmcost_model_spend_total{phase="decode"}[30s]))')
+    inputs = per_model('sum by (model) (increase(llmcost_tokens_total{direction="input"}[30s]))')
+    outputs = per_model('sum by (model) (increase(llmcost_tokens_total{direction="output"}[30s]))')
+    return {m: (prefill[m] / inputs[m], decode[m] / outputs[m]) for m in prefill}
+
+
+def test_prices_export_is_priced_by_the_real_litellm_at_our_price(stack, tmp_path):
+    python = CLIENTS / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} missing: scripts/install-gateway-clients.sh installs litellm there (scripts/test runs it)")
+    at = time.time() - 2
+    path = exported(stack, "litellm", at, tmp_path)
+    result = subprocess.run([str(python), "-c", LITELLM_CHECK, str(path)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})  # no network lookup
+    assert result.returncode == 0, result.stderr[-2000:]
+    costs = json.loads(result.stdout.strip().splitlines()[-1])
+    ours = our_prices(stack, at)
+    assert set(costs) == {f"hosted_vllm/{m}" for m in ours}
+    for model, (p_in, p_out) in ours.items():
+        got = costs[f"hosted_vllm/{model}"]
+        expected = 1000 * p_in + 200 * p_out
+        print(f"{model}: ours ${expected:.6e} per request, litellm ${got['prompt'] + got['completion']:.6e} "
+              f"(with 400 cached: ${got['completion_cost_cached']:.6e})")
+        assert got["prompt"] == pytest.approx(1000 * p_in, rel=1e-3)
+        assert got["completion"] == pytest.approx(200 * p_out, rel=1e-3)
+        assert got["completion_cost_cached"] == pytest.approx(expected, rel=1e-3)  # a cached token at our input price
+
+
+def test_prices_export_langfuse_and_openlit_carry_the_same_prices(stack, tmp_path):
+    at = time.time() - 2
+    ours = our_prices(stack, at)
+    langfuse = json.loads(exported(stack, "langfuse", at, tmp_path).read_text())
+    assert {d["modelName"] for d in langfuse} == set(ours)
+    for d in langfuse:
+        assert re.fullmatch(d["matchPattern"].removeprefix("(?i)"), d["modelName"])
+        assert d["unit"] == "TOKENS" and d["startDate"].endswith("Z")
+        assert d["inputPrice"] == pytest.approx(ours[d["modelName"]][0], rel=1e-3)
+        assert d["outputPrice"] == pytest.approx(ours[d["modelName"]][1], rel=1e-3)
+    openlit = json.loads(exported(stack, "openlit", at, tmp_path).read_text())
+    for model, (p_in, p_out) in ours.items():
+        entry = openlit["chat"][model]  # USD per 1,000 tokens
+        assert entry["promptPrice"] / 1000 == pytest.approx(p_in, rel=1e-3)
+        assert entry["completionPrice"] / 1000 == pytest.approx(p_out, rel=1e-3)
