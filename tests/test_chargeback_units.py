@@ -1,0 +1,136 @@
+"""Chargeback pieces without a server: the rules' config errors (one line naming the key), the group's
+shape and cardinality bound, and the price files' formats. The same on the real Prometheus, with the
+real litellm loading the export: tests/test_chargeback.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter import prices_export, report_team
+from exporter.prices_export import ModelPrice
+from prometheus import Prometheus
+from test_rules import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = yaml.safe_load((ROOT / "rules" / "config.yaml").read_text())["chargeback"]
+PRICES = [ModelPrice("meta-llama/Llama-3.1-8B-Instruct", 2.5e-7, 4e-6), ModelPrice("Qwen/Qwen2.5-32B-Instruct", 1e-6, 3e-5)]
+
+
+def overlay(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"chargeback": {**BASE, **changes}}))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"top_teams": 0}, "chargeback.top_teams: got 0, allowed: a whole number >= 1"),
+    ({"window": "5 minutes"}, "chargeback.window: got '5 minutes', allowed: a PromQL duration > 0"),
+    ({"gateways": {"litellm": {**BASE["gateways"]["litellm"], "input": "litellm input"}}},
+     "chargeback.gateways.litellm.input: got 'litellm input', allowed: a Prometheus metric name"),
+    ({"gateways": {"litellm": {**BASE["gateways"]["litellm"], "team_label": "team-alias"}}},
+     "chargeback.gateways.litellm.team_label: got 'team-alias', allowed: a Prometheus label name"),
+    ({"gateways": {"litellm": {**BASE["gateways"]["litellm"], "tenant": "x"}}},
+     "chargeback.gateways.litellm.tenant: unknown key"),
+    ({"model_aliases": {"qwen-32b": ""}}, "chargeback.model_aliases.qwen-32b"),
+])
+def test_bad_chargeback_config_is_one_line_naming_the_key(tmp_path, changes, message):
+    result = generate("--config", str(overlay(tmp_path, **changes)), "--output", str(tmp_path / "out.yml"))
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def chargeback_group(tmp_path: Path, **changes) -> list[dict]:
+    out = tmp_path / "out.yml"
+    result = generate("--config", str(overlay(tmp_path, **changes)), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    groups = {g["name"]: g["rules"] for g in yaml.safe_load(out.read_text())["groups"]}
+    return groups.get("llm-cost-exporter.chargeback", [])
+
+
+def test_the_group_records_price_spend_and_api_equivalent_once_each(tmp_path):
+    rules = chargeback_group(tmp_path, window="2m", top_teams=3)
+    assert [r["record"] for r in rules] == ["model:llmcost_price_per_token:ratio_rate2m",
+                                            "team_model:llmcost_chargeback_spend:rate2m",
+                                            "team_api:llmcost_chargeback_api_equivalent_spend:rate2m"]
+    spend = rules[1]["expr"]
+    assert spend.count("topk (3,") >= 2 and '"team", "other"' in spend and '"team", "unattributed"' in spend
+    # every output aggregation keeps only team, model, currency: no gateway label leaks into a series
+    assert re.search(r"^sum by \(team, model, currency\)", spend)
+    assert 'label_replace' in spend and '"Qwen/Qwen2.5-32B-Instruct", "model", "qwen\\\\-32b"' in spend
+
+
+def test_disabled_or_without_gateways_there_is_no_group(tmp_path):
+    assert chargeback_group(tmp_path, enabled=False) == []
+    assert chargeback_group(tmp_path, gateways={}) == []
+
+
+def test_cluster_labels_reach_every_chargeback_aggregation(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"cluster_labels": ["cluster"]}))
+    out = tmp_path / "out.yml"
+    assert generate("--config", str(path), "--output", str(out)).returncode == 0
+    [group] = [g for g in yaml.safe_load(out.read_text())["groups"] if g["name"].endswith("chargeback")]
+    for rule in group["rules"]:
+        for labels in re.findall(r"\b(?:by|on) \(([^)]*)\)", rule["expr"]):
+            assert labels.split(", ")[0] == "cluster", (rule["record"], labels)
+        assert "topk by (cluster) (" in rule["expr"] or "topk" not in rule["expr"]
+
+
+# --- prices export formats ------------------------------------------------------------------------
+
+
+def test_litellm_entries():
+    data = json.loads(prices_export.render("litellm", PRICES, 0, "hosted_vllm"))
+    entry = data["hosted_vllm/meta-llama/Llama-3.1-8B-Instruct"]
+    assert entry == {"input_cost_per_token": 2.5e-7, "output_cost_per_token": 4e-6, "cache_read_input_token_cost": 2.5e-7,
+                     "litellm_provider": "hosted_vllm", "mode": "chat"}
+
+
+def test_langfuse_definitions_start_now_and_match_only_their_model():
+    data = json.loads(prices_export.render("langfuse", PRICES, 1764547200, "hosted_vllm"))
+    assert [d["startDate"] for d in data] == ["2025-12-01T00:00:00Z"] * 2
+    llama = data[0]
+    assert llama["unit"] == "TOKENS" and llama["inputPrice"] == 2.5e-7 and llama["outputPrice"] == 4e-6
+    pattern = re.compile(llama["matchPattern"].removeprefix("(?i)"), re.I)
+    assert pattern.fullmatch("META-LLAMA/Llama-3.1-8B-Instruct") and not pattern.fullmatch("meta-llama/Llama-3.1-8B-Instruct-v2")
+    assert not pattern.fullmatch("meta-llamaXLlama-3.1-8B-Instruct")  # the dot is escaped
+
+
+def test_openlit_prices_are_per_thousand_tokens():
+    data = json.loads(prices_export.render("openlit", PRICES, 0, "hosted_vllm"))
+    assert data["chat"]["Qwen/Qwen2.5-32B-Instruct"] == pytest.approx({"promptPrice": 1e-3, "completionPrice": 3e-2})
+
+
+# --- CLI errors: one line, exit 1 -------------------------------------------------------------------
+
+
+@pytest.mark.integration  # a real, empty Prometheus
+def test_cli_errors_are_one_line():
+    with Prometheus() as empty:
+        for args in (["prices", "export", "--format=litellm", f"--prometheus.url={empty.url}"],
+                     ["report", "--by=team", f"--prometheus.url={empty.url}", "--start=now-1m"],
+                     ["prices", "export", "--format=litellm", f"--prometheus.url={empty.url}", "--window=soon"]):
+            result = subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True, text=True, cwd=ROOT)
+            assert result.returncode == 1, (args, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "no llmcost_model_spend_total series" in subprocess.run(
+            [sys.executable, "-m", "exporter", "prices", "export", "--format=openlit", f"--prometheus.url={empty.url}"],
+            capture_output=True, text=True, cwd=ROOT).stderr
+
+
+def test_team_report_orders_named_teams_first_and_adds_up():
+    report = report_team.TeamReport("http://p", 0, 3600, "USD",
+                                    {("unattributed", "m"): 1.0, ("a", "m"): 2.0, ("other", "m"): 0.5, ("b", "m"): 6.5},
+                                    {("b", "gpt-4o"): 10.0})
+    text = report_team.render(report)
+    rows = [line.split()[0] for line in text.splitlines()[3:8]]
+    assert rows == ["b", "a", "other", "unattributed", "TOTAL"]
+    assert "$10.00" in text and "100.0%" in text and "$3.50" in text  # savings: 10 - 6.5
