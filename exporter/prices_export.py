@@ -16,8 +16,9 @@ Formats (`--format`):
             {"hosted_vllm/<model>": {"input_cost_per_token", "output_cost_per_token",
             "cache_read_input_token_cost", "litellm_provider", "mode"}}
   langfuse  model definitions for Langfuse's POST /api/public/models: a list of {modelName,
-            matchPattern, startDate, unit: "TOKENS", inputPrice, outputPrice}; a new startDate on each
-            export, so Langfuse keeps the old price for older generations
+            matchPattern, startDate, unit: "TOKENS", pricingTiers: [one default tier, prices {input,
+            output}]}; a new startDate on each export, so Langfuse keeps the old price for older
+            generations
   openlit   OpenLIT's pricing JSON (`openlit.init(pricing_json=...)`): {"chat": {<model>:
             {"promptPrice", "completionPrice"}}}, USD per 1,000 tokens
 """
@@ -117,8 +118,10 @@ def litellm(prices: list[ModelPrice], now: float, provider: str) -> dict:
 
 def langfuse(prices: list[ModelPrice], now: float, provider: str) -> list[dict]:
     start = base._iso(now)  # from now on; Langfuse keeps the earlier definitions for earlier generations
+    # One default tier (Langfuse's current form; the flat inputPrice/outputPrice are deprecated there).
     return [{"modelName": p.model, "matchPattern": f"(?i)^({re.escape(p.model)})$", "startDate": start,
-             "unit": "TOKENS", "inputPrice": p.input, "outputPrice": p.output} for p in prices]
+             "unit": "TOKENS", "pricingTiers": [{"name": "Standard", "isDefault": True, "priority": 0, "conditions": [],
+                                                 "prices": {"input": p.input, "output": p.output}}]} for p in prices]
 
 
 def openlit(prices: list[ModelPrice], now: float, provider: str) -> dict:

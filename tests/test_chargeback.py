@@ -180,7 +180,7 @@ def test_every_chargeback_dashboard_query_returns_data(stack):
     assert sorted(models) == sorted([LLAMA, QWEN])  # the dashboard's $model: engine names, aliases mapped
 
 
-# --- prices export, loaded by the real litellm ----------------------------------------------------
+# --- prices export, loaded by the real client libraries -----------------------------------------------
 
 CLIENTS = Path(os.environ.get("LLMCOST_GATEWAY_CLIENTS", ROOT / ".tools" / "gateway-clients"))
 LITELLM_CHECK = """
@@ -221,9 +221,7 @@ def our_prices(stack, at: float) -> dict[str, tuple[float, float]]:
 
 
 def test_prices_export_is_priced_by_the_real_litellm_at_our_price(stack, tmp_path):
-    python = CLIENTS / "bin" / "python"
-    if not python.exists():
-        pytest.fail(f"{python} missing: scripts/install-gateway-clients.sh installs litellm there (scripts/test runs it)")
+    python = client_python("litellm")
     at = time.time() - 2
     path = exported(stack, "litellm", at, tmp_path)
     result = subprocess.run([str(python), "-c", LITELLM_CHECK, str(path)], capture_output=True, text=True, timeout=300,
@@ -242,18 +240,43 @@ def test_prices_export_is_priced_by_the_real_litellm_at_our_price(stack, tmp_pat
         assert got["completion_cost_cached"] == pytest.approx(expected, rel=1e-3)  # a cached token at our input price
 
 
-def test_prices_export_langfuse_and_openlit_carry_the_same_prices(stack, tmp_path):
+LANGFUSE_OPENLIT_CHECK = """
+import json, sys
+from langfuse.api.core.pydantic_utilities import parse_obj_as
+from langfuse.api.models.types.create_model_request import CreateModelRequest
+from openlit.__helpers import fetch_pricing_info, get_chat_model_cost
+langfuse = {}
+for item in json.load(open(sys.argv[1])):
+    model = parse_obj_as(CreateModelRequest, item)  # what the Langfuse client sends to POST /api/public/models
+    [tier] = model.pricing_tiers
+    langfuse[model.model_name] = {"input": tier.prices["input"], "output": tier.prices["output"], "default": tier.is_default,
+                                  "pattern": model.match_pattern, "start": model.start_date.isoformat(), "unit": str(model.unit)}
+pricing = fetch_pricing_info(sys.argv[2])  # what openlit.init(pricing_json=...) loads
+openlit = {m: get_chat_model_cost(m, pricing, 1000, 200) for m in pricing["chat"]}
+print(json.dumps({"langfuse": langfuse, "openlit": openlit}))
+"""
+
+
+def client_python(name: str) -> Path:
+    python = CLIENTS / name / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} missing: scripts/install-gateway-clients.sh installs it (scripts/test runs it)")
+    return python
+
+
+def test_prices_export_langfuse_and_openlit_are_read_by_their_libraries_at_our_price(stack, tmp_path):
     at = time.time() - 2
     ours = our_prices(stack, at)
-    langfuse = json.loads(exported(stack, "langfuse", at, tmp_path).read_text())
-    assert {d["modelName"] for d in langfuse} == set(ours)
-    for d in langfuse:
-        assert re.fullmatch(d["matchPattern"].removeprefix("(?i)"), d["modelName"])
-        assert d["unit"] == "TOKENS" and d["startDate"].endswith("Z")
-        assert d["inputPrice"] == pytest.approx(ours[d["modelName"]][0], rel=1e-3)
-        assert d["outputPrice"] == pytest.approx(ours[d["modelName"]][1], rel=1e-3)
-    openlit = json.loads(exported(stack, "openlit", at, tmp_path).read_text())
+    langfuse, openlit = exported(stack, "langfuse", at, tmp_path), exported(stack, "openlit", at, tmp_path)
+    result = subprocess.run([str(client_python("observability")), "-c", LANGFUSE_OPENLIT_CHECK, str(langfuse), str(openlit)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    read = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(read["langfuse"]) == set(ours) == set(read["openlit"])
     for model, (p_in, p_out) in ours.items():
-        entry = openlit["chat"][model]  # USD per 1,000 tokens
-        assert entry["promptPrice"] / 1000 == pytest.approx(p_in, rel=1e-3)
-        assert entry["completionPrice"] / 1000 == pytest.approx(p_out, rel=1e-3)
+        definition = read["langfuse"][model]
+        assert definition["default"] and definition["unit"].endswith("TOKENS")
+        assert re.fullmatch(definition["pattern"].removeprefix("(?i)"), model)
+        assert definition["input"] == pytest.approx(p_in, rel=1e-3) and definition["output"] == pytest.approx(p_out, rel=1e-3)
+        print(f"{model}: ours ${1000 * p_in + 200 * p_out:.6e} per request, openlit ${read['openlit'][model]:.6e}")
+        assert read["openlit"][model] == pytest.approx(1000 * p_in + 200 * p_out, rel=1e-3)

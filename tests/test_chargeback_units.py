@@ -98,7 +98,9 @@ def test_langfuse_definitions_start_now_and_match_only_their_model():
     data = json.loads(prices_export.render("langfuse", PRICES, 1764547200, "hosted_vllm"))
     assert [d["startDate"] for d in data] == ["2025-12-01T00:00:00Z"] * 2
     llama = data[0]
-    assert llama["unit"] == "TOKENS" and llama["inputPrice"] == 2.5e-7 and llama["outputPrice"] == 4e-6
+    assert llama["unit"] == "TOKENS"
+    assert llama["pricingTiers"] == [{"name": "Standard", "isDefault": True, "priority": 0, "conditions": [],
+                                      "prices": {"input": 2.5e-7, "output": 4e-6}}]
     pattern = re.compile(llama["matchPattern"].removeprefix("(?i)"), re.I)
     assert pattern.fullmatch("META-LLAMA/Llama-3.1-8B-Instruct") and not pattern.fullmatch("meta-llama/Llama-3.1-8B-Instruct-v2")
     assert not pattern.fullmatch("meta-llamaXLlama-3.1-8B-Instruct")  # the dot is escaped
