@@ -133,6 +133,7 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> RulesCon
     layers.append(("--set", _parse_overrides(overrides)))
     merged, origin = {}, {}
     for source, data in layers:
+        data = _nested(data, merged, source)
         unknown = sorted(str(k) for k in set(data) - set(KEYS))
         if unknown:
             raise RulesConfigError(unknown[0], f"unknown key, allowed keys: {', '.join(KEYS)}", source=source)
@@ -142,6 +143,25 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> RulesCon
         return from_dict(merged)
     except RulesConfigError as err:
         raise RulesConfigError(err.key, err.problem, source=origin.get(re.split(r"[.\[]", err.key)[0])) from None
+
+
+def _nested(data: dict, merged: dict, source: str) -> dict:
+    """`--set chargeback.top_teams=5`: a dotted key sets one key inside a mapping of the layers below."""
+    out = {k: v for k, v in data.items() if "." not in str(k)}
+    for key, value in data.items():
+        if "." in str(key):
+            head, *path, last = str(key).split(".")
+            node = out.setdefault(head, _copy(merged.get(head)))
+            for part in path:
+                node = node.setdefault(part, {}) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise RulesConfigError.got(key, value, "a key inside a mapping", source=source)
+            node[last] = value
+    return out
+
+
+def _copy(value):
+    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else ({} if value is None else value)
 
 
 def _read(path: Path, key: str) -> dict:

@@ -67,6 +67,15 @@ def test_the_group_records_price_spend_and_api_equivalent_once_each(tmp_path):
     assert 'label_replace' in spend and '"Qwen/Qwen2.5-32B-Instruct", "model", "qwen\\\\-32b"' in spend
 
 
+def test_a_dotted_set_changes_one_key_of_the_section():
+    result = generate("--set", "chargeback.top_teams=3", "--set", "chargeback.window=2m", "--output", "/dev/stdout")
+    assert result.returncode == 0, result.stderr
+    assert "team_model:llmcost_chargeback_spend:rate2m" in result.stdout and "topk (3," in result.stdout
+    assert '"Qwen/Qwen2.5-32B-Instruct", "model", ' in result.stdout  # the rest of the section: config.yaml's alias
+    bad = generate("--set", "chargeback.top_team=3", "--output", "/dev/null")
+    assert bad.returncode == 2 and "--set: chargeback.top_team: unknown key" in bad.stderr
+
+
 def test_disabled_or_without_gateways_there_is_no_group(tmp_path):
     assert chargeback_group(tmp_path, enabled=False) == []
     assert chargeback_group(tmp_path, gateways={}) == []
