@@ -2,10 +2,12 @@
 # The gateways' own client libraries, for the tests that load `llm-cost-exporter prices export`'s
 # files with them (tests/test_chargeback.py), in venvs of their own under .tools/gateway-clients/
 # (git-ignored): litellm brings ~300 MB of dependencies (openai, tokenizers, pydantic, ...) that the
-# exporter does not need and must not pin, and it needs openai >= 2.20 where openlit needs openai < 2,
-# so two venvs:
-#   .tools/gateway-clients/litellm        litellm
-#   .tools/gateway-clients/observability  langfuse, openlit
+# exporter does not need and must not pin; and the three cannot share one: litellm needs openai >= 2.20
+# where openlit 1.34 needs openai < 2 and an OpenTelemetry API that still has `_events` (<= 1.37),
+# while langfuse 5 needs OpenTelemetry >= 1.45. So one venv each:
+#   .tools/gateway-clients/litellm    litellm
+#   .tools/gateway-clients/langfuse   langfuse
+#   .tools/gateway-clients/openlit    openlit, OpenTelemetry pinned to 1.37
 # Only PyPI is used. Idempotent: returns at once when the pinned sets are installed.
 # (litellm 1.107.0 was a compromised release: never use it.)
 set -euo pipefail
@@ -26,4 +28,6 @@ install() {  # NAME MODULE PINS...
 }
 
 install litellm litellm litellm==1.110.2
-install observability "langfuse, openlit" langfuse==5.2.0 openlit==1.34.43
+install langfuse langfuse langfuse==5.2.0
+install openlit openlit.__helpers openlit==1.34.43 opentelemetry-api==1.37.0 opentelemetry-sdk==1.37.0 \
+  opentelemetry-exporter-otlp==1.37.0 opentelemetry-instrumentation==0.58b0 opentelemetry-semantic-conventions==0.58b0

@@ -240,21 +240,30 @@ def test_prices_export_is_priced_by_the_real_litellm_at_our_price(stack, tmp_pat
         assert got["completion_cost_cached"] == pytest.approx(expected, rel=1e-3)  # a cached token at our input price
 
 
-LANGFUSE_OPENLIT_CHECK = """
+LANGFUSE_CHECK = """
 import json, sys
 from langfuse.api.core.pydantic_utilities import parse_obj_as
 from langfuse.api.models.types.create_model_request import CreateModelRequest
-from openlit.__helpers import fetch_pricing_info, get_chat_model_cost
-langfuse = {}
+out = {}
 for item in json.load(open(sys.argv[1])):
     model = parse_obj_as(CreateModelRequest, item)  # what the Langfuse client sends to POST /api/public/models
     [tier] = model.pricing_tiers
-    langfuse[model.model_name] = {"input": tier.prices["input"], "output": tier.prices["output"], "default": tier.is_default,
-                                  "pattern": model.match_pattern, "start": model.start_date.isoformat(), "unit": str(model.unit)}
-pricing = fetch_pricing_info(sys.argv[2])  # what openlit.init(pricing_json=...) loads
-openlit = {m: get_chat_model_cost(m, pricing, 1000, 200) for m in pricing["chat"]}
-print(json.dumps({"langfuse": langfuse, "openlit": openlit}))
+    out[model.model_name] = {"input": tier.prices["input"], "output": tier.prices["output"], "default": tier.is_default,
+                             "pattern": model.match_pattern, "start": model.start_date.isoformat(), "unit": str(model.unit)}
+print(json.dumps(out))
 """
+OPENLIT_CHECK = """
+import json, sys
+from openlit.__helpers import fetch_pricing_info, get_chat_model_cost
+pricing = fetch_pricing_info(sys.argv[1])  # what openlit.init(pricing_json=...) loads
+print(json.dumps({m: get_chat_model_cost(m, pricing, 1000, 200) for m in pricing["chat"]}))
+"""
+
+
+def read_with(client: str, check: str, path: Path) -> dict:
+    result = subprocess.run([str(client_python(client)), "-c", check, str(path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def client_python(name: str) -> Path:
@@ -267,11 +276,8 @@ def client_python(name: str) -> Path:
 def test_prices_export_langfuse_and_openlit_are_read_by_their_libraries_at_our_price(stack, tmp_path):
     at = time.time() - 2
     ours = our_prices(stack, at)
-    langfuse, openlit = exported(stack, "langfuse", at, tmp_path), exported(stack, "openlit", at, tmp_path)
-    result = subprocess.run([str(client_python("observability")), "-c", LANGFUSE_OPENLIT_CHECK, str(langfuse), str(openlit)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    read = json.loads(result.stdout.strip().splitlines()[-1])
+    read = {"langfuse": read_with("langfuse", LANGFUSE_CHECK, exported(stack, "langfuse", at, tmp_path)),
+            "openlit": read_with("openlit", OPENLIT_CHECK, exported(stack, "openlit", at, tmp_path))}
     assert set(read["langfuse"]) == set(ours) == set(read["openlit"])
     for model, (p_in, p_out) in ours.items():
         definition = read["langfuse"][model]
