@@ -23,7 +23,7 @@ install() {  # NAME MODULE PINS...
   mkdir -p "$ROOT"
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Location" || true
-  "$venv/bin/python" -c "import $module" || { echo "install-gateway-clients: $* did not install into $venv" >&2; exit 1; }
+  LITELLM_LOCAL_MODEL_COST_MAP=True "$venv/bin/python" -c "import $module" || { echo "install-gateway-clients: $* did not install into $venv" >&2; exit 1; }
   touch "$stamp"
 }
 
