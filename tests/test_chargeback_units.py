@@ -145,3 +145,29 @@ def test_team_report_orders_named_teams_first_and_adds_up():
     rows = [line.split()[0] for line in text.splitlines()[3:8]]
     assert rows == ["b", "a", "other", "unattributed", "TOTAL"]
     assert "$10.00" in text and "100.0%" in text and "$3.50" in text  # savings: 10 - 6.5
+
+
+# --- the config's gateway names against the recorded expositions ------------------------------------
+
+GATEWAYS = ROOT / "tests" / "data" / "gateways"
+RECORDED = {"litellm": GATEWAYS / "litellm" / "litellm-1.110.2.prom",
+            "sglang": GATEWAYS / "sglang" / "sglang-0.5.23-custom-labels-text-0.0.4.txt"}
+
+
+@pytest.mark.parametrize("gateway", sorted(RECORDED))
+def test_every_counter_and_label_the_config_reads_is_in_the_gateways_real_exposition(gateway):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = BASE["gateways"][gateway]
+    samples = {}
+    for family in text_string_to_metric_families(RECORDED[gateway].read_text()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample.labels)
+    for key in ("input", "output", "cached_input"):
+        name = config[key]
+        assert name in samples, f"{gateway}: {key} {name} not in {RECORDED[gateway].name}"
+        for labels in samples[name]:
+            assert config["team_label"] in labels and config["model_label"] in labels, (name, labels)
+    teams = {labels[config["team_label"]] for labels in samples[config["input"]]}
+    no_team = set(config["no_team_values"]) | {""}
+    assert teams - no_team and teams & no_team, teams  # named teams, and the gateway's value for "no team"
