@@ -171,3 +171,35 @@ def test_every_counter_and_label_the_config_reads_is_in_the_gateways_real_exposi
     teams = {labels[config["team_label"]] for labels in samples[config["input"]]}
     no_team = set(config["no_team_values"]) | {""}
     assert teams - no_team and teams & no_team, teams  # named teams, and the gateway's value for "no team"
+
+
+def test_series_stay_within_top_teams_plus_two_per_model_with_many_teams(tmp_path):
+    """40 teams on 3 models through LiteLLM, 10 kept: (10 + 2) x 3 spend series (the kept teams,
+    `other`, `unattributed`), (10 + 1) x 2 API-equivalent series, 2 x 3 prices; promtool evaluates it."""
+    from test_rules import promtool_test
+
+    models = ["m-a", "m-b", "m-c"]
+    series = []
+    for i, model in enumerate(models):
+        exporter = f'job="llmcost",instance="a:9848",engine="e{i}",model="{model}"'
+        series += [{"series": f'llmcost_model_spend_total{{{exporter},phase="{p}",currency="USD"}}', "values": "0+1x10"}
+                   for p in ("prefill", "decode")]
+        series += [{"series": f'llmcost_tokens_total{{{exporter},direction="{d}"}}', "values": "0+60000x10"}
+                   for d in ("input", "output")]
+        for team in range(40):
+            gateway = f'job="litellm",model="{model}",team_alias="team-{team:02d}"'
+            series += [{"series": f"{name}{{{gateway}}}", "values": f"0+{(team + 1) * 10}x10"}
+                       for name in ("litellm_input_tokens_metric_total", "litellm_output_tokens_metric_total")]
+    for api in ("gpt-4o-mini", "gpt-4o"):
+        series += [{"series": f'llmcost_api_price_per_million_tokens{{job="llmcost",instance="a:9848",api="{api}",'
+                              f'direction="{d}",currency="USD"}}', "values": "1x10"} for d in ("input", "output")]
+    counts = {"count(model:llmcost_price_per_token:ratio_rate5m)": 2 * 3,
+              "count(team_model:llmcost_chargeback_spend:rate5m)": (10 + 2) * 3,
+              'count(team_model:llmcost_chargeback_spend:rate5m{team="other"})': 3,
+              "count(team_api:llmcost_chargeback_api_equivalent_spend:rate5m)": (10 + 1) * 2,
+              'count(team_model:llmcost_chargeback_spend:rate5m{team="team-39"})': 3}  # the biggest team is kept
+    case = {"rule_files": [str(ROOT / "rules" / "llm-cost-exporter.rules.yml")], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series,
+                       "promql_expr_test": [{"expr": expr, "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": n}]}
+                                            for expr, n in counts.items()]}]}
+    promtool_test(tmp_path / "cardinality_test.yml", case)
