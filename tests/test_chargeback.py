@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from dashboards.generate import ALL, BUILTINS, panel_queries, substitute
 from gateway_sim import SimulatedLiteLLM
 from prometheus import Prometheus, free_port
 from test_rules import generate
+
+from dashboards.generate import ALL, BUILTINS, panel_queries, substitute
 
 pytestmark = pytest.mark.integration  # a real Prometheus scraping the demo subprocess and a gateway
 

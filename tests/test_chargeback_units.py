@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus import Prometheus
+from test_rules import generate
 
 from exporter import prices_export, report_team
 from exporter.prices_export import ModelPrice
-from prometheus import Prometheus
-from test_rules import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = yaml.safe_load((ROOT / "rules" / "config.yaml").read_text())["chargeback"]
