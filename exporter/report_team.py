@@ -20,6 +20,7 @@ amount (`avg_over_time(rule[P]) * P`). Sample output, from the chargeback test:
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass
 
 from exporter import report as base
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        start, end, _ = base.resolve_period(args.start, args.end, "auto", base.time.time())
+        start, end, _ = base.resolve_period(args.start, args.end, "auto", time.time())
         prometheus = base.PrometheusAPI(args.prometheus_url, args.timeout)
         print(render(collect(prometheus, start, end, args.chargeback_window)))
     except base.ReportError as err:
