@@ -121,6 +121,7 @@ class Scope:
 
     def __init__(self, config: RulesConfig):
         self._rules = Q(config)
+        self.chargeback_window = config.chargeback.window  # names the chargeback rules (dashboards/chargeback.py)
         self.cluster_labels = list(config.cluster_labels)
         first = self.cluster_labels[0] if self.cluster_labels else None
         self._cluster = (f'{first}=~"$cluster"',) if first else ()
@@ -142,6 +143,12 @@ class Scope:
         self.api_variable = query_variable(
             "api", "API", f"label_values({self.m('llmcost_api_price_per_million_tokens', node=False)}, api)",
             "APIs the engines are compared with (catalog names).")
+
+    def recorded(self, rule: str, *matchers: str) -> str:
+        """A selector of a cluster-level recording rule (no job or node label: the rules aggregate them
+        away), filtered by the cluster variable and `matchers`."""
+        parts = [*self._cluster, *matchers]
+        return f"{rule}{{{','.join(parts)}}}" if parts else rule
 
     def m(self, metric: str, *matchers: str, node: bool = True) -> str:
         """A selector of the site's series filtered by the cluster and node variables and any further

@@ -31,11 +31,11 @@ if __package__ in (None, ""):  # run as a file: python dashboards/generate.py
 
 from grafanalib._gen import DashboardEncoder  # noqa: E402
 
-from dashboards import cost_overview, utilization_energy  # noqa: E402
+from dashboards import chargeback, cost_overview, utilization_energy  # noqa: E402
 from dashboards.defaults import Scope  # noqa: E402
 from rules.generate import RulesConfig, add_config_arguments, config_or_exit, load_config  # noqa: E402
 
-SOURCES = (cost_overview, utilization_energy)
+SOURCES = (cost_overview, utilization_energy, chargeback)
 JSON_DIR = pathlib.Path(__file__).resolve().parent / "json"
 
 # Every cluster, node, engine kind, model and API ("All" in Grafana sends the allValue, `.*`).

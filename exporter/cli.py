@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from exporter import __version__, estimate, report
+from exporter import __version__, estimate, prices_export, report, report_team
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ConfigError, load_file
 from exporter.web.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT
 
@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     report_cmd = commands.add_parser("report", formatter_class=fmt,
                                      help="the real figures of a past period, from Prometheus")
     report.add_arguments(report_cmd)
+    report_team.add_arguments(report_cmd)  # --by=team: the chargeback view
+    prices_cmd = commands.add_parser("prices", formatter_class=fmt, help="our $/token where gateways read prices")
+    prices_sub = prices_cmd.add_subparsers(dest="prices_command", metavar="PRICES_COMMAND", required=True)
+    prices_export.add_arguments(prices_sub.add_parser(
+        "export", formatter_class=fmt, help="write the trailing-window $/token per model for LiteLLM, Langfuse or OpenLIT"))
     catalog_cmd = commands.add_parser("catalog", formatter_class=fmt, help="price catalog tools")
     catalog_sub = catalog_cmd.add_subparsers(dest="catalog_command", metavar="CATALOG_COMMAND", required=True)
     litellm = catalog_sub.add_parser("import-litellm", formatter_class=fmt, add_help=False,  # --help goes to the importer
@@ -132,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "estimate":
         return estimate.run(args)
     if args.command == "report":
-        return report.run(args)
+        return report_team.run(args) if args.by == "team" else report.run(args)
+    if args.command == "prices":
+        return prices_export.run(args)
     _setup_logging(args.log_level)
     if args.command == "demo":
         return _demo(args)

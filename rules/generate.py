@@ -52,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run as a script from a checkout: the exporter's parsers and checks
 from exporter.units import parse_duration  # noqa: E402
 from exporter.validation import InputError, build as build_dataclass, load_mapping, number, parse_yaml  # noqa: E402
+from rules import chargeback  # noqa: E402
 
 DEFAULT_CONFIG = HERE / "config.yaml"
 DEFAULT_OUTPUT = HERE / "llm-cost-exporter.rules.yml"
@@ -120,6 +121,7 @@ class RulesConfig:
     config_reload_failed_severity: str
     price_unknown_for: str = promql("duration")
     price_unknown_severity: str
+    chargeback: chargeback.ChargebackConfig  # per-team chargeback from gateway counters (rules/chargeback.py)
 
 
 KEYS = [f.name for f in dataclasses.fields(RulesConfig)]
@@ -134,6 +136,7 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> RulesCon
     layers.append(("--set", _parse_overrides(overrides)))
     merged, origin = {}, {}
     for source, data in layers:
+        data = _nested(data, merged, source)
         unknown = sorted(str(k) for k in set(data) - set(KEYS))
         if unknown:
             raise RulesConfigError(unknown[0], f"unknown key, allowed keys: {', '.join(KEYS)}", source=source)
@@ -143,6 +146,25 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> RulesCon
         return from_dict(merged)
     except RulesConfigError as err:
         raise RulesConfigError(err.key, err.problem, source=origin.get(re.split(r"[.\[]", err.key)[0])) from None
+
+
+def _nested(data: dict, merged: dict, source: str) -> dict:
+    """`--set chargeback.top_teams=5`: a dotted key sets one key inside a mapping of the layers below."""
+    out = {k: v for k, v in data.items() if "." not in str(k)}
+    for key, value in data.items():
+        if "." in str(key):
+            head, *path, last = str(key).split(".")
+            node = out.setdefault(head, _copy(merged.get(head)))
+            for part in path:
+                node = node.setdefault(part, {}) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise RulesConfigError.got(key, value, "a key inside a mapping", source=source)
+            node[last] = value
+    return out
+
+
+def _copy(value):
+    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else ({} if value is None else value)
 
 
 def _read(path: Path, key: str) -> dict:
@@ -218,6 +240,11 @@ def _check(c: RulesConfig) -> None:
     for i, name in enumerate(c.disabled_alerts):
         if name not in ALERT_NAMES:
             raise RulesConfigError.got(f"disabled_alerts[{i}]", name, ", ".join(ALERT_NAMES))
+    _check_duration("chargeback.window", c.chargeback.window, positive=True)
+
+    def bad(key, value, allowed):
+        raise RulesConfigError.got(key, value, allowed)
+    chargeback.check(c.chargeback, bad)
 # --- PromQL helpers -----------------------------------------------------------------------------
 
 
@@ -605,6 +632,9 @@ def build(config: RulesConfig) -> dict:
     for w in config.windows:
         groups.append({"name": f"{GROUP_PREFIX}.recording.{w}", "rules": recording_rules(q, w)})
     groups.append({"name": f"{GROUP_PREFIX}.alerts", "rules": alerts(q, config)})
+    charge = chargeback.Rules(config.chargeback, q.sel, q.cluster).rules()
+    if charge:
+        groups.append({"name": f"{GROUP_PREFIX}.{chargeback.GROUP}", "rules": charge})
     return {"groups": groups}
 
 

@@ -26,7 +26,13 @@ from dashboards import generate  # noqa: E402
 from dashboards.generate import ALL, panel_queries, panels, substitute  # noqa: E402
 from rules import generate as rules_generate  # noqa: E402
 
-UIDS = {"llmcost-overview", "llmcost-utilization-energy"}
+UIDS = {"llmcost-overview", "llmcost-utilization-energy", "llmcost-chargeback"}
+CHARGEBACK = "llmcost-chargeback"  # reads the chargeback recording rules only (team labels exist nowhere else)
+
+
+def raw_queries(config=None):
+    """The queries of the dashboards that read the exporter's own series (all but the chargeback one)."""
+    return [query for query in panel_queries(config) if query[0] != CHARGEBACK]
 REACT_PANELS = {"timeseries", "stat", "gauge", "bargauge", "table"}
 UNITS = {"currencyUSD", "watt", "joule", "percentunit", "short", "reqps", "suffix: tok/s", "suffix:×"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -107,6 +113,8 @@ def test_grafana_dashboard_model(boards):
 
 def test_template_variables(boards):
     for uid, board in boards.items():
+        if uid == CHARGEBACK:
+            continue  # its own model variable: test_chargeback_dashboard_reads_only_the_chargeback_rules
         variables = {v["name"]: v for v in board["templating"]["list"]}
         assert board["templating"]["list"][0]["name"] == "datasource", uid
         ds = variables["datasource"]
@@ -202,7 +210,7 @@ def test_every_panel_and_query_uses_the_datasource_variable(boards):
 
 
 def test_every_selector_filters_by_job_node_and_by_model_and_api_where_they_exist():
-    for uid, title, expr in panel_queries():
+    for uid, title, expr in raw_queries():
         for metric, matchers in METRIC_SELECTOR.findall(expr):
             assert matchers.startswith("{" + SELECTOR + ","), f"{uid}: {title!r}: {metric} lacks the job selector"
             assert 'instance=~"$node"' in matchers, f"{uid}: {title!r}: {metric} is not filtered by $node"
@@ -219,7 +227,7 @@ def test_every_engine_and_model_query_is_filtered_by_engine_kind():
     join = re.compile(r'\* on \(instance, engine\) group_left \(engine_kind\) '
                       r'llmcost_engine_info\{[^}]*engine_kind=~"\$engine_kind"\}')
     node_wide = 0
-    for uid, title, expr in panel_queries():
+    for uid, title, expr in raw_queries():
         if 'model=~"$model"' in expr:
             assert join.search(expr), f"{uid}: {title!r} ignores $engine_kind"
         else:
@@ -227,12 +235,12 @@ def test_every_engine_and_model_query_is_filtered_by_engine_kind():
             assert not re.search(r"llmcost_(engine_|tokens|utilization|cost_per|requests|kv_|api_(equivalent|blended))",
                                  expr), f"{uid}: {title!r}: an engine's series without the engine kind filter"
             node_wide += 1
-    assert node_wide < len(panel_queries()) / 3
+    assert node_wide < len(raw_queries()) / 3
 
 
 def test_uses_only_raw_exporter_metrics():
     # Recording rules are optional: each query must work against a Prometheus that only scrapes.
-    for uid, title, expr in panel_queries():
+    for uid, title, expr in raw_queries():
         for name in re.findall(r"\b([a-z_]+:[a-z_:]+)\b", expr):
             pytest.fail(f"{uid}: {title!r} uses the recorded series {name}")
 
@@ -313,6 +321,8 @@ def test_an_overlay_puts_its_selector_and_cluster_in_every_query(site):
     queries = site_queries(site)
     assert len(queries) == len(panel_queries())
     for uid, title, expr in queries:
+        if uid == CHARGEBACK:
+            continue  # test_chargeback_dashboard_reads_only_the_chargeback_rules
         selectors = METRIC_SELECTOR.findall(expr)
         assert selectors, (uid, title)
         for metric, matchers in selectors:
@@ -333,6 +343,10 @@ def test_an_overlay_with_cluster_labels_adds_the_cluster_variable(site):
         assert cluster["query"] == 'label_values(llmcost_build_info{job="gpu-cost"}, cluster)', uid
         assert cluster["type"] == "query" and cluster["datasource"] == DATASOURCE, uid
         assert cluster["multi"] and cluster["includeAll"] and cluster["allValue"] == ".*", uid
+        if uid == CHARGEBACK:
+            assert variables["model"]["query"] == \
+                'label_values(team_model:llmcost_chargeback_spend:rate5m{cluster=~"$cluster"}, model)'
+            continue
         assert variables["node"]["query"] == f"label_values(llmcost_build_info{{{SITE_SELECTOR}}}, instance)", uid
         assert variables["model"]["query"] == \
             f'label_values(llmcost_tokens_total{{{SITE_SELECTOR},instance=~"$node"}}, model)', uid
@@ -375,3 +389,25 @@ def test_generate_rejects_a_bad_config_in_one_line(args, message, tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("dashboards.generate: error: ") and message in err, err
     assert not list(tmp_path.iterdir())
+
+
+def test_chargeback_dashboard_reads_only_the_chargeback_rules(site):
+    """Team labels exist only in the chargeback recording rules (rules/chargeback.py): the chargeback
+    dashboard reads those and nothing else, filtered by the cluster where the site has cluster labels
+    and by $model where the rule has a model."""
+    window = rules_generate.load_config().chargeback.window
+    names = {f"team_model:llmcost_chargeback_spend:rate{window}", f"team_api:llmcost_chargeback_api_equivalent_spend:rate{window}"}
+    queries = [q for q in panel_queries() if q[0] == CHARGEBACK]
+    assert len(queries) >= 5
+    for _, title, expr in queries:
+        used = set(re.findall(r"\b([a-z_]+:[a-z_:]+[0-9a-z]*)\b", expr))
+        assert used and used <= names, (title, used)
+        assert "llmcost_" not in expr.replace(":llmcost_", ":"), title  # no raw exporter series
+        if "team_api" not in expr:  # API-equivalent has no model; savings compare all models on both sides
+            assert 'model=~"$model"' in expr, title
+    variables = [v["name"] for v in generate.dashboards_json()[0]["templating"]["list"]]
+    assert variables == ["datasource", "model"]
+    for _, title, expr in site_queries({CHARGEBACK: site[CHARGEBACK]}):
+        for labels in GROUPINGS.findall(expr):
+            assert labels.split(", ")[0] == "cluster", f"{title!r}: by/on ({labels})"
+        assert 'cluster=~"$cluster"' in expr, title

@@ -52,15 +52,15 @@ EXPECTED_KINDS = {
     "defaults": {"ServiceAccount": 1, "ConfigMap": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1, "DaemonSet": 1},
     "sidecar": {"ConfigMap": 1, "Service": 1, "ServiceMonitor": 1},
     "owned-hardware": {"ServiceAccount": 1, "ConfigMap": 1, "Service": 1, "DaemonSet": 1},
-    "all-monitors": {"ServiceAccount": 1, "ConfigMap": 3, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1,
-                     "DaemonSet": 1, "ServiceMonitor": 1, "PodMonitor": 1, "PrometheusRule": 1},
+    "all-monitors": {"ServiceAccount": 1, "ConfigMap": 4, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1,
+                     "DaemonSet": 1, "ServiceMonitor": 1, "PodMonitor": 1, "PrometheusRule": 1, "CronJob": 1},
     "discovery": {"ServiceAccount": 1, "ConfigMap": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1,
                   "DaemonSet": 1, "PodMonitor": 1},
     "web-config": {"ServiceAccount": 1, "ConfigMap": 1, "Secret": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
                    "Role": 1, "RoleBinding": 1, "Service": 1, "DaemonSet": 1, "ServiceMonitor": 1},
     "pod-resources": {"ServiceAccount": 1, "ConfigMap": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1,
                       "DaemonSet": 1},
-    "docs-example": {"ConfigMap": 3, "Service": 1, "ServiceMonitor": 1, "PrometheusRule": 1},
+    "docs-example": {"ConfigMap": 4, "Service": 1, "ServiceMonitor": 1, "PrometheusRule": 1},
     "alerting": {"ServiceAccount": 1, "ConfigMap": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Service": 1,
                  "DaemonSet": 1, "PrometheusRule": 1, "AlertmanagerConfig": 1},
     # the spot price ConfigMap and its CronJob, with the CronJob's own ServiceAccount and Role
@@ -978,3 +978,40 @@ def test_spot_prices_cronjob_has_its_own_account_limited_to_its_configmap(object
     daemonset = one(objs, "DaemonSet")["spec"]["template"]["spec"]
     assert {"name": "spot-prices", "configMap": {"name": name}} in daemonset["volumes"]
     assert daemonset["serviceAccountName"] != name
+
+
+# --- the prices CronJob ---------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_prices_cronjob_runs_one_export_per_format_restricted_and_without_a_token(objects):
+    job = one(objects["all-monitors"], "CronJob")
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]
+    containers = pod["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["export-litellm", "export-langfuse", "export-openlit"]
+    for container, fmt in zip(containers, ("litellm", "langfuse", "openlit"), strict=True):
+        assert container["args"][:3] == ["prices", "export", f"--format={fmt}"]
+        assert f"--output=/prices/{fmt}-prices.json" in container["args"]
+        assert container["volumeMounts"] == [{"name": "prices", "mountPath": "/prices"}]
+        args = exporter_cli_args(container["args"])  # the exporter's own parser accepts them
+        assert args.format == fmt and args.window == "7d"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["volumes"] == [{"name": "prices", "persistentVolumeClaim": {"claimName": "gateway-prices"}}]
+    assert pod_security_level(pod, containers) == "restricted"
+    for scenario, objs in objects.items():
+        if scenario != "all-monitors":
+            assert not any(c["name"].startswith("export-") for job in all_of(objs, "CronJob")
+                           for c in job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]), scenario
+
+
+def exporter_cli_args(args: list[str]):
+    from exporter.cli import _parser
+
+    return _parser().parse_args(args)
+
+
+@pytest.mark.integration
+def test_prices_cronjob_needs_a_volume(helms):
+    result = template(helms["helm4"], "t", "default", "--set", "pricesExport.enabled=true")
+    assert result.returncode != 0
+    assert "pricesExport.volume: required when pricesExport.enabled" in result.stderr

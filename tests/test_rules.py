@@ -29,7 +29,7 @@ FAST = [
     "cost_alert_for=5s", "breakeven_alert_for=5s", "idle_alert_window=30s", "idle_alert_for=5s",
     "exporter_down_for=5s", "exporter_absent_for=5s", "engine_failing_for=5s",
     "nvml_errors_window=30s", "nvml_errors_for=5s", "gpu_lost_for=5s",
-    "config_reload_failed_for=5s", "price_unknown_for=5s",
+    "config_reload_failed_for=5s", "price_unknown_for=5s", "chargeback.window=30s",
 ]
 
 
@@ -114,7 +114,7 @@ def test_output_is_deterministic(tmp_path):
 def test_one_recording_group_per_window_and_one_alert_group():
     names = [g["name"] for g in committed()["groups"]]
     assert names == ["llm-cost-exporter.recording.5m", "llm-cost-exporter.recording.1h",
-                     "llm-cost-exporter.recording.1d", "llm-cost-exporter.alerts"]
+                     "llm-cost-exporter.recording.1d", "llm-cost-exporter.alerts", "llm-cost-exporter.chargeback"]
     for group in committed()["groups"][:3]:
         window = group["name"].rsplit(".", 1)[1]
         for rule in group["rules"]:
@@ -184,7 +184,7 @@ def test_set_overrides_change_the_output(tmp_path):
     assert "engine_model:llmcost_tokens:rate1h > 5)" in dearer["expr"]
     assert all(a["labels"]["team"] == "ml-platform" for a in alerts.values())
     assert "LLMCostGPULost" not in alerts
-    assert committed()["groups"][-1]["rules"][0]["for"] == "30m"
+    assert [g for g in committed()["groups"] if g["name"].endswith(".alerts")][0]["rules"][0]["for"] == "30m"
 
 
 def test_cluster_labels_and_selector_reach_every_level(tmp_path):
@@ -313,7 +313,8 @@ def test_fast_variant_has_short_windows_and_fors(tmp_path):
     path, doc = generated(tmp_path, *FAST)
     result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [g["name"] for g in doc["groups"]] == ["llm-cost-exporter.recording.30s", "llm-cost-exporter.alerts"]
+    assert [g["name"] for g in doc["groups"]] == ["llm-cost-exporter.recording.30s", "llm-cost-exporter.alerts",
+                                                  "llm-cost-exporter.chargeback"]
     assert {a["for"] for a in rules_of(doc, "alert")} == {"5s"}
     ranges = set(re.findall(r"\[(\w+)\]", path.read_text()))
     assert ranges <= {"30s", "5s"}, ranges
