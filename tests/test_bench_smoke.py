@@ -65,13 +65,18 @@ def run_bench(name: str, tmp_path, timeout: float = 60.0, *extra: str) -> tuple[
 @pytest.mark.slow
 def test_scrape_latency(tmp_path):
     data, _ = run_bench("scrape_latency", tmp_path)
-    assert data["samples"]["exporter"] == data["samples"]["baseline"] > 100  # the baseline holds the same samples
-    for name in ("exporter", "baseline"):
-        http = data["http"][name]
+    (run,) = data["runs"]
+    counts = run["samples"]
+    assert counts["exporter"] == counts["floor"] == counts["baseline"] > 100  # the same samples everywhere
+    assert abs(run["bytes"]["floor"] - run["bytes"]["exporter"]) < 0.02 * run["bytes"]["exporter"]  # its bytes, older values
+    for name in ("exporter", "floor", "baseline"):
+        http = run["http"][name]
         assert http["n"] == data["setup"]["requests"]
         assert 0 < http["p50_ms"] <= http["p99_ms"] <= http["max_ms"] < 1000
-    assert 0 < data["ratio"]["p50"] < 20 and 0 < data["ratio"]["p99"] < 20
-    assert set(data["render"]) == {"exporter", "baseline"}
+    assert 0 < run["ratio"]["p50_to_floor"] < 20 and 0 < run["ratio"]["p99_to_floor"] < 20
+    assert set(run["render"]) == {"cached", "library"}
+    assert run["render"]["cached"]["samples"] == run["render"]["library"]["samples"] > 100
+    assert data["summary"]["ratio"]["p50_to_floor"]["median"] == run["ratio"]["p50_to_floor"]
 
 
 @pytest.mark.slow
