@@ -142,3 +142,11 @@ def test_only_new_text_goes_through_the_library_and_gone_series_are_forgotten():
     assert render(("a", 3.0), ("b", 4.0)) == 0  # values change, text kept
     assert render(("a", 5.0), ("c", 6.0)) == 1  # c is new
     assert render(("a", 5.0), ("b", 6.0)) == 1  # b was gone for a scrape, so forgotten
+
+
+def test_values_of_equal_numbers_and_of_signed_zeros():
+    cache = LineCache()
+    encoder, content_type = choose_encoder(ACCEPTS[5])
+    for value in (0.0, -0.0, 0, 1, 1.0, True, 2 ** 53 + 1, float(2 ** 53 + 1), -0.0, math.nan, 1e16, 10 ** 16):
+        registry = Snapshot([build("a", "gauge", "", [({"engine": "x"}, value), ({"engine": "y"}, -value)])])
+        assert cache.encode(registry, encoder, content_type) == encoder(registry), value

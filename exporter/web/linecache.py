@@ -20,6 +20,7 @@ from prometheus_client.utils import floatToGoString
 
 # The text format moves these samples into gauges of their own after the family's samples.
 _TEXT_MOVED = ("_created", "_gsum", "_gcount")
+_VALUES_KEPT = 10_000  # value texts kept before starting afresh
 _ENCODINGS_KEPT = 4  # content types with a cache at once; a scraper that varies its Accept costs at most this
 
 
@@ -76,6 +77,8 @@ class LineCache:
     def __init__(self):
         self._encodings: dict[str, _Encoding] = {}
         self._lock = threading.Lock()
+        # floatToGoString of values seen lately: equal non-zero numbers have the same text
+        self._values: dict = {}
 
     def encode(self, registry, encoder, content_type: str) -> bytes:
         families = list(registry.collect())
@@ -83,6 +86,9 @@ class LineCache:
         headers, prefixes = {}, {}
         out = []
         known = encoding.prefixes
+        values = self._values
+        if len(values) > _VALUES_KEPT:
+            values.clear()
         for metric in families:
             header = encoding.header(metric)
             headers[(metric.name, metric.type, metric.documentation, metric.unit)] = header
@@ -93,7 +99,9 @@ class LineCache:
                 if number is None or timestamp is not None or exemplar is not None or native is not None \
                         or name in moved:  # a line that is not `name{labels} value` in the family's place
                     return encoder(_Families(families))
-                value = floatToGoString(number)
+                value = values.get(number) if number else None  # zero: not looked up, its sign matters
+                if value is None:
+                    value = values[number] = floatToGoString(number)
                 key = (name, tuple(labels.items()))
                 prefix = known.get(key) or encoding.prefix(metric, sample, value)
                 if prefix is None:
