@@ -30,7 +30,9 @@ before anything is measured. Without .pyc (PYTHONDONTWRITEBYTECODE=1: how a venv
 
 The simulated vLLM endpoints run in a separate process, so their CPU is not counted; the simulated
 NVML runs inside the exporter (as the real pynvml would), so its cost is. CPU is counted from the
-end of a warm-up (--warmup) to the end; RSS is sampled every 5 s (max of VmRSS, and VmHWM).
+end of a warm-up (--warmup) to the end; RSS is sampled every 5 s (max of VmRSS, and VmHWM);
+wake-ups are the context switches of the process's threads over the same time (those of a
+connection's thread, gone when it ends, are not counted).
 Startup: from process start to the first scrape that has every GPU, every engine's tokens and the
 hourly cost. Each run starts every process afresh; figures are min / median / max over the runs,
 ratios are taken within a run. Targets (exit 1 when the median misses): exporter <= 5 millicores,
@@ -114,13 +116,15 @@ class Watch:
 
     def begin(self):
         self.cpu0, self.t0 = _common.cpu_seconds(self.pid), time.monotonic()
+        self.switches0 = _common.context_switches(self.pid)
 
     def sample_rss(self):
         self.rss_max = max(self.rss_max, _common.status_bytes(self.pid, "VmRSS"))
 
     def end(self) -> dict:
         cpu, wall = _common.cpu_seconds(self.pid) - self.cpu0, time.monotonic() - self.t0
-        return {"cpu_seconds": cpu, "wall_seconds": wall, "cpu_percent_of_one_core": 100.0 * cpu / wall,
+        switches = _common.context_switches(self.pid) - self.switches0
+        return {"cpu_seconds": cpu, "wall_seconds": wall, "context_switches_per_s": switches / wall, "cpu_percent_of_one_core": 100.0 * cpu / wall,
                 "millicores": 1000.0 * cpu / wall, "rss_max_mib": _common.mib(self.rss_max),
                 "rss_end_mib": _common.mib(_common.status_bytes(self.pid, "VmRSS")),
                 "vm_hwm_mib": _common.mib(_common.status_bytes(self.pid, "VmHWM")),
@@ -237,7 +241,8 @@ def summary(runs: list[dict]) -> dict:
     out = {}
     for name in runs[0]["measured"]:
         out[name] = {"millicores": spread([r["measured"][name]["millicores"] for r in runs]),
-                     "rss_max_mib": spread([r["measured"][name]["rss_max_mib"] for r in runs])}
+                     "rss_max_mib": spread([r["measured"][name]["rss_max_mib"] for r in runs]),
+                     "context_switches_per_s": spread([r["measured"][name]["context_switches_per_s"] for r in runs])}
         if name.startswith("exporter"):
             for ref in ("baseline", "node_exporter"):
                 out[name][f"ratio_to_{ref}"] = {
@@ -320,8 +325,9 @@ def print_table(figures: dict, runs: list[dict], args, load_before, load_after) 
                   for ref in ("baseline", "node_exporter") for fig in ("millicores", "rss_max_mib")]
         startup = statistics.median(r["startup"][name].get("first_complete_scrape_s", r["startup"][name]["first_answer_s"])
                                     for r in runs)
-        rows.append([name, runs[-1]["samples"][name], mmm(f["millicores"]), mmm(f["rss_max_mib"]), *ratios, startup])
-    print(_common.table(["process", "samples", "millicores min/med/max", "RSS MiB min/med/max",
+        rows.append([name, runs[-1]["samples"][name], mmm(f["millicores"]), mmm(f["rss_max_mib"]),
+                     mmm(f["context_switches_per_s"]), *ratios, startup])
+    print(_common.table(["process", "samples", "millicores min/med/max", "RSS MiB min/med/max", "wake-ups/s",
                          "CPU x bare", "RSS x bare", "CPU x node_exporter", "RSS x node_exporter", "startup s"], rows))
     print(f"\n{args.runs} runs of {args.duration:g} s after {args.warmup:g} s warm-up; load average {load_before} -> "
           f"{load_after}")
