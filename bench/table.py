@@ -48,8 +48,9 @@ def scrape_rows(r: dict) -> list[list[str]]:
 def overhead_rows(r: dict) -> list[list[str]]:
     e, node, bare = r["summary"]["exporter"], r["summary"]["node_exporter"], r["summary"]["baseline"]
     setup = r["setup"]
+    sizes = sorted({size // 1000 for size in setup["engine_page_bytes"]})
     node_desc = (f"{setup['gpus']} GPUs at {setup['gpu_interval_s']:g} s, {setup['engines']} vLLM engines of "
-                 f"{min(setup['engine_page_bytes']) // 1000}-{max(setup['engine_page_bytes']) // 1000} kB at "
+                 f"{'-'.join(str(k) for k in (sizes[0], sizes[-1])[:len(sizes)])} kB at "
                  f"{setup['engine_interval_s']} s, scraped every {setup['scrape_interval_s']:g} s, "
                  f"{setup['runs']} x {setup['duration_s']:g} s")
     cmd = "`bench/overhead.py`"
