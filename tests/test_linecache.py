@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import strategies as st
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
@@ -92,6 +93,7 @@ def check(case):
             assert cache.encode(registry, encoder, content_type) == encoder(registry), (accept, snapshot)
 
 
+@pytest.mark.slow  # 300 cases of up to 4 snapshots x 9 formats: 3-7 s here
 def test_the_cache_renders_the_librarys_bytes_over_changing_snapshots():
     assert run_cases(300, snapshots, check) >= 300
 
