@@ -185,5 +185,19 @@ def status_bytes(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of the process's live threads (a thread that has
+    exited, such as a finished connection's, is no longer counted)."""
+    total = 0
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    total += int(line.split()[1])
+        except OSError:  # the thread ended meanwhile
+            pass
+    return total
+
+
 def mib(n: float) -> float:
     return n / 1024 / 1024

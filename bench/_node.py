@@ -8,12 +8,16 @@ energy-cost series exist. Default cadences (GPU 1 s, engines 5 s, window 5 m).
     python bench/_node.py baseline --exposition F --port P
         # a bare prometheus_client registry (Gauge/Counter objects) holding the same samples as the
         # exposition in F, served by prometheus_client.start_http_server
+    python bench/_node.py floor --exposition F --port P
+        # the exporter's own web server (exporter.web.WebServer) answering /metrics with the bytes
+        # of F, rendered beforehand: the floor of a scrape on the exporter's server
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import signal
 import sys
 import threading
@@ -204,17 +208,48 @@ def _baseline_main(args) -> int:
     return 0
 
 
+# -- the floor: the exporter's own server and negotiation, the body rendered beforehand ----------
+
+class PreRendered:
+    """In place of the server's LineCache: the same bytes every time, rendered by the exporter
+    before (what a scrape costs with no collection and no encoding at all)."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def encode(self, registry, encoder, content_type: str) -> bytes:
+        return self.body
+
+
+def _floor_main(args) -> int:
+    from exporter.web import WebServer
+
+    import types
+
+    web = WebServer(types.SimpleNamespace(registry=None), f"127.0.0.1:{args.port}")  # the body needs no registry
+    web.httpd.line_cache = PreRendered(pathlib.Path(args.exposition).read_bytes())
+    web.start()
+    print("ready", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    web.stop()
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("engines")
     e.add_argument("--count", type=int, default=4)
     e.add_argument("--models-per-engine", type=int, default=1)
-    b = sub.add_parser("baseline")
-    b.add_argument("--exposition", required=True)
-    b.add_argument("--port", type=int, required=True)
+    for cmd in ("baseline", "floor"):
+        b = sub.add_parser(cmd)
+        b.add_argument("--exposition", required=True)
+        b.add_argument("--port", type=int, required=True)
     args = p.parse_args(argv)
-    return _engines_main(args) if args.cmd == "engines" else _baseline_main(args)
+    return {"engines": _engines_main, "baseline": _baseline_main, "floor": _floor_main}[args.cmd](args)
 
 
 if __name__ == "__main__":

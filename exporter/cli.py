@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 
-from exporter import __version__, estimate, prices_export, report, report_team
+from exporter import __version__
 from exporter.config import DEFAULT_LISTEN_ADDRESS, ConfigError, load_file
 from exporter.web.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT
 
@@ -18,7 +19,15 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 log = logging.getLogger("exporter")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command_module(command: str):
+    """exporter.estimate, report, report_team or prices_export, imported only when that command
+    runs: `run` never loads them (tests/test_startup_imports.py)."""
+    return importlib.import_module(f"exporter.{command}")
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; `command` (the one asked for) decides which commands' own modules are loaded
+    for their arguments."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
         prog="llm-cost-exporter", formatter_class=fmt,
@@ -67,15 +76,18 @@ def _parser() -> argparse.ArgumentParser:
     common(demo)
 
     estimate_cmd = commands.add_parser("estimate", formatter_class=fmt, help="what-if cost calculator over a scenario file")
-    estimate.add_arguments(estimate_cmd)
     report_cmd = commands.add_parser("report", formatter_class=fmt,
                                      help="the real figures of a past period, from Prometheus")
-    report.add_arguments(report_cmd)
-    report_team.add_arguments(report_cmd)  # --by=team: the chargeback view
     prices_cmd = commands.add_parser("prices", formatter_class=fmt, help="our $/token where gateways read prices")
     prices_sub = prices_cmd.add_subparsers(dest="prices_command", metavar="PRICES_COMMAND", required=True)
-    prices_export.add_arguments(prices_sub.add_parser(
-        "export", formatter_class=fmt, help="write the trailing-window $/token per model for LiteLLM, Langfuse or OpenLIT"))
+    prices_export_cmd = prices_sub.add_parser(
+        "export", formatter_class=fmt, help="write the trailing-window $/token per model for LiteLLM, Langfuse or OpenLIT")
+    # Each command's module (and its arguments) only when that command runs.
+    lazy = {"estimate": [("estimate", estimate_cmd)],
+            "report": [("report", report_cmd), ("report_team", report_cmd)],  # report_team: --by=team
+            "prices": [("prices_export", prices_export_cmd)]}
+    for name, sub in lazy.get(command or "", []):
+        _command_module(name).add_arguments(sub)
     catalog_cmd = commands.add_parser("catalog", formatter_class=fmt, help="price catalog tools")
     catalog_sub = catalog_cmd.add_subparsers(dest="catalog_command", metavar="CATALOG_COMMAND", required=True)
     litellm = catalog_sub.add_parser("import-litellm", formatter_class=fmt, add_help=False,  # --help goes to the importer
@@ -129,17 +141,17 @@ def main(argv: list[str] | None = None) -> int:
         from exporter import spotfetch
 
         return spotfetch.main(argv[2:])
-    parser = _parser()
+    parser = _parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "estimate":
-        return estimate.run(args)
-    if args.command == "report":
-        return report_team.run(args) if args.by == "team" else report.run(args)
+    if args.command == "report" and args.by == "team":
+        return _command_module("report_team").run(args)
+    if args.command in ("estimate", "report"):
+        return _command_module(args.command).run(args)
     if args.command == "prices":
-        return prices_export.run(args)
+        return _command_module("prices_export").run(args)
     _setup_logging(args.log_level)
     if args.command == "demo":
         return _demo(args)

@@ -51,8 +51,8 @@ def test_metrics_serves_what_prometheus_client_renders(clock, vllm, exporter_for
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench"
 
 
-def run_bench(name: str, tmp_path, timeout: float = 60.0) -> tuple[dict, str]:
-    result = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick", f"--results-dir={tmp_path}"],
+def run_bench(name: str, tmp_path, timeout: float = 60.0, *extra: str) -> tuple[dict, str]:
+    result = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick", f"--results-dir={tmp_path}", *extra],
                             capture_output=True, text=True, timeout=timeout, cwd=BENCH.parent)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     data = json.loads((tmp_path / f"{name}.json").read_text())
@@ -65,28 +65,39 @@ def run_bench(name: str, tmp_path, timeout: float = 60.0) -> tuple[dict, str]:
 @pytest.mark.slow
 def test_scrape_latency(tmp_path):
     data, _ = run_bench("scrape_latency", tmp_path)
-    assert data["samples"]["exporter"] == data["samples"]["baseline"] > 100  # the baseline holds the same samples
-    for name in ("exporter", "baseline"):
-        http = data["http"][name]
+    (run,) = data["runs"]
+    counts = run["samples"]
+    assert counts["exporter"] == counts["floor"] == counts["baseline"] > 100  # the same samples everywhere
+    assert abs(run["bytes"]["floor"] - run["bytes"]["exporter"]) < 0.02 * run["bytes"]["exporter"]  # its bytes, older values
+    for name in ("exporter", "floor", "baseline"):
+        http = run["http"][name]
         assert http["n"] == data["setup"]["requests"]
         assert 0 < http["p50_ms"] <= http["p99_ms"] <= http["max_ms"] < 1000
-    assert 0 < data["ratio"]["p50"] < 20 and 0 < data["ratio"]["p99"] < 20
-    assert set(data["render"]) == {"exporter", "baseline"}
+    assert 0 < run["ratio"]["p50_to_floor"] < 20 and 0 < run["ratio"]["p99_to_floor"] < 20
+    assert set(run["render"]) == {"cached", "library"}
+    assert run["render"]["cached"]["samples"] == run["render"]["library"]["samples"] > 100
+    assert data["summary"]["ratio"]["p50_to_floor"]["median"] == run["ratio"]["p50_to_floor"]
 
 
 @pytest.mark.slow
 def test_overhead(tmp_path):
-    data, _ = run_bench("overhead", tmp_path)
-    measured = data["measured"]
+    data, _ = run_bench("overhead", tmp_path, 90.0, "--kubernetes")
+    (run,) = data["runs"]
+    measured = run["measured"]
     assert set(measured) == {"exporter", "exporter + kubernetes", "exporter, no .pyc", "exporter + kubernetes, no .pyc",
-                             "baseline"}
+                             "node_exporter", "baseline"}
     for name, m in measured.items():
         assert 0 <= m["cpu_percent_of_one_core"] < 100, name
         assert 5 < m["rss_max_mib"] < 1024, name
         assert m["scrape_errors"] == 0, name
     assert measured["exporter + kubernetes"]["rss_max_mib"] > measured["exporter"]["rss_max_mib"]  # the client loaded
     for name in ("exporter", "exporter + kubernetes"):
-        assert 0 < data["startup"][name]["first_answer_s"] <= data["startup"][name]["first_complete_scrape_s"] < 30
+        assert 0 < run["startup"][name]["first_answer_s"] <= run["startup"][name]["first_complete_scrape_s"] < 30
+    assert all(size > 40_000 for size in data["setup"]["engine_page_bytes"])  # engines of real size
+    summary = data["summary"]["exporter"]
+    assert summary["millicores"]["min"] <= summary["millicores"]["median"] <= summary["millicores"]["max"]
+    ratio = summary["ratio_to_node_exporter"]["rss_max_mib"]["median"]
+    assert ratio == measured["exporter"]["rss_max_mib"] / measured["node_exporter"]["rss_max_mib"]
 
 
 @pytest.mark.slow

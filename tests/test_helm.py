@@ -1007,7 +1007,7 @@ def test_prices_cronjob_runs_one_export_per_format_restricted_and_without_a_toke
 def exporter_cli_args(args: list[str]):
     from exporter.cli import _parser
 
-    return _parser().parse_args(args)
+    return _parser(args[0]).parse_args(args)
 
 
 @pytest.mark.integration

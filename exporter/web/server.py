@@ -3,7 +3,7 @@
 It answers HTTP/1.0, one request per connection (http.server's default), to GET and HEAD on every
 path (HEAD: the GET's status and headers, no body); other methods get http.server's 501 and
 unknown paths a 404. The metrics path is prometheus_client's own exposition (exporter.web.metrics:
-content negotiation, gzip, `name[]`). What is ours is what bounds a client and what the web config
+content negotiation, gzip, `name[]`), rendered through one LineCache per server. What is ours is what bounds a client and what the web config
 (exporter.web.config, the exporter-toolkit format) adds to every endpoint:
 
 - at most MAX_CONNECTIONS connections at once, MAX_CONNECTIONS_PER_CLIENT from one client (its
@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from exporter import landing
 from exporter.web import limits, metrics
 from exporter.web.auth import BasicAuth
+from exporter.web.linecache import LineCache
 from exporter.web.ratelimit import TokenBucket
 
 log = logging.getLogger("exporter.web")
@@ -133,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         if path == self.telemetry_path:
             return Response(*metrics.render(self.exporter.registry, path, query, self.headers.get("Accept"),
-                                            self.headers.get("Accept-Encoding")))
+                                            self.headers.get("Accept-Encoding"), self.server.line_cache))
         if path == "/healthz":
             return _text(200, b"ok\n")
         if path == "/":
@@ -167,6 +168,7 @@ class _Server(ThreadingHTTPServer):
         self.web_config = web_config  # WebConfigWatcher or None
         self.read_timeout = read_timeout
         self.slots = slots
+        self.line_cache = LineCache()  # the text of unchanged series, kept between scrapes
         self.head_budget = limits.HeadBudget()
         self._local = threading.local()
         self._bucket = TokenBucket()

@@ -1,0 +1,123 @@
+"""The exposition's text, with what does not change between scrapes kept from the last one.
+
+Most of a scrape's render was prometheus_client's encoder escaping and joining the same label text
+again (bench/README.md). Here each family's header lines and each sample's `name{labels} ` are
+rendered once by the library's own encoder (the one content negotiation chose, on a registry of
+that one family) and kept while the series lasts; a scrape then only formats the values, with the
+library's floatToGoString. The bytes are the library's by construction, and tests/test_linecache.py
+compares them over changing snapshots in both formats.
+
+Whatever this does not model (timestamps, exemplars, native histograms, the text format's
+`_created`/`_gsum`/`_gcount` gauges) is rendered by the library itself, whole.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+from prometheus_client.utils import floatToGoString
+
+# The text format moves these samples into gauges of their own after the family's samples.
+_TEXT_MOVED = ("_created", "_gsum", "_gcount")
+_VALUES_KEPT = 10_000  # value texts kept before starting afresh
+_ENCODINGS_KEPT = 4  # content types with a cache at once; a scraper that varies its Accept costs at most this
+
+
+class _Families:
+    """A collector of already-collected families, for the library's encoders."""
+
+    def __init__(self, families):
+        self._families = families
+
+    def collect(self):
+        return self._families
+
+
+class _Encoding:
+    """The cache of one encoder (one content type): header text per family and line prefix per
+    series, both as rendered by the last scrape that saw them."""
+
+    def __init__(self, encoder, text_format: bool):
+        self.encoder, self.text_format = encoder, text_format
+        self.eof = self._library([]).decode()  # "# EOF\n" for OpenMetrics, "" for the text format
+        self.headers: dict = {}
+        self.prefixes: dict = {}
+
+    def _library(self, families) -> bytes:
+        return self.encoder(_Families(families))
+
+    def header(self, metric) -> str:
+        key = (metric.name, metric.type, metric.documentation, metric.unit)
+        text = self.headers.get(key)
+        if text is None:
+            text = self._library([_alone(metric, [])]).decode()[:-len(self.eof) or None]
+        return text
+
+    def prefix(self, metric, sample, value: str) -> str | None:
+        """`name{labels} ` of one sample, or None where the library's line is not that plus the value."""
+        line = self._library([_alone(metric, [sample])]).decode()[len(self.header(metric)):-len(self.eof) or None]
+        if not line.endswith(" " + value + "\n"):
+            return None
+        return line[:-len(value) - 1]
+
+
+def _alone(metric, samples):
+    """The family with only these samples (the same class, name, HELP, type and unit)."""
+    alone = copy.copy(metric)
+    alone.samples = samples
+    return alone
+
+
+class LineCache:
+    """Renders a registry as an encoder of prometheus_client would, reusing the text of unchanged
+    families and series. Safe to share between the server's threads: each render builds new maps
+    from the old ones and installs them when done (a lost race only costs a re-render)."""
+
+    def __init__(self):
+        self._encodings: dict[str, _Encoding] = {}
+        self._lock = threading.Lock()
+        # floatToGoString of values seen lately: equal non-zero numbers have the same text
+        self._values: dict = {}
+
+    def encode(self, registry, encoder, content_type: str) -> bytes:
+        families = list(registry.collect())
+        encoding = self._encoding(encoder, content_type)
+        headers, prefixes = {}, {}
+        out = []
+        known = encoding.prefixes
+        values = self._values
+        if len(values) > _VALUES_KEPT:
+            values.clear()
+        for metric in families:
+            header = encoding.header(metric)
+            headers[(metric.name, metric.type, metric.documentation, metric.unit)] = header
+            out.append(header)
+            moved = {metric.name + s for s in _TEXT_MOVED} if encoding.text_format else ()
+            for sample in metric.samples:
+                name, labels, number, timestamp, exemplar, native = sample
+                if number is None or timestamp is not None or exemplar is not None or native is not None \
+                        or name in moved:  # a line that is not `name{labels} value` in the family's place
+                    return encoder(_Families(families))
+                value = values.get(number) if number else None  # zero: not looked up, its sign matters
+                if value is None:
+                    value = values[number] = floatToGoString(number)
+                key = (name, tuple(labels.items()))
+                prefix = known.get(key) or encoding.prefix(metric, sample, value)
+                if prefix is None:
+                    return encoder(_Families(families))
+                prefixes[key] = prefix
+                out += (prefix, value, "\n")
+        out.append(encoding.eof)
+        encoding.headers, encoding.prefixes = headers, prefixes  # only what this scrape saw: gone series go
+        return "".join(out).encode("utf-8")
+
+    def _encoding(self, encoder, content_type: str) -> _Encoding:
+        with self._lock:
+            encoding = self._encodings.get(content_type)
+            if encoding is None:
+                if len(self._encodings) >= _ENCODINGS_KEPT:
+                    self._encodings.pop(next(iter(self._encodings)))
+                encoding = _Encoding(encoder, not content_type.startswith("application/openmetrics-text"))
+                self._encodings[content_type] = encoding
+            return encoding
