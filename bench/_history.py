@@ -17,6 +17,7 @@ Either is written as VictoriaMetrics import lines (`/api/v1/import`) or as OpenM
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -81,8 +82,8 @@ def hourly(fleet: Fleet, n: int, h: int) -> Iterator[tuple[str, dict, float]]:
         spend = ENGINE_HOURLY[engine]
         weights = model_weights(n, engine, hour)
         yield "engine:llmcost_engine_spend:increase1h", {**e, "currency": "USD"}, spend
-        yield "engine:llmcost_capacity_tokens_per_second:avg_over_time1h", e, capacity
-        yield "engine:llmcost_engine_gpu_utilization:avg_over_time1h", e, gpu_busy(n, engine, hour)
+        yield "engine:llmcost_capacity_tokens_per_second:max1h", e, capacity
+        yield "engine:llmcost_engine_gpu_utilization:avg1h", e, gpu_busy(n, engine, hour)
         for m, model in enumerate(MODELS):
             em = {**e, "model": model}
             yield "engine_model:llmcost_tokens:increase1h", em, tokens(n, engine, m, hour)
@@ -96,9 +97,9 @@ RAW_NAMES = {  # recorded name -> (raw metric, kind, extra labels per series)
     "instance:llmcost_spend:increase1h": ("llmcost_spend_total", "counter", [{"component": "instance"}]),
     "instance:llmcost_unallocated_spend:increase1h": ("llmcost_unallocated_spend_total", "counter", [{}]),
     "engine:llmcost_engine_spend:increase1h": ("llmcost_engine_spend_total", "counter", [{}]),
-    "engine:llmcost_capacity_tokens_per_second:avg_over_time1h": ("llmcost_capacity_tokens_per_second", "gauge",
+    "engine:llmcost_capacity_tokens_per_second:max1h": ("llmcost_capacity_tokens_per_second", "gauge",
                                                                    [{"source": "configured"}]),
-    "engine:llmcost_engine_gpu_utilization:avg_over_time1h": ("llmcost_engine_gpu_utilization_ratio", "gauge", [{}]),
+    "engine:llmcost_engine_gpu_utilization:avg1h": ("llmcost_engine_gpu_utilization_ratio", "gauge", [{}]),
     "engine_model:llmcost_tokens:increase1h": ("llmcost_tokens_total", "counter",
                                                [{"direction": "input"}, {"direction": "output"}]),
     "engine_model:llmcost_model_spend:increase1h": ("llmcost_model_spend_total", "counter",
@@ -180,20 +181,22 @@ class Row:
 def expected(fleet: Fleet, first_hour: int = 0, hours: int | None = None) -> dict[tuple[str, str], Row]:
     """The report's rows in closed form over hours [first_hour, first_hour + hours) of the fleet."""
     span = range(first_hour, first_hour + (fleet.hours - first_hour if hours is None else hours))
+    # Every rate depends on the hour of day only: sum over 24 of them, each times its count.
+    of_day = Counter((fleet.start // HOUR + h) % 24 for h in span)
     rows = {}
     for engine, capacity in ENGINES.items():
-        spend = ENGINE_HOURLY[engine] * len(span) * fleet.nodes
         model_spend = [0.0] * len(MODELS)
         for n in range(fleet.nodes):
-            for h in span:
-                weights = model_weights(n, engine, (fleet.start // HOUR + h) % 24)
+            for hour, count in of_day.items():
+                weights = model_weights(n, engine, hour)
                 for m in range(len(MODELS)):
-                    model_spend[m] += ENGINE_HOURLY[engine] * weights[m] / sum(weights)
+                    model_spend[m] += count * ENGINE_HOURLY[engine] * weights[m] / sum(weights)
         for m, model in enumerate(MODELS):
-            hours_of_day = [(n, (fleet.start // HOUR + h) % 24) for n in range(fleet.nodes) for h in span]
+            cells = [(n, hour, count) for n in range(fleet.nodes) for hour, count in of_day.items()]
             rows[(engine, model)] = Row(
-                tokens=sum(tokens(n, engine, m, hour) for n, hour in hours_of_day),
+                tokens=sum(count * tokens(n, engine, m, hour) for n, hour, count in cells),
                 self_hosted=model_spend[m], capacity_seconds=capacity * HOUR * len(span) * fleet.nodes,
-                engine_spend=spend,
-                equivalent={api: sum(api_equivalent(n, engine, m, hour, api) for n, hour in hours_of_day) for api in APIS})
+                engine_spend=ENGINE_HOURLY[engine] * len(span) * fleet.nodes,
+                equivalent={api: sum(count * api_equivalent(n, engine, m, hour, api) for n, hour, count in cells)
+                            for api in APIS})
     return rows

@@ -215,12 +215,26 @@ RECORDED = Basis(
     model_spend="sum by (engine, model, currency) (sum_over_time(engine_model:llmcost_model_spend:increase1h[{r}]))",
     api_equivalent="sum by (engine, model, api, tier, currency)"
                    " (sum_over_time(engine_model_api:llmcost_api_equivalent_spend:increase1h[{r}]))",
-    capacity_seconds="sum by (engine) (sum_over_time(engine:llmcost_capacity_tokens_per_second:avg_over_time1h[{r}])) * 3600",
-    gpu_busy="avg by (engine) (avg_over_time(engine:llmcost_engine_gpu_utilization:avg_over_time1h[{r}]))",
+    # The hour's highest capacity: a configured one is constant, an observed peak only grows.
+    capacity_seconds="sum by (engine) (sum_over_time(engine:llmcost_capacity_tokens_per_second:max1h[{r}])) * 3600",
+    gpu_busy="avg by (engine) (avg_over_time(engine:llmcost_engine_gpu_utilization:avg1h[{r}]))",
     node_spend="sum by (currency) (sum_over_time(instance:llmcost_spend:increase1h[{r}]))",
     unallocated="sum by (currency) (sum_over_time(instance:llmcost_unallocated_spend:increase1h[{r}]))",
 )
 RECORDED_PROBE = "count(last_over_time(engine_model:llmcost_tokens:increase1h[1h]))"
+# What the report shows instead where a series is missing (a rule file without that recording, an
+# exporter too old to have the metric): said under the header, never silently.
+FALLBACKS = {
+    "model_spend": "models split their engine's spend by tokens",
+    "capacity_seconds": "no UTILIZATION, AT 100% or BREAK-EVEN",
+    "gpu_busy": "no GPU BUSY",
+    "unallocated": "no unallocated spend in the footer",
+}
+
+
+def series_name(template: str) -> str:
+    found = re.search(r"[a-z_]+:llmcost_[a-z_]+:[a-z0-9_]+|llmcost_[a-z_]+", template)
+    return found.group(0) if found else template
 
 
 def choose_basis(prometheus: PrometheusAPI, start: float, end: float, source: str) -> tuple[Basis, str]:
@@ -280,6 +294,7 @@ class Report:
     models: list[ModelLine]
     totals: Totals | None = None
     connection: str = ""
+    notes: list[str] = field(default_factory=list)  # what was missing and what the report did instead
 
 
 @dataclass
@@ -319,8 +334,12 @@ def collect(prometheus: PrometheusAPI, start: float, end: float, source: str = "
     keys = sorted(set(tokens) | {(e, "") for e in period.engine_spend if e not in {k[0] for k in tokens}})
     models = [line for engine in sorted({k[0] for k in keys}) for line in engine_lines(engine, keys, period)]
     totals = Totals(_one(node_spend), sum(v for v in period.engine_spend.values()), _one(unallocated))
+    found = {"model_spend": model_spend, "capacity_seconds": period.capacity_seconds, "gpu_busy": period.gpu_busy,
+             "unallocated": unallocated}
+    notes = [f"no {series_name(getattr(basis, key))} in the period: {FALLBACKS[key]}"
+             for key, values in found.items() if not values]
     return Report(prometheus.url, start, end, currencies.pop() if currencies else "USD", basis.name, reason, models,
-                  totals, prometheus.credentials.describe())
+                  totals, prometheus.credentials.describe(), notes)
 
 
 def _one(values: dict[tuple, float]) -> float | None:
@@ -406,7 +425,7 @@ def render(report: Report) -> str:
             rows.append((model_cells if i == 0 else [""] * len(model_cells)) + api_cells)
     via = f" ({report.connection})" if report.connection else ""
     lines = [f"llm-cost-exporter report {_iso(report.start)} to {_iso(report.end)} ({_human_duration(report.end - report.start)}),"
-             f" {report.url}{via}", f"from {report.basis} ({report.reason})", ""]
+             f" {report.url}{via}", f"from {report.basis} ({report.reason})", *report.notes, ""]
     lines += format_table(COLUMNS, rows, LEFT)
     lines += ["", "Every column covers the same period: ACTUAL/1M = AT 100%/1M / UTILIZATION on every row.",
               "ACTUAL: spend while the GPUs were held (idle included) / tokens. AT 100%: the figure published analyses quote. "

@@ -248,3 +248,28 @@ def test_a_redirect_is_not_followed_with_credentials():
         server.shutdown()
         server.server_close()
     assert result.returncode == 1 and "answered HTTP 302" in result.stderr and "not followed" in result.stderr
+
+
+OPTIONAL = {"engine_model:llmcost_model_spend:increase1h", "engine:llmcost_engine_gpu_utilization:avg1h",
+            "instance:llmcost_unallocated_spend:increase1h"}
+
+
+@pytest.mark.integration
+def test_recorded_series_a_rule_file_lacks_are_named_and_the_report_says_what_it_did(fleet):
+    """A rule file that records tokens, spend, capacity and API-equivalent spend only: the models
+    split their engine's spend by tokens, and the header says so; the identity still holds."""
+    with VictoriaMetrics() as v:
+        v.import_lines(history.import_lines(s for n in range(fleet.nodes) for s in history.recorded(fleet, n)
+                                            if s[0]["__name__"] not in OPTIONAL))
+        got = report.collect(PrometheusAPI(v.url, 30), fleet.start, fleet.end, "recorded")
+        printed = cli(f"--prometheus.url={v.url}", f"--start={fleet.start}", f"--end={fleet.end}")
+    assert {note.split()[1] for note in got.notes} == OPTIONAL
+    assert printed.returncode == 0 and all(note in printed.stdout for note in got.notes)
+    want = history.expected(fleet)
+    for line in got.models:
+        engine_tokens = sum(w.tokens for (e, _), w in want.items() if e == line.engine)
+        w = want[(line.engine, line.model)]
+        assert line.self_hosted == pytest.approx(w.engine_spend * w.tokens / engine_tokens, rel=1e-9)
+        assert line.actual_per_million == pytest.approx(line.full_per_million / line.utilization, rel=1e-12)
+        assert line.gpu_busy is None
+    assert got.totals.unallocated is None
