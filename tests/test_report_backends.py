@@ -9,6 +9,7 @@ ones otherwise or where the recorded ones do not reach back, and says which."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -273,3 +274,19 @@ def test_recorded_series_a_rule_file_lacks_are_named_and_the_report_says_what_it
         assert line.actual_per_million == pytest.approx(line.full_per_million / line.utilization, rel=1e-12)
         assert line.gpu_busy is None
     assert got.totals.unallocated is None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["vm", "prometheus"])
+def test_the_scale_benchmark_runs_small_on_both_backends(backend, tmp_path):
+    """bench/report_scale.py at --quick size (10 nodes, 2 days): the CI-sized run of the 30-day,
+    1,000-node benchmark; the figures must match the closed form there too."""
+    bench = Path(__file__).resolve().parent.parent / "bench" / "report_scale.py"
+    result = subprocess.run([sys.executable, str(bench), "--quick", f"--backend={backend}", f"--results-dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    data = json.loads((tmp_path / "report_scale.json").read_text())
+    assert data["nodes"] == 10 and data["days"] == 2 and data["recorded_samples"] == 10 * 38 * 48
+    assert data["max_relative_error"] < 1e-6 and data["targets"]["figures_match_closed_form"]
+    assert data["output_head"][1] == "from recorded hourly series (period of 1d or more)"
+    assert all(0 < t < 60 for t in data["report_seconds"])
