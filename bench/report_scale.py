@@ -123,7 +123,7 @@ def main(argv=None) -> int:
               "max_relative_error": worst, "loadavg_before": load_before, "loadavg_after": _common.loadavg(),
               "output_head": stdout[0].splitlines()[:2],
               "targets": {"median_under_10s": median < TARGET_SECONDS, "figures_match_closed_form": worst < 1e-6}}
-    path = _common.write_results(args.results_dir, NAME, result)
+    path = _common.write_results(args.results_dir, NAME if args.backend == "vm" else f"{NAME}_{args.backend}", result)
     print(_common.table(["backend", "nodes", "days", "recorded samples", "load (s)", "report median (s)",
                          "report runs (s)", "max rel. error vs closed form"],
                         [[args.backend, nodes, days, f"{samples:,}", f"{load_seconds:.0f}", f"{median:.2f}",

@@ -285,7 +285,7 @@ def test_the_scale_benchmark_runs_small_on_both_backends(backend, tmp_path):
     result = subprocess.run([sys.executable, str(bench), "--quick", f"--backend={backend}", f"--results-dir={tmp_path}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    data = json.loads((tmp_path / "report_scale.json").read_text())
+    data = json.loads((tmp_path / ("report_scale.json" if backend == "vm" else "report_scale_prometheus.json")).read_text())
     assert data["nodes"] == 10 and data["days"] == 2 and data["recorded_samples"] == 10 * 38 * 48
     assert data["max_relative_error"] < 1e-6 and data["targets"]["figures_match_closed_form"]
     assert data["output_head"][1] == "from recorded hourly series (period of 1d or more)"
