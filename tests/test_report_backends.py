@@ -290,3 +290,25 @@ def test_the_scale_benchmark_runs_small_on_both_backends(backend, tmp_path):
     assert data["max_relative_error"] < 1e-6 and data["targets"]["figures_match_closed_form"]
     assert data["output_head"][1] == "from recorded hourly series (period of 1d or more)"
     assert all(0 < t < 60 for t in data["report_seconds"])
+
+
+@pytest.mark.integration
+def test_an_api_priced_at_several_tiers_gets_a_line_per_tier(fleet):
+    """Series with a `tier` label (an API's batch price beside its standard one) are never summed
+    together; the line names the tier."""
+    def with_batch_tier():
+        for n in range(fleet.nodes):
+            for labels, stamps, values in history.recorded(fleet, n):
+                yield labels, stamps, values
+                if labels["__name__"] == "engine_model_api:llmcost_api_equivalent_spend:increase1h":
+                    yield {**labels, "tier": "batch"}, stamps, [v / 2 for v in values]
+
+    with VictoriaMetrics() as v:
+        v.import_lines(history.import_lines(with_batch_tier()))
+        got = report.collect(PrometheusAPI(v.url, 30), fleet.start, fleet.end, "recorded")
+    want = history.expected(fleet)
+    for line in got.models:
+        equivalents = {a.api: a.equivalent for a in line.apis}
+        expected = want[(line.engine, line.model)].equivalent
+        assert equivalents == pytest.approx({**expected, **{f"{api} [batch]": x / 2 for api, x in expected.items()}},
+                                            rel=1e-9)
