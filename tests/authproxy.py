@@ -61,7 +61,7 @@ class AuthProxy:
 
         return Handler
 
-    def __enter__(self) -> "AuthProxy":
+    def __enter__(self) -> AuthProxy:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from authproxy import AuthProxy
-from exporter import promapi, report
-from exporter.promapi import Credentials, PrometheusAPI
 from prometheus import Prometheus, free_port
 from vmsingle import VictoriaMetrics
+
+from exporter import promapi, report
+from exporter.promapi import Credentials, PrometheusAPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import _history as history  # noqa: E402 (bench/ is not a package)

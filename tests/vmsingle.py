@@ -30,7 +30,7 @@ class VictoriaMetrics:
         self._dir: tempfile.TemporaryDirectory | None = None
         self._process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> "VictoriaMetrics":
+    def start(self, timeout: float = 30.0) -> VictoriaMetrics:
         binary = shutil.which("victoria-metrics")
         if binary is None:
             raise RuntimeError("victoria-metrics not on PATH: the test command installs Debian's victoria-metrics package")
@@ -38,7 +38,7 @@ class VictoriaMetrics:
         root = Path(self._dir.name)
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self._log = open(root / "vm.log", "w+")
+        self._log = open(root / "vm.log", "w+")  # noqa: SIM115 - open for the server's lifetime, closed in stop()
         self._process = subprocess.Popen(
             [binary, f"-storageDataPath={root / 'data'}", f"-httpListenAddr=127.0.0.1:{port}",
              "-retentionPeriod=100y",  # backfilled history of any age is kept
@@ -91,7 +91,7 @@ class VictoriaMetrics:
             self._dir.cleanup()
             self._dir = None
 
-    def __enter__(self) -> "VictoriaMetrics":
+    def __enter__(self) -> VictoriaMetrics:
         return self.start()
 
     def __exit__(self, *exc) -> None:
