@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from exporter import promapi
 from exporter import report as base
 
 PREFIX = "llm-cost-exporter prices export: "
@@ -46,8 +47,7 @@ class ModelPrice:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prometheus.url", dest="prometheus_url", metavar="URL", default="http://localhost:9090",
-                        help="Prometheus server that scrapes the exporters")
+    promapi.add_arguments(parser)  # --prometheus.url, tenant, bearer token, basic auth, --timeout
     parser.add_argument("--format", choices=FORMATS, required=True, help="the file format of the gateway that reads it")
     parser.add_argument("--window", metavar="DURATION", default="7d", help="trailing window the prices are averaged over")
     parser.add_argument("--output", metavar="FILE", default="-", help="where to write it (- for stdout)")
@@ -55,20 +55,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LiteLLM provider prefix of the model keys (the one your proxy routes to)")
     parser.add_argument("--at", metavar="TIME", default="now",
                         help="end of the window: RFC3339, Unix seconds, or now-DURATION (also the Langfuse startDate)")
-    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=10.0, help="seconds to wait for each Prometheus query")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         now = base.parse_time(args.at, time.time())
-        prices = collect(base.PrometheusAPI(args.prometheus_url, args.timeout), args.window, now)
+        prices = collect(base.connect(args), args.window, now)
         text = render(args.format, prices, now, args.provider)
         if args.output == "-":
             sys.stdout.write(text)
         else:
             with open(args.output, "w", encoding="utf-8") as out:
                 out.write(text)
-    except base.ReportError as err:
+    except base.UsageError as err:
+        print(PREFIX + " ".join(str(err).split()), file=sys.stderr)
+        return 2
+    except (base.ReportError, promapi.QueryError) as err:
         print(PREFIX + " ".join(str(err).split()), file=sys.stderr)
         return 1
     except OSError as err:
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def collect(prometheus: base.PrometheusAPI, window: str, now: float) -> list[ModelPrice]:
+def collect(prometheus: promapi.PrometheusAPI, window: str, now: float) -> list[ModelPrice]:
     w = base.promql_range(base.parse_duration(window))
 
     def per_model(expr: str) -> dict[tuple[str, str], float]:

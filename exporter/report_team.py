@@ -23,6 +23,7 @@ import argparse
 import time
 from dataclasses import dataclass
 
+from exporter import promapi
 from exporter import report as base
 
 UNATTRIBUTED = "unattributed"
@@ -49,16 +50,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         start, end, _ = base.resolve_period(args.start, args.end, "auto", time.time())
-        prometheus = base.PrometheusAPI(args.prometheus_url, args.timeout)
+        prometheus = base.connect(args)  # report's --prometheus.* flags: tenant, bearer token, basic auth
         print(render(collect(prometheus, start, end, args.chargeback_window)))
-    except base.ReportError as err:
+    except base.UsageError as err:
+        return base._fail(str(err), 2)
+    except (base.ReportError, promapi.QueryError) as err:
         return base._fail(str(err))
     except Exception as err:  # noqa: BLE001 - a CLI answers with one line, never a traceback
         return base._fail(f"unexpected {type(err).__name__}: {err}")
     return 0
 
 
-def collect(prometheus: base.PrometheusAPI, start: float, end: float, window: str) -> TeamReport:
+def collect(prometheus: promapi.PrometheusAPI, start: float, end: float, window: str) -> TeamReport:
     base.parse_duration(window)  # a readable error for a bad --chargeback.window
     r = base.promql_range(end - start)
     seconds = max(1, round(end - start))

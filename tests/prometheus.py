@@ -31,10 +31,12 @@ def free_port() -> int:
 
 
 class Prometheus:
-    def __init__(self, targets=(), rule_files=(), scrape_interval: str = "1s"):
+    def __init__(self, targets=(), rule_files=(), scrape_interval: str = "1s", flags=(), prepare=None):
         self.targets = list(targets)  # "host:port" of exporters serving /metrics
         self.rule_files = [str(Path(f).resolve()) for f in rule_files]
         self.scrape_interval = scrape_interval
+        self.flags = list(flags)  # extra command-line flags, e.g. --storage.tsdb.retention.time=1y
+        self.prepare = prepare  # called with the (empty) data directory before start: backfill blocks there
         self.url = ""
         self._dir: tempfile.TemporaryDirectory | None = None
         self._process: subprocess.Popen | None = None
@@ -49,9 +51,12 @@ class Prometheus:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self._log = open(root / "prometheus.log", "w+")
+        if self.prepare is not None:
+            (root / "data").mkdir()
+            self.prepare(root / "data")
         self._process = subprocess.Popen(
             [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
+             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", *self.flags],
             stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready(timeout)
         return self

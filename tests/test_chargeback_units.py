@@ -120,7 +120,7 @@ def test_openlit_prices_are_per_thousand_tokens():
     assert data["chat"]["Qwen/Qwen2.5-32B-Instruct"] == pytest.approx({"promptPrice": 1e-3, "completionPrice": 3e-2})
 
 
-# --- CLI errors: one line, exit 1 -------------------------------------------------------------------
+# --- CLI errors: one line, exit 1 (2 for a bad flag) -------------------------------------------------------------------
 
 
 @pytest.mark.integration  # a real, empty Prometheus
@@ -130,7 +130,7 @@ def test_cli_errors_are_one_line():
                      ["report", "--by=team", f"--prometheus.url={empty.url}", "--start=now-1m"],
                      ["prices", "export", "--format=litellm", f"--prometheus.url={empty.url}", "--window=soon"]):
             result = subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True, text=True, cwd=ROOT)
-            assert result.returncode == 1, (args, result.stderr)
+            assert result.returncode == (2 if args[-1] == "--window=soon" else 1), (args, result.stderr)
             assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
         assert "no llmcost_model_spend_total series" in subprocess.run(
             [sys.executable, "-m", "exporter", "prices", "export", "--format=openlit", f"--prometheus.url={empty.url}"],

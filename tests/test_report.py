@@ -11,11 +11,15 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.report import COLUMNS, PREFIX, ReportError, resolve_period
+from exporter.promapi import PrometheusAPI
+from exporter.report import COLUMNS, PREFIX, RAW, ReportError, UsageError, collect, resolve_period
 from prometheus import Prometheus, free_port
 
 MODELS = {"meta-llama/Llama-3.1-8B-Instruct": "llama-8b", "Qwen/Qwen2.5-32B-Instruct": "qwen-32b"}
-FILL_SECONDS = 28  # real seconds of scrapes; at --demo.speed=60 that is 28 simulated minutes
+FILL_SECONDS = 28  # seconds of scrapes
+# Real time: utilization is tokens over capacity x the period's wall-clock seconds, and a demo
+# running faster than real time counts its tokens in simulated seconds.
+DEMO_SPEED = 1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -27,7 +31,7 @@ def report(*args: str) -> subprocess.CompletedProcess:
 def demo():
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "demo", f"--web.listen-address=127.0.0.1:{port}", "--demo.speed=60"],
+        [sys.executable, "-m", "exporter", "demo", f"--web.listen-address=127.0.0.1:{port}", f"--demo.speed={DEMO_SPEED}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with Prometheus([f"127.0.0.1:{port}"]) as prom:
@@ -113,6 +117,60 @@ def test_savings_are_api_equivalent_minus_self_hosted_share(printed):
         assert dollars(row["AT 100%/1M"]) < dollars(row["ACTUAL/1M"])  # the demo never runs at full load
 
 
+def percent(cell: str) -> float:
+    return float(cell.rstrip("%")) / 100
+
+
+@pytest.mark.integration
+def test_every_row_satisfies_actual_equals_full_over_utilization(demo, printed):
+    """The identity of issue 15, on what the report computes (exactly) and on what it prints (to the
+    rounding of its cells): every column covers the same period."""
+    report = collect(PrometheusAPI(demo.prom.url, 10), demo.start, demo.end, "raw")
+    assert report.basis == RAW.name
+    for line in report.models:
+        assert line.utilization and line.full_per_million and line.actual_per_million, line
+        assert line.actual_per_million == pytest.approx(line.full_per_million / line.utilization, rel=1e-9), line
+    for model, row in model_rows(printed.result.stdout).items():
+        full, utilization, actual = dollars(row["AT 100%/1M"]), percent(row["UTILIZATION"]), dollars(row["ACTUAL/1M"])
+        # Cells carry 3 decimals and 0.1%: the printed identity holds to their rounding.
+        rounding = 0.0005 / full + 0.0005 / utilization + 0.0005 / actual
+        assert actual == pytest.approx(full / utilization, rel=rounding), (model, row)
+
+
+@pytest.mark.integration
+def test_utilization_is_the_period_tokens_over_capacity_times_the_period(demo, printed):
+    """Not an average of the live-window gauge (which looks back before the period's start: the
+    26.3% shown where the period's tokens gave 20.4%), but the period's own tokens."""
+    window = f"{round(demo.end - demo.start)}s"
+    rate = {}  # tokens/s between the first and the last raw sample of the period
+    for s in demo.prom.query(f"llmcost_tokens_total[{window}]", time=demo.end):
+        (t0, v0), (t1, v1) = s["values"][0], s["values"][-1]
+        engine = s["metric"]["engine"]
+        rate[engine] = rate.get(engine, 0.0) + (float(v1) - float(v0)) / (t1 - t0)
+    capacity = {s["metric"]["engine"]: float(s["value"][1])
+                for s in demo.prom.query("llmcost_capacity_tokens_per_second", time=demo.end)}
+    rows = model_rows(printed.result.stdout)
+    for model, engine in MODELS.items():
+        expected = rate[engine] / capacity[engine]
+        assert percent(rows[model]["UTILIZATION"]) == pytest.approx(expected, rel=0.015), model
+
+
+@pytest.mark.integration
+def test_model_rows_split_the_engine_spend_exactly_and_totals_are_printed(demo, printed):
+    report = collect(PrometheusAPI(demo.prom.url, 10), demo.start, demo.end, "raw")
+    engine_spend = {}
+    for s in demo.prom.query(f"sum by (engine) (increase(llmcost_engine_spend_total[{round(demo.end - demo.start)}s]))",
+                             time=demo.end):
+        engine_spend[s["metric"]["engine"]] = float(s["value"][1])
+    for engine, spend in engine_spend.items():
+        assert sum(m.self_hosted or 0 for m in report.models if m.engine == engine) == pytest.approx(spend, rel=1e-12)
+    assert report.totals is not None and report.totals.nodes is not None and report.totals.unallocated is not None
+    # The demo's fourth GPU and the rest of the MIG GPU are held by no engine: node = engines + unallocated.
+    assert report.totals.nodes == pytest.approx(report.totals.engines + report.totals.unallocated, rel=0.02)
+    assert "Spend over the period: nodes $" in printed.result.stdout
+    assert "from raw counters (period under 1d)" in printed.result.stdout
+
+
 @pytest.mark.integration
 def test_output_writes_a_png_chart(printed):
     data = printed.chart.read_bytes()
@@ -121,8 +179,8 @@ def test_output_writes_a_png_chart(printed):
     assert f"chart: {printed.chart}" in printed.result.stdout
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, contains: str) -> None:
-    assert result.returncode == 1, result
+def assert_one_line_error(result: subprocess.CompletedProcess, contains: str, status: int = 1) -> None:
+    assert result.returncode == status, result
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(PREFIX), result.stderr
@@ -132,7 +190,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, contains: str) ->
 @pytest.mark.integration
 def test_unreachable_prometheus(demo):
     closed_port = free_port()  # bound and released: nothing listens there
-    assert_one_line_error(report(f"--prometheus.url=http://127.0.0.1:{closed_port}"), "cannot reach Prometheus")
+    assert_one_line_error(report(f"--prometheus.url=http://127.0.0.1:{closed_port}"), "cannot reach http://127.0.0.1")
 
 
 @pytest.mark.integration
@@ -154,7 +212,7 @@ def test_prometheus_without_llmcost_series():
 @pytest.mark.integration
 def test_end_before_start(demo):
     assert_one_line_error(report(f"--prometheus.url={demo.prom.url}", "--start=now", "--end=now-1h"),
-                          "must be after --start")
+                          "must be after --start", status=2)
 
 
 @pytest.mark.integration
@@ -169,5 +227,6 @@ def test_period_forms_and_auto_step():
     assert resolve_period("2023-11-14T22:13:20Z", "1700003600", "1m30s", now) == (now, now + 3600, 90.0)
     assert resolve_period("now-10m", "now", "auto", now)[2] == 15.0  # never finer than a typical scrape interval
     for start, end, step in (("yesterday", "now", "auto"), ("now-1h", "now", "fast"), ("now", "now", "auto")):
-        with pytest.raises(ReportError):
+        with pytest.raises(UsageError):
             resolve_period(start, end, step, now)
+    assert issubclass(UsageError, ReportError)
