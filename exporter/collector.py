@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import math
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from exporter import __version__
+from exporter.families import CounterMetricFamily, GaugeMetricFamily
 from exporter.snapshot import Snapshot, engine_gpu_utilization, engine_savings
 
 P = "llmcost_"
@@ -55,9 +54,8 @@ class CostCollector:
         for family in self._families(snap):
             # A figure whose arithmetic left the finite range (a rate of counts near 1e308) is
             # absent, as an unknown figure is: no NaN or Inf ever reaches a dashboard or a sum.
-            family.samples = [s for s in family.samples if math.isfinite(s.value)]
-            if pods:
-                family.samples = [_with_pod_labels(sample, pods) for sample in family.samples]
+            rows = [row for row in family.rows or () if math.isfinite(row[2])]
+            family.replace_rows([_with_pod_labels(row, pods) for row in rows] if pods else rows)
             yield family
 
     def _families(self, snap: Snapshot):
@@ -341,11 +339,11 @@ class CostCollector:
         yield from (payback, energy, idle, co2e)
 
 
-def _with_pod_labels(sample, pods: dict[str, tuple[str, str]]):
-    """A discovered engine's sample gets `namespace` and `pod` (functions of `engine`: no new series)."""
-    labels = sample.labels
+def _with_pod_labels(row, pods: dict[str, tuple[str, str]]):
+    """A discovered engine's series gets `namespace` and `pod` (functions of `engine`: no new series)."""
+    names, values, value = row
+    labels = dict(zip(names, values, strict=False))
     engine = labels.get("engine") or (labels.get("name") if labels.get("source") == "engine" else None)
     if engine not in pods:
-        return sample
-    namespace, pod = pods[engine]
-    return sample._replace(labels={**labels, "namespace": namespace, "pod": pod})
+        return row
+    return names + ("namespace", "pod"), values + pods[engine], value

@@ -42,7 +42,8 @@ class _Encoding:
         self.encoder, self.text_format = encoder, text_format
         self.eof = self._library([]).decode()  # "# EOF\n" for OpenMetrics, "" for the text format
         self.headers: dict = {}
-        self.prefixes: dict = {}
+        self.prefixes: dict = {}  # (sample name, label items) -> `name{labels} `, of library families
+        self.families: dict = {}  # family name -> _FamilyText, of row families (exporter.families)
 
     def _library(self, families) -> bytes:
         return self.encoder(_Families(families))
@@ -69,6 +70,15 @@ def _alone(metric, samples):
     return alone
 
 
+class _FamilyText:
+    """A row family's sample lines as the last scrape rendered them, and each series' prefix."""
+
+    __slots__ = ("rows", "text", "prefixes", "zero")
+
+    def __init__(self, rows: list, text: str, prefixes: dict, zero: bool):
+        self.rows, self.text, self.prefixes, self.zero = rows, text, prefixes, zero
+
+
 class LineCache:
     """Renders a registry as an encoder of prometheus_client would, reusing the text of unchanged
     families and series. Safe to share between the server's threads: each render builds new maps
@@ -83,34 +93,75 @@ class LineCache:
     def encode(self, registry, encoder, content_type: str) -> bytes:
         families = list(registry.collect())
         encoding = self._encoding(encoder, content_type)
-        headers, prefixes = {}, {}
+        headers: dict = {}
+        seen = _Seen()
         out = []
-        known = encoding.prefixes
-        values = self._values
-        if len(values) > _VALUES_KEPT:
-            values.clear()
+        if len(self._values) > _VALUES_KEPT:
+            self._values.clear()
         for metric in families:
             header = encoding.header(metric)
             headers[(metric.name, metric.type, metric.documentation, metric.unit)] = header
             out.append(header)
-            moved = {metric.name + s for s in _TEXT_MOVED} if encoding.text_format else ()
-            for sample in metric.samples:
-                name, labels, number, timestamp, exemplar, native = sample
-                if number is None or timestamp is not None or exemplar is not None or native is not None \
-                        or name in moved:  # a line that is not `name{labels} value` in the family's place
-                    return encoder(_Families(families))
-                value = values.get(number) if number else None  # zero: not looked up, its sign matters
-                if value is None:
-                    value = values[number] = floatToGoString(number)
-                key = (name, tuple(labels.items()))
-                prefix = known.get(key) or encoding.prefix(metric, sample, value)
-                if prefix is None:
-                    return encoder(_Families(families))
-                prefixes[key] = prefix
-                out += (prefix, value, "\n")
+            rows = getattr(metric, "rows", None)  # exporter.families: the series as rows, no samples built
+            text = self._rows(encoding, metric, rows, seen) if rows is not None else \
+                self._samples(encoding, metric, seen)
+            if text is None:  # a line this cache does not model: the library renders it all
+                return encoder(_Families(families))
+            out.append(text)
         out.append(encoding.eof)
-        encoding.headers, encoding.prefixes = headers, prefixes  # only what this scrape saw: gone series go
+        # only what this scrape saw: gone series go
+        encoding.headers, encoding.prefixes, encoding.families = headers, seen.prefixes, seen.families
         return "".join(out).encode("utf-8")
+
+    def _value(self, number) -> str:
+        value = self._values.get(number) if number else None  # zero: not looked up, its sign matters
+        if value is None:
+            value = self._values[number] = floatToGoString(number)
+        return value
+
+    def _rows(self, encoding: _Encoding, metric, rows: list, seen: _Seen) -> str | None:
+        """A row family's lines: the last scrape's text where its rows are equal (and hold no zero,
+        whose sign `==` does not see), else each row's kept prefix and its value's text."""
+        key = metric.name
+        last = encoding.families.get(key)
+        if last is not None and not last.zero and last.rows == rows:
+            seen.families[key] = last
+            return last.text
+        known = last.prefixes if last is not None else {}
+        prefixes, parts, zero = {}, [], False
+        for row in rows:
+            names, values, number = row
+            if number is None:
+                return None
+            zero = zero or not number
+            value = self._value(number)
+            prefix = known.get((names, values)) or encoding.prefix(metric, metric.sample(row), value)
+            if prefix is None:
+                return None
+            prefixes[(names, values)] = prefix
+            parts += (prefix, value, "\n")
+        text = "".join(parts)
+        seen.families[key] = _FamilyText(list(rows), text, prefixes, zero)
+        return text
+
+    def _samples(self, encoding: _Encoding, metric, seen: _Seen) -> str | None:
+        """A library family's lines: each sample's kept `name{labels} ` and its value's text."""
+        known = encoding.prefixes
+        moved = {metric.name + s for s in _TEXT_MOVED} if encoding.text_format else ()
+        parts = []
+        for sample in metric.samples:
+            name, labels, number, timestamp, exemplar, native = sample
+            if number is None or timestamp is not None or exemplar is not None or native is not None \
+                    or name in moved:  # a line that is not `name{labels} value` in the family's place
+                return None
+            value = self._value(number)
+            key = (name, tuple(labels.items()))
+            prefix = known.get(key) or encoding.prefix(metric, sample, value)
+            if prefix is None:
+                return None
+            seen.prefixes[key] = prefix
+            parts += (prefix, value, "\n")
+        return "".join(parts)
 
     def _encoding(self, encoder, content_type: str) -> _Encoding:
         with self._lock:
@@ -121,3 +172,11 @@ class LineCache:
                 encoding = _Encoding(encoder, not content_type.startswith("application/openmetrics-text"))
                 self._encodings[content_type] = encoding
             return encoding
+
+
+class _Seen:
+    """What one scrape rendered, to be kept for the next."""
+
+    def __init__(self):
+        self.prefixes: dict = {}
+        self.families: dict[str, _FamilyText] = {}
