@@ -128,7 +128,9 @@ class LineCache:
             seen.families[key] = last
             return last.text
         known = last.prefixes if last is not None else {}
-        prefixes, parts, zero = {}, [], False
+        prefixes: dict = {}
+        parts: list[str] = []
+        zero = False
         for row in rows:
             names, values, number = row
             if number is None:
@@ -148,7 +150,7 @@ class LineCache:
         """A library family's lines: each sample's kept `name{labels} ` and its value's text."""
         known = encoding.prefixes
         moved = {metric.name + s for s in _TEXT_MOVED} if encoding.text_format else ()
-        parts = []
+        parts: list[str] = []
         for sample in metric.samples:
             name, labels, number, timestamp, exemplar, native = sample
             if number is None or timestamp is not None or exemplar is not None or native is not None \
