@@ -48,12 +48,6 @@ class _Rows:
     def replace_rows(self, rows: list[Row]) -> None:
         self.rows, self._samples = rows, None
 
-    def add_row(self, names: tuple, values: tuple, value: float) -> None:
-        if self.rows is None:  # the samples were assigned or read: keep to them
-            self.samples.append(self.sample((names, values, value)))
-        else:
-            self.rows.append((names, values, value))
-
 
 class GaugeMetricFamily(_Rows, _LibraryGauge):
     def __init__(self, name: str, documentation: str, value: float | None = None, labels=None, unit: str = ""):
@@ -61,10 +55,10 @@ class GaugeMetricFamily(_Rows, _LibraryGauge):
         _constant(self, value, labels)
 
     def add_metric(self, labels, value: float, timestamp=None) -> None:
-        if timestamp is not None:  # not a plain row: the library's own sample (the samples are the truth from now on)
+        if timestamp is not None or self.rows is None:  # the library's own sample (the samples are the truth)
             _LibraryGauge.add_metric(self, labels, value, timestamp)
-            return
-        self.add_row(self._labelnames, tuple(labels), value)
+        else:
+            self.rows.append((self._labelnames, tuple(labels), value))
 
 
 class CounterMetricFamily(_Rows, _LibraryCounter):
@@ -75,10 +69,10 @@ class CounterMetricFamily(_Rows, _LibraryCounter):
         _constant(self, value, labels)
 
     def add_metric(self, labels, value: float, created=None, timestamp=None, exemplar=None) -> None:
-        if created is not None or timestamp is not None or exemplar is not None:
+        if created is not None or timestamp is not None or exemplar is not None or self.rows is None:
             _LibraryCounter.add_metric(self, labels, value, created, timestamp, exemplar)
-            return
-        self.add_row(self._labelnames, tuple(labels), value)
+        else:
+            self.rows.append((self._labelnames, tuple(labels), value))
 
 
 def _constant(family, value: float | None, labels) -> None:
