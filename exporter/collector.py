@@ -28,12 +28,14 @@ Series of engines discovered as pods also carry `namespace` and `pod` (engine = 
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 
 from exporter import __version__
 from exporter.families import CounterMetricFamily, GaugeMetricFamily
 from exporter.snapshot import Snapshot, engine_gpu_utilization, engine_savings
 
 P = "llmcost_"
+_VALUE = itemgetter(2)  # a row's value (exporter.families)
 _SAMPLED_GPU = "Sampled from NVML on the GPU cadence, not at scrape time."
 _SAMPLED_ENGINE = "Sampled from the engine's /metrics on its cadence, not at scrape time."
 
@@ -54,7 +56,9 @@ class CostCollector:
         for family in self._families(snap):
             # A figure whose arithmetic left the finite range (a rate of counts near 1e308) is
             # absent, as an unknown figure is: no NaN or Inf ever reaches a dashboard or a sum.
-            rows = [row for row in family.rows or () if math.isfinite(row[2])]
+            rows = family.rows or []
+            if not all(map(math.isfinite, map(_VALUE, rows))):  # the common case checked in C
+                rows = [row for row in rows if math.isfinite(row[2])]
             family.replace_rows([_with_pod_labels(row, pods) for row in rows] if pods else rows)
             yield family
 
