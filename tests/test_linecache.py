@@ -225,3 +225,16 @@ def test_a_row_family_is_the_librarys_family():
         assert ours("y", "Help.", value=3.0) == library("y", "Help.", value=3.0)
         with pytest.raises(ValueError):
             ours("y", "Help.", value=3.0, labels=["a"])
+
+
+def test_a_row_family_that_changes_type_or_help_keeps_no_stale_text():
+    """The kept lines belong to a family's name and type (a counter's samples end in _total), its
+    header to its HELP and unit too."""
+    cache = LineCache()
+    encoder, content_type = choose_encoder(ACCEPTS[0])
+    for kind, help_text in (("row_gauge", "A."), ("row_counter", "A."), ("row_counter", "B."), ("row_gauge", "B."),
+                            ("row_unit", "B."), ("row_gauge", "B.")):
+        series = [({"engine": "x"}, 1.0)]
+        ours = Snapshot([build("llmcost_spend", kind, help_text, series)])
+        assert cache.encode(ours, encoder, content_type) == encoder(
+            Snapshot([build("llmcost_spend", kind, help_text, series, library=True)])), (kind, help_text)

@@ -43,7 +43,7 @@ class _Encoding:
         self.eof = self._library([]).decode()  # "# EOF\n" for OpenMetrics, "" for the text format
         self.headers: dict = {}
         self.prefixes: dict = {}  # (sample name, label items) -> `name{labels} `, of library families
-        self.families: dict = {}  # family name -> _FamilyText, of row families (exporter.families)
+        self.families: dict = {}  # (family name, type) -> _FamilyText, of row families (exporter.families)
 
     def _library(self, families) -> bytes:
         return self.encoder(_Families(families))
@@ -55,9 +55,11 @@ class _Encoding:
             text = self._library([_alone(metric, [])]).decode()[:-len(self.eof) or None]
         return text
 
-    def prefix(self, metric, sample, value: str) -> str | None:
-        """`name{labels} ` of one sample, or None where the library's line is not that plus the value."""
-        line = self._library([_alone(metric, [sample])]).decode()[len(self.header(metric)):-len(self.eof) or None]
+    def prefix(self, metric, sample, value: str, header: str | None = None) -> str | None:
+        """`name{labels} ` of one sample, or None where the library's line is not that plus the value.
+        `header`: the family's header text, where the caller has it."""
+        header = self.header(metric) if header is None else header
+        line = self._library([_alone(metric, [sample])]).decode()[len(header):-len(self.eof) or None]
         if not line.endswith(" " + value + "\n"):
             return None
         return line[:-len(value) - 1]
@@ -71,11 +73,12 @@ def _alone(metric, samples):
 
 
 class _FamilyText:
-    """A row family's sample lines as the last scrape rendered them, and each series' prefix."""
+    """A row family's text (header and sample lines) as the last scrape rendered it, and each series' prefix."""
 
-    __slots__ = ("rows", "text", "prefixes", "zero")
+    __slots__ = ("documentation", "unit", "header", "rows", "text", "prefixes", "zero")
 
-    def __init__(self, rows: list, text: str, prefixes: dict, zero: bool):
+    def __init__(self, metric, header: str, rows: list, text: str, prefixes: dict, zero: bool):
+        self.documentation, self.unit, self.header = metric.documentation, metric.unit, header
         self.rows, self.text, self.prefixes, self.zero = rows, text, prefixes, zero
 
 
@@ -99,10 +102,11 @@ class LineCache:
         if len(self._values) > _VALUES_KEPT:
             self._values.clear()
         for metric in families:
-            header = encoding.header(metric)
-            headers[(metric.name, metric.type, metric.documentation, metric.unit)] = header
-            out.append(header)
             rows = getattr(metric, "rows", None)  # exporter.families: the series as rows, no samples built
+            if rows is None:
+                header = encoding.header(metric)
+                headers[(metric.name, metric.type, metric.documentation, metric.unit)] = header
+                out.append(header)
             text = self._rows(encoding, metric, rows, seen) if rows is not None else \
                 self._samples(encoding, metric, seen)
             if text is None:  # a line this cache does not model: the library renders it all
@@ -120,13 +124,17 @@ class LineCache:
         return value
 
     def _rows(self, encoding: _Encoding, metric, rows: list, seen: _Seen) -> str | None:
-        """A row family's lines: the last scrape's text where its rows are equal (and hold no zero,
-        whose sign `==` does not see), else each row's kept prefix and its value's text."""
-        key = metric.name
+        """A row family's header and lines: the last scrape's text where its rows are equal (and hold
+        no zero, whose sign `==` does not see), else each row's kept prefix and its value's text."""
+        key = (metric.name, metric.type)  # what its sample names follow from
         last = encoding.families.get(key)
-        if last is not None and not last.zero and last.rows == rows:
-            seen.families[key] = last
-            return last.text
+        if last is not None and last.documentation == metric.documentation and last.unit == metric.unit:
+            header = last.header
+            if not last.zero and last.rows == rows:
+                seen.families[key] = last
+                return last.text
+        else:
+            header = encoding.header(metric)
         known = last.prefixes if last is not None else {}
         prefixes: dict = {}
         parts: list[str] = []
@@ -137,13 +145,13 @@ class LineCache:
                 return None
             zero = zero or not number
             value = self._value(number)
-            prefix = known.get((names, values)) or encoding.prefix(metric, metric.sample(row), value)
+            prefix = known.get((names, values)) or encoding.prefix(metric, metric.sample(row), value, header)
             if prefix is None:
                 return None
             prefixes[(names, values)] = prefix
             parts += (prefix, value, "\n")
-        text = "".join(parts)
-        seen.families[key] = _FamilyText(list(rows), text, prefixes, zero)
+        text = header + "".join(parts)
+        seen.families[key] = _FamilyText(metric, header, list(rows), text, prefixes, zero)
         return text
 
     def _samples(self, encoding: _Encoding, metric, seen: _Seen) -> str | None:
@@ -181,4 +189,4 @@ class _Seen:
 
     def __init__(self):
         self.prefixes: dict = {}
-        self.families: dict[str, _FamilyText] = {}
+        self.families: dict[tuple, _FamilyText] = {}
