@@ -350,4 +350,4 @@ def _with_pod_labels(row, pods: dict[str, tuple[str, str]]):
     engine = labels.get("engine") or (labels.get("name") if labels.get("source") == "engine" else None)
     if engine not in pods:
         return row
-    return names + ("namespace", "pod"), values + pods[engine], value
+    return names + ("namespace", "pod"), values + tuple(pods[engine]), value

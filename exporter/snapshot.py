@@ -156,7 +156,7 @@ def _phase_between(model_spend, model: ModelTotals, t0: float, t1: float) -> dic
 
 def _split_figures(m: ModelTotals, model_spend) -> dict:
     """The model's spend by phase, its cost per 1M input and output tokens, its cache savings: the
-    ModelFigures fields, given to its constructor (dataclasses.replace was a third of a snapshot)."""
+    ModelFigures fields, given to its constructor (dataclasses.replace was a fifth of a snapshot)."""
     phase_spend = model_spend.phase_totals(m.engine, m.model)
     by_direction: dict[str, float] = {}
     if m.window is not None and m.input_window is not None and m.input_window[0::2] == m.window[0::2]:

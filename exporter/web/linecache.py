@@ -7,6 +7,11 @@ that one family) and kept while the series lasts; a scrape then only formats the
 library's floatToGoString. The bytes are the library's by construction, and tests/test_linecache.py
 compares them over changing snapshots in both formats.
 
+The collector's families (exporter/families.py) hold their series as `(label names, label values,
+value)` rows: for those the cache keys each series by its rows' labels, never building the library's
+samples, and keeps the family's whole text (header and lines) while its rows are unchanged, so a
+family whose values did not move since the last scrape costs one list comparison.
+
 Whatever this does not model (timestamps, exemplars, native histograms, the text format's
 `_created`/`_gsum`/`_gcount` gauges) is rendered by the library itself, whole.
 """
