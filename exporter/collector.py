@@ -28,13 +28,14 @@ Series of engines discovered as pods also carry `namespace` and `pod` (engine = 
 from __future__ import annotations
 
 import math
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from operator import itemgetter
 
 from exporter import __version__
+from exporter.families import CounterMetricFamily, GaugeMetricFamily
 from exporter.snapshot import Snapshot, engine_gpu_utilization, engine_savings
 
 P = "llmcost_"
+_VALUE = itemgetter(2)  # a row's value (exporter.families)
 _SAMPLED_GPU = "Sampled from NVML on the GPU cadence, not at scrape time."
 _SAMPLED_ENGINE = "Sampled from the engine's /metrics on its cadence, not at scrape time."
 
@@ -55,9 +56,10 @@ class CostCollector:
         for family in self._families(snap):
             # A figure whose arithmetic left the finite range (a rate of counts near 1e308) is
             # absent, as an unknown figure is: no NaN or Inf ever reaches a dashboard or a sum.
-            family.samples = [s for s in family.samples if math.isfinite(s.value)]
-            if pods:
-                family.samples = [_with_pod_labels(sample, pods) for sample in family.samples]
+            rows = family.rows or []
+            if not all(map(math.isfinite, map(_VALUE, rows))):  # the common case checked in C
+                rows = [row for row in rows if math.isfinite(row[2])]
+            family.replace_rows([_with_pod_labels(row, pods) for row in rows] if pods else rows)
             yield family
 
     def _families(self, snap: Snapshot):
@@ -341,11 +343,11 @@ class CostCollector:
         yield from (payback, energy, idle, co2e)
 
 
-def _with_pod_labels(sample, pods: dict[str, tuple[str, str]]):
-    """A discovered engine's sample gets `namespace` and `pod` (functions of `engine`: no new series)."""
-    labels = sample.labels
+def _with_pod_labels(row, pods: dict[str, tuple[str, str]]):
+    """A discovered engine's series gets `namespace` and `pod` (functions of `engine`: no new series)."""
+    names, values, value = row
+    labels = dict(zip(names, values, strict=False))
     engine = labels.get("engine") or (labels.get("name") if labels.get("source") == "engine" else None)
     if engine not in pods:
-        return sample
-    namespace, pod = pods[engine]
-    return sample._replace(labels={**labels, "namespace": namespace, "pod": pod})
+        return row
+    return names + ("namespace", "pod"), values + tuple(pods[engine]), value

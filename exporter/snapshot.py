@@ -93,8 +93,8 @@ def take_snapshot(clock, config, gpu_source, engines, accountant, retired=frozen
         if engine.name in retired:
             engine_models = [dataclasses.replace(m, gauges={}) for m in engine_models]
         for m in engine_models:
-            figures = _figures(m, engine_models, accountant, model_spend)
-            figures = _split_figures(figures, model_spend) if model_spend is not None else figures
+            split = _split_figures(m, model_spend) if model_spend is not None else {}
+            figures = _figures(m, engine_models, accountant, model_spend, split)
             models.append(_this_node_only(figures) if info and engine.name in info.spanning_other_nodes else figures)
     health = ([gpu_source.health.status()] if gpu_source else []) + \
         [e.health.status() for e in engines if e.name not in retired] + [h.status() for h in extra_health]
@@ -121,9 +121,12 @@ def _this_node_only(figures: ModelFigures) -> ModelFigures:
                                apis=[dataclasses.replace(a, breakeven_utilization=None) for a in figures.apis])
 
 
-def _figures(model: ModelTotals, engine_models: list[ModelTotals], accountant, model_spend=None) -> ModelFigures:
+def _figures(model: ModelTotals, engine_models: list[ModelTotals], accountant, model_spend=None,
+             split: dict | None = None) -> ModelFigures:
+    """`split`: the ModelFigures fields of the split within the engine (_split_figures)."""
+    split = split or {}
     if model.window is None:
-        return ModelFigures(model, apis=_apis(model, None))
+        return ModelFigures(model, apis=_apis(model, None), **split)
     t0, tokens0, t1, tokens1 = model.window
     rate = (tokens1 - tokens0) / (t1 - t0)
     engine_tokens = sum(m.window[3] - m.window[1] for m in engine_models
@@ -142,7 +145,7 @@ def _figures(model: ModelTotals, engine_models: list[ModelTotals], accountant, m
         model, rate, cost, full,
         utilization=costmodel.utilization(rate, model.capacity) if model.capacity else None,
         energy_per_token_joules=energy / engine_tokens if energy is not None and engine_tokens > 0 else None,
-        apis=_apis(model, full))
+        apis=_apis(model, full), **split)
 
 
 def _phase_between(model_spend, model: ModelTotals, t0: float, t1: float) -> dict[str, float]:
@@ -151,9 +154,9 @@ def _phase_between(model_spend, model: ModelTotals, t0: float, t1: float) -> dic
     return {phase: value for phase, value in spent.items() if value is not None}
 
 
-def _split_figures(f: ModelFigures, model_spend) -> ModelFigures:
-    """The model's spend by phase, its cost per 1M input and output tokens, its cache savings."""
-    m = f.model
+def _split_figures(m: ModelTotals, model_spend) -> dict:
+    """The model's spend by phase, its cost per 1M input and output tokens, its cache savings: the
+    ModelFigures fields, given to its constructor (dataclasses.replace was a fifth of a snapshot)."""
     phase_spend = model_spend.phase_totals(m.engine, m.model)
     by_direction: dict[str, float] = {}
     if m.window is not None and m.input_window is not None and m.input_window[0::2] == m.window[0::2]:
@@ -163,9 +166,9 @@ def _split_figures(f: ModelFigures, model_spend) -> ModelFigures:
         for direction, phase, tokens in (("input", "prefill", inputs), ("output", "decode", tokens1 - tokens0 - inputs)):
             if phase in spent and tokens > 0:
                 by_direction[direction] = spent[phase] / tokens * costmodel.PER_MILLION
-    return dataclasses.replace(f, phase_spend=phase_spend, cost_per_million_by_direction=by_direction,
-                               phase_method=model_spend.methods.get(m.engine) if phase_spend else None,
-                               cache_savings=model_spend.savings.get((m.engine, m.model), 0.0) if phase_spend else None)
+    return {"phase_spend": phase_spend, "cost_per_million_by_direction": by_direction,
+            "phase_method": model_spend.methods.get(m.engine) if phase_spend else None,
+            "cache_savings": model_spend.savings.get((m.engine, m.model), 0.0) if phase_spend else None}
 
 
 def _apis(model: ModelTotals, cost_full: float | None) -> list[ApiComparison]:

@@ -3,7 +3,7 @@ format the scraper's Accept header asks for (OpenMetrics or the text format, cho
 when its Accept-Encoding allows it (Prometheus asks for gzip unless its scrape config turns
 compression off), and `?name[]=` filtering (restricted_registry). The body is the library
 encoder's, rendered through the server's LineCache (exporter/web/linecache.py), which keeps the
-text of each series between scrapes: the same bytes for half the render time (bench/README.md).
+text of each series between scrapes: the same bytes for a quarter of the render time (bench/README.md).
 
 One request header is ours: where the scraper accepts OpenMetrics without naming a name-escaping
 scheme (Prometheus 2.x), we ask the library for `escaping=allow-utf-8`. Every name we expose is a
