@@ -48,6 +48,7 @@ import urllib.request
 import yaml
 
 import _common
+import _fleet
 
 NAME = "scale"
 JOB = "llmcost"
@@ -55,135 +56,91 @@ RULES = _common.ROOT / "rules" / "llm-cost-exporter.rules.yml"
 PNG = _common.ROOT / "docs" / "img" / "bench-scale.png"
 
 
-# -- the recorded node -------------------------------------------------------------------------
-
-def record_template() -> list[dict]:
-    """The benchmark node's exposition from the real exporter, with each counter's rate per second:
-    [{"family", "type", "samples": [[name, labels_text, value, rate], ...]}]."""
-    from prometheus_client.exposition import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from _node import CAPACITY, MODELS, MultiModelVllm, node_config
-    from exporter.app import Exporter
-    from exporter.clock import ManualClock
-    from exporter.config import from_dict
-    from exporter.demo.workload import Workload
-    from exporter.gpu.simulated import SimulatedNVML
-
-    clock = ManualClock(time.time())
-    loads = (0.2, 0.35, 0.5, 0.7)
-    servers = []
-    for i, load in enumerate(loads):
-        w = Workload(clock, CAPACITY, seed=i + 1)
-        w.set_constant_load(load)
-        servers.append(MultiModelVllm([(w, MODELS[i])]))
-    try:
-        exporter = Exporter(from_dict(node_config([s.url for s in servers]), environ={}), clock=clock,
-                            nvml_backend=SimulatedNVML(clock, count=8, load_fn=lambda t: 0.45))
-        exporter.sample_all()
-
-        def run(seconds):
-            for _ in range(int(seconds / 5)):
-                clock.advance(5.0)
-                exporter.sample_all()
-
-        run(400)
-        first = generate_latest(exporter.registry).decode()
-        run(60)
-        second = generate_latest(exporter.registry).decode()
-    finally:
-        for s in servers:
-            s.stop()
-
-    def samples(text):
-        return {(s.name, _labels(s.labels)): s.value for f in text_string_to_metric_families(text) for s in f.samples}
-
-    later = samples(second)
-    families = []
-    for f in text_string_to_metric_families(first):
-        rows = []
-        for s in f.samples:
-            key = (s.name, _labels(s.labels))
-            rate = (later[key] - s.value) / 60.0 if f.type == "counter" and key in later else 0.0
-            rows.append([s.name, key[1], s.value, max(rate, 0.0)])
-        if rows:
-            families.append({"family": f.name, "type": f.type, "samples": rows})
-    return families
-
-
-def _labels(labels: dict) -> str:
-    return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-
-
-def node_factor(i: int, n: int) -> float:
-    return 0.5 + (i + 0.5) / n
-
-
-def value_at(kind: str, value: float, rate: float, factor: float, t: float, origin: float) -> float:
-    if kind == "counter":
-        return factor * (value + rate * (t - origin))
-    return value if value in (0.0, 1.0) else factor * value
-
-
-# -- the endpoints (child process) ------------------------------------------------------------------
-
-def serve(template_path: str, nodes: int, origin: float) -> int:
-    template = json.loads(open(template_path).read())
-    servers = []
-    for i in range(nodes):
-        factor = node_factor(i, nodes)
-
-        def respond(_path, factor=factor):
-            t = time.time()
-            out = []
-            for f in template:
-                out.append(f"# TYPE {f['family']} {f['type']}\n")
-                for name, labels, value, rate in f["samples"]:
-                    v = value_at(f["type"], value, rate, factor, t, origin)
-                    out.append(f"{name}{{{labels}}} {v!r}\n" if labels else f"{name} {v!r}\n")
-            return 200, "text/plain; version=0.0.4; charset=utf-8", "".join(out).encode()
-
-        server = _common.serve(respond)
-        servers.append(server)
-    print(json.dumps([s.server_address[1] for s in servers]), flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    return 0
-
-
 # -- history -------------------------------------------------------------------------------------------
 
 def rule_metrics(rules_path) -> set[str]:
-    """Exporter sample names the rules read (they get a day of history)."""
+    """Exporter sample names the rules read from the raw series."""
     text = open(rules_path).read()
     return set(re.findall(r"\b(llmcost_[a-z_]+)\{", text))
 
 
-def write_history(path: str, template, ports, origin: float, end: float, long_s: float, short_s: float,
-                  step: float, long_names: set[str]) -> int:
-    """OpenMetrics for promtool: each family's samples together, each series in time order."""
+def _times(end: float, span: float, step: float, before: float | None = None) -> list[float]:
+    first = end - math.floor(span / step) * step
+    times = [first + k * step for k in range(int(round((end - first) / step)) + 1)]
+    return [t for t in times if before is None or t < before]
+
+
+def write_history(path: str, template, nodes: int, origin: float, end: float, args, rule_names: set[str]) -> int:
+    """OpenMetrics for promtool: each family's samples together, each series in time order. The last
+    `recent_s` at the scrape interval for the series the rules read (at --other-step-s for the rest),
+    the `history_s` before that at --old-step-s (coarser: see the module docstring)."""
     lines = 0
+    recent_start = end - args.recent_s
     with open(path, "w", buffering=1 << 22) as out:
         for f in template:
             kind = f["type"] if f["type"] in ("counter", "gauge") else "unknown"
             out.write(f"# TYPE {f['family']} {kind}\n")
-            for i, port in enumerate(ports):
-                factor = node_factor(i, len(ports))
-                target = f'instance="127.0.0.1:{port}",job="{JOB}"'
-                for name, labels, value, rate in f["samples"]:
-                    span = long_s if name in long_names else short_s
-                    first = end - math.floor(span / step) * step
-                    series = f"{name}{{{labels + ',' if labels else ''}{target}}} "
-                    count = int(round((end - first) / step)) + 1
-                    chunk = []
-                    for k in range(count):
-                        t = first + k * step
-                        chunk.append(f"{series}{value_at(f['type'], value, rate, factor, t, origin)!r} {t:.3f}\n")
-                    out.write("".join(chunk))
-                    lines += count
+            for name, labels, value, rate in f["samples"]:
+                step = args.interval_s if name in rule_names else args.other_step_s
+                times = _times(recent_start, args.history_s - args.recent_s, args.old_step_s, before=recent_start) \
+                    + _times(end, args.recent_s, step)
+                for i in range(nodes):
+                    factor = _fleet.node_factor(i, nodes)
+                    series = f'{name}{{{labels + "," if labels else ""}instance="{_fleet.instance(i)}",job="{JOB}"}} '
+                    out.write("".join(f"{series}{_fleet.value_at(f['type'], value, rate, factor, t, origin)!r} {t:.3f}\n"
+                                      for t in times))
+                    lines += len(times)
+        lines += write_increases(out, template, nodes, end, args)
         out.write("# EOF\n")
+    return lines
+
+
+def write_increases(out, template, nodes: int, end: float, args) -> int:
+    """The hourly increases (group llm-cost-exporter.increase.1h) as the rules would have recorded them
+    over the history: the fleet's counters grow linearly, so an hour's increase is factor x rate x 3600,
+    summed to each record's level. Without them the 1d group would read nothing and cost nothing."""
+    sys.path.insert(0, str(_common.ROOT / "rules"))
+    from generate import CAPACITY, COUNTERS, Q, increase_rules, load_config
+
+    q = Q(load_config())
+    label = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+    raw = {counter: name for name, (counter, _) in COUNTERS.items()}
+    per_node: dict[str, dict[tuple, float]] = {}  # record -> label set -> value
+    for f in template:
+        for name, labels, value, rate in f["samples"]:
+            metric = raw.get(name)
+            if not metric and name != CAPACITY:
+                continue
+            for i in range(nodes):
+                own = dict(label.findall(labels)) | {"instance": _fleet.instance(i), "job": JOB}
+                factor = _fleet.node_factor(i, nodes)
+                if name == CAPACITY:
+                    key = tuple((k, own[k]) for k in q.labels("engine"))
+                    record = f"engine:{CAPACITY}:max1h"
+                    per_node.setdefault(record, {})[key] = max(per_node.get(record, {}).get(key, 0.0), factor * value)
+                    continue
+                level = COUNTERS[metric][1]
+                kept = q.labels(level) + (["currency"] if "currency" in own else [])
+                key = tuple((k, own[k]) for k in kept)
+                record = f"{level}:{metric}:increase1h"
+                per_node.setdefault(record, {})[key] = per_node.get(record, {}).get(key, 0.0) + factor * rate * 3600
+    wider = {}
+    for rule in increase_rules(q, "1h"):
+        match = re.fullmatch(r"sum(?: by \(([^)]*)\))? \((\S+)\)", rule["expr"])
+        if match and match.group(2) in {**per_node, **wider}:
+            kept = match.group(1).split(", ") if match.group(1) else []
+            sums: dict[tuple, float] = {}
+            for key, v in {**per_node, **wider}[match.group(2)].items():
+                k = tuple((n, val) for n, val in key if n in kept)
+                sums[k] = sums.get(k, 0.0) + v
+            wider[rule["record"]] = sums
+    times = _times(end, args.history_s, 3600.0)[1:]
+    lines = 0
+    for record, values in {**per_node, **wider}.items():
+        for key, v in values.items():
+            series = record + "{" + ",".join(f'{k}="{val}"' for k, val in key) + "} "
+            out.write("".join(f"{series}{v!r} {t:.3f}\n" for t in times))
+            lines += len(times)
     return lines
 
 

@@ -486,25 +486,28 @@ def recording_rules(q: Q, w: str, increase_window: str | None = None) -> list[di
 
 
 def increase_rules(q: Q, w: str) -> list[dict]:
-    """Each counter's increase over `w` (an hour by default) and the capacity's maximum, per node first
-    (from the raw series), then the cluster-wide levels from those records. Evaluated once per `w`,
-    so consecutive samples cover consecutive windows: a day's or a month's total is the sum of its
-    hours (`sum_over_time(instance:llmcost_spend:increase1h[30d])`), and the longer windows'
-    recording groups read these instead of the raw counters (docs/scaling.md)."""
-    rules = [(f"{COUNTERS[n][1]}:{n}:increase{w}", f"sum{by(first_level(q, n))} (increase({q.sel(COUNTERS[n][0])}[{w}]))")
-             for n in COUNTERS]
+    """Each counter's increase over `w` (an hour by default) and the capacity's maximum, per node and at
+    the wider levels. Evaluated once per `w`, so consecutive samples cover consecutive windows: a day's
+    or a month's total is the sum of its hours (`sum_over_time(instance:llmcost_spend:increase1h[30d])`),
+    and the longer windows' recording groups read these instead of the raw counters (docs/scaling.md).
+
+    Every level here reads the raw counters (a sum of per-series increases, as the per-node record's
+    sum would be): vmalert writes records asynchronously, so a rule reading another record of this
+    group would find the one of an hour ago, beyond any look-back. Once an hour, that costs little."""
+    rules = []
+    for name, level in (
+            ("llmcost_tokens", "engine_model"), ("llmcost_tokens", "engine"), ("llmcost_tokens", "instance"),
+            ("llmcost_tokens", "model"), ("llmcost_tokens", "cluster"),
+            ("llmcost_engine_spend", "engine"), ("llmcost_spend", "instance"), ("llmcost_spend", "cluster"),
+            ("llmcost_idle_spend", "engine"),
+            ("llmcost_api_equivalent_spend", "engine_model_api"), ("llmcost_api_equivalent_spend", "model_api"),
+            ("llmcost_api_equivalent_spend", "api"),
+            ("llmcost_engine_energy_joules", "engine")):
+        labels = money(q.labels(level)) if name in MONEY else q.labels(level)
+        rules.append((f"{level}:{name}:increase{w}", f"sum{by(labels)} (increase({q.sel(COUNTERS[name][0])}[{w}]))"))
     # `max1h`, not `max_over_time1h`: that is the 1h window group's record, evaluated every slow_interval.
     rules.append((f"engine:{CAPACITY}:max{w}",
                   f"max{by(q.labels('engine'))} (max_over_time({q.sel(CAPACITY)}[{w}]))"))
-    # Wider levels, summed from the records above: name, level, the record it sums.
-    for name, level, source in (
-            ("llmcost_tokens", "engine", "engine_model"), ("llmcost_tokens", "instance", "engine"),
-            ("llmcost_tokens", "model", "engine_model"), ("llmcost_tokens", "cluster", "instance"),
-            ("llmcost_spend", "cluster", "instance"),
-            ("llmcost_api_equivalent_spend", "model_api", "engine_model_api"),
-            ("llmcost_api_equivalent_spend", "api", "engine_model_api")):
-        labels = money(q.labels(level)) if name in MONEY else q.labels(level)
-        rules.append((f"{level}:{name}:increase{w}", agg("sum", labels, f"{source}:{name}:increase{w}")))
     return [{"record": name, "expr": expr} for name, expr in rules]
 
 
