@@ -24,6 +24,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from prometheus import Prometheus, free_port
 from test_rules import FAST, RULE_FILE, generated
@@ -75,15 +76,29 @@ class ClusterPrometheus(Prometheus):
         return config
 
 
+def hourly_every_second(directory):
+    """The committed rule file with its hourly increases evaluated every second instead of every hour,
+    so the per-day panels (which read them) have data within seconds: their values are then not a
+    day's, but every query still runs on the series the committed rules record."""
+    rules = yaml.safe_load(RULE_FILE.read_text())
+    for group in rules["groups"]:
+        if group["name"].endswith(".increase.1h"):
+            group["interval"] = "1s"
+    path = directory / "committed-hourly-every-second.rules.yml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     fast_rules, _ = generated(tmp_path_factory.mktemp("rules"), *FAST)
+    committed = hourly_every_second(tmp_path_factory.mktemp("committed"))
     port = free_port()
     demo = subprocess.Popen([sys.executable, "-m", "exporter", "demo", f"--web.listen-address=127.0.0.1:{port}",
                              "--demo.speed=1", "--demo.constant-load=0.5", "--demo.summary-interval=60"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with ClusterPrometheus([f"127.0.0.1:{port}"], rule_files=[RULE_FILE, fast_rules]) as prom:
+        with ClusterPrometheus([f"127.0.0.1:{port}"], rule_files=[committed, fast_rules]) as prom:
             prom.wait_for("llmcost_cost_per_million_tokens", count=2, timeout=30)
             time.sleep(WINDOW_S + 8)  # fill the 30 s windows, then let the alerts pass their 5 s `for:`
             prom.fast_rules = str(fast_rules)
