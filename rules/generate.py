@@ -364,12 +364,13 @@ def recording_rules(q: Q, w: str, increase_window: str | None = None) -> list[di
         if increase_window:
             # The mean hourly increase over the window, per second; hours with no sample do not count.
             seconds = _num(parse_duration(increase_window, promql=True))
-            return f"avg_over_time({COUNTERS[name][1]}:{name}:increase{increase_window}[{w}]) / {seconds}"
+            hourly = q.sel(f"{COUNTERS[name][1]}:{name}:increase{increase_window}")
+            return f"sum{by(first_level(q, name))} (avg_over_time({hourly}[{w}])) / {seconds}"
         return f"sum{by(first_level(q, name))} (rate({q.sel(COUNTERS[name][0])}[{w}]))"
 
     def max_capacity() -> str:
         if increase_window:
-            return f"max_over_time(engine:{CAPACITY}:max{increase_window}[{w}])"
+            return f"max{by(E)} (max_over_time({q.sel(f'engine:{CAPACITY}:max{increase_window}')}[{w}]))"
         return f"max{by(E)} (max_over_time({q.sel(CAPACITY)}[{w}]))"
 
     def per_model(engine_rule: str, copy: str = "") -> str:

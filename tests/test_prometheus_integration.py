@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from prometheus import Prometheus, free_port
-from test_rules import FAST, RULE_FILE, generated
+from test_rules import FAST, committed_every_second, generated
 
 pytestmark = pytest.mark.integration  # a real Prometheus scraping the demo subprocess
 
@@ -76,15 +76,15 @@ class ClusterPrometheus(Prometheus):
         return config
 
 
-def hourly_every_second(directory):
-    """The committed rule file with its hourly increases evaluated every second instead of every hour,
-    so the per-day panels (which read them) have data within seconds: their values are then not a
-    day's, but every query still runs on the series the committed rules record."""
-    rules = yaml.safe_load(RULE_FILE.read_text())
-    for group in rules["groups"]:
-        if group["name"].endswith(".increase.1h"):
-            group["interval"] = "1s"
-    path = directory / "committed-hourly-every-second.rules.yml"
+def every_second(directory):
+    """The committed rule file with every group evaluated every second (test_rules), plus its hourly
+    group as the site's overlay generates it (records that keep `cluster`), for the site's dashboards:
+    the per-day panels read the hourly increases, which then have data within seconds (not a day's
+    worth, but every query runs on the series the rules record)."""
+    path, rules = committed_every_second(directory)
+    _, site = generated(directory, *SITE)
+    rules["groups"] += [dict(g, name=g["name"] + ".site", interval="1s")
+                        for g in site["groups"] if g["name"].endswith(".increase.1h")]
     path.write_text(yaml.safe_dump(rules, sort_keys=False))
     return path
 
@@ -92,7 +92,7 @@ def hourly_every_second(directory):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     fast_rules, _ = generated(tmp_path_factory.mktemp("rules"), *FAST)
-    committed = hourly_every_second(tmp_path_factory.mktemp("committed"))
+    committed = every_second(tmp_path_factory.mktemp("committed"))
     port = free_port()
     demo = subprocess.Popen([sys.executable, "-m", "exporter", "demo", f"--web.listen-address=127.0.0.1:{port}",
                              "--demo.speed=1", "--demo.constant-load=0.5", "--demo.summary-interval=60"],
