@@ -25,8 +25,6 @@ import sys
 import tempfile
 import time
 
-import yaml
-
 import _common
 import _fleet
 from scale import JOB, RULES, Prometheus
@@ -124,7 +122,13 @@ def main(argv=None) -> int:
               "loadavg_after": _common.loadavg(), "quick": args.quick,
               "setup": {"interval_s": args.interval_s, "duration_s": args.duration_s}, "points": points}
     path = _common.write_results(args.results_dir, NAME, result)
-    print(yaml.safe_dump(points, sort_keys=False))
+    groups = sorted({g for pt in points for g in pt["vmalert_iteration_ms"]})
+    print(_common.table(["nodes", "records compared", "differ > 1%", "Prometheus only"]
+                        + [f"vmalert {g.replace('llm-cost-exporter.', '')} ms" for g in groups]
+                        + [f"{k} RSS MiB" for k in points[0]["rss_mib"]],
+                        [[pt["nodes"], pt["compared_series"], pt["differ_over_1pct"], pt["only_prometheus"]]
+                         + [f"{pt['vmalert_iteration_ms'].get(g, float('nan')):.0f}" for g in groups]
+                         + [f"{v:.0f}" for v in pt["rss_mib"].values()] for pt in points]))
     print(f"wrote {path}")
     return 0 if all(pt["differ_over_1pct"] == 0 and pt["only_prometheus"] == 0 for pt in points) else 1
 

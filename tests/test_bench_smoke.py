@@ -132,6 +132,15 @@ def test_scale(tmp_path):
 
 
 @pytest.mark.slow
+def test_scale_victoria(tmp_path):
+    data, _ = run_bench("scale_victoria", tmp_path, timeout=180)
+    (point,) = data["points"]
+    assert point["compared_series"] > 100 and point["in_both"] == point["compared_series"]
+    assert point["differ_over_1pct"] == 0, point["worst"]
+    assert {"llm-cost-exporter.recording.10s", "llm-cost-exporter.alerts"} <= set(point["vmalert_iteration_ms"])
+
+
+@pytest.mark.slow
 def test_engine_parse(tmp_path):
     data, out = run_bench("engine_parse", tmp_path)
     assert {"vllm-40kB", "vllm-400kB", "vllm/v1-0.33.0-dp2-text-0.0.4.txt"} <= set(data["pages"])
