@@ -3,8 +3,9 @@
 Money figures that depend on spend (self-hosted $/1M, spend, savings) are per engine: an engine's
 spend is not split between its models, so the model filter selects the engines serving the chosen
 models, with all their tokens. The engine kind filter selects engines by the kind
-llmcost_engine_info gives them (vllm, sglang, ...). Only raw exporter metrics are used, so every
-query works against a Prometheus that scrapes nothing but the exporters.
+llmcost_engine_info gives them (vllm, sglang, ...). The per-day panels read the recording rules'
+hourly increases (a day of raw scrapes is too slow to read at every step of a fleet's panel); every
+other query uses only raw exporter metrics, so it works against a Prometheus without the rules.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dashboards.defaults import (
 )
 
 UID = "llmcost-overview"
+DAY_STEP = "1h"  # a rolling day's sum of hourly increases changes once an hour
 PER_MODEL = ("instance", "engine", "engine_kind", "model")  # rows of the tables: the kind joined (Scope.of_kinds)
 
 
@@ -61,12 +63,17 @@ def dashboard(s: Scope):
                 f"* {s.on('instance', 'engine', 'model')} group_right () "
                 f"(0 * {s.of_selected_engines(api_equivalent)} + 1)")
 
-    def savings(window: str) -> str:
+    # Per day: the recorded hourly increases summed over the day (24 samples a series, not a day of
+    # scrapes: docs/scaling.md), at a step of at least an hour (DAY_STEP).
+    day_spend = f"sum_over_time({s.m('engine:llmcost_engine_spend:increase1h')}[1d])"
+    day_api = f"sum_over_time({s.m('engine_model_api:llmcost_api_equivalent_spend:increase1h', API)}[1d])"
+
+    def savings(api_total: str, spend_total: str) -> str:
         """API-equivalent spend minus self-hosted spend of the same engines, by API."""
         return (f"sum{s.by('api')}("
-                f"sum{s.by('instance', 'engine', 'api')}({s.of_selected_engines(f'increase({api_equivalent}[{window}])')}) "
+                f"sum{s.by('instance', 'engine', 'api')}({s.of_selected_engines(api_total)}) "
                 f"- {per_engine} group_left "
-                f"sum{s.by('instance', 'engine')}(increase({spend}[{window}])))")
+                f"sum{s.by('instance', 'engine')}({spend_total}))")
 
     return house_dashboard(
         scope=s,
@@ -161,7 +168,7 @@ def dashboard(s: Scope):
                      llmcost_api_equivalent_spend_total (uncached input, cached input and output tokens at
                      the API's list prices) of the selected engines."""),
                 stat("Savings vs API",
-                     q(savings("$__range"), "{{api}}"),
+                     q(savings(f"increase({api_equivalent}[$__range])", f"increase({spend}[$__range])"), "{{api}}"),
                      unit=CURRENCY, width=6, steps=GAIN, description="""
                      API-equivalent spend minus self-hosted spend of the same engines over the time range,
                      per API: increase of llmcost_api_equivalent_spend_total minus the increase of
@@ -174,21 +181,21 @@ def dashboard(s: Scope):
                      requests; or amortization, energy, fixed): increase of llmcost_spend_total. Includes
                      GPUs no engine holds, so it can exceed the self-hosted spend. Not filtered by engine kind or model."""),
                 timeseries("Spend per day: self-hosted vs API-equivalent",
-                           q(f"sum{s.by()}({s.of_selected_engines(f'increase({spend}[1d])')})", "self-hosted"),
-                           q(f"sum{s.by('api')}({s.of_selected_engines(f'increase({api_equivalent}[1d])')})",
-                             "{{api}} equivalent"),
-                           unit=CURRENCY, min=0, description="""
-                           Spend in the 24 hours before each point (rolling day): increase over 1d of
-                           llmcost_engine_spend_total of the selected engines, and of
-                           llmcost_api_equivalent_spend_total per API for the same engines. Counters start at 0
-                           when an exporter starts, so the first day after a start reads low."""),
+                           q(f"sum{s.by()}({s.of_selected_engines(day_spend)})", "self-hosted"),
+                           q(f"sum{s.by('api')}({s.of_selected_engines(day_api)})", "{{api}} equivalent"),
+                           unit=CURRENCY, min=0, min_step=DAY_STEP, description="""
+                           Spend in the 24 hours before each point (rolling day): the recording rules' hourly
+                           increases of llmcost_engine_spend_total of the selected engines, and of
+                           llmcost_api_equivalent_spend_total per API for the same engines, summed over the
+                           day (engine:llmcost_engine_spend:increase1h, ...; needs the rule file). One point an
+                           hour. Counters start at 0 when an exporter starts, so the first day reads low."""),
                 timeseries("Savings per day vs each API",
-                           q(savings("1d"), "vs {{api}}"),
-                           unit=CURRENCY, description="""
+                           q(savings(day_api, day_spend), "vs {{api}}"),
+                           unit=CURRENCY, min_step=DAY_STEP, description="""
                            API-equivalent spend minus self-hosted spend in the 24 hours before each point,
-                           per API: increase over 1d of llmcost_api_equivalent_spend_total minus that of
-                           llmcost_engine_spend_total, matched per node and engine. Below 0: the API would
-                           have been cheaper that day."""),
+                           per API: the hourly increases of llmcost_api_equivalent_spend_total minus those of
+                           llmcost_engine_spend_total (recording rules), summed over the day, matched per node
+                           and engine. One point an hour. Below 0: the API would have been cheaper that day."""),
             ]),
             question("Are we busy enough to beat the API?", [
                 gauge("Utilization now",

@@ -295,15 +295,17 @@ def _common(title, description):
 
 def timeseries(title: str, *targets: PromTarget, unit: str, description: str, width: int | None = None,
                height: int | None = None, min: int | None = None, bars: bool = False, stack: bool = False,
-               legend_calcs=("lastNotNull", "mean", "max")):
-    """Values over the dashboard's time range (range queries); `stack` stacks the series (parts of a whole)."""
+               legend_calcs=("lastNotNull", "mean", "max"), min_step: str | None = None):
+    """Values over the dashboard's time range (range queries); `stack` stacks the series (parts of a whole);
+    `min_step`: Grafana's "Min interval", the smallest step the panel asks for (values that change
+    only that often need no finer one)."""
     _checked(title, unit, description)
     stacking = {"group": "A", "mode": "normal"} if stack else {}
     panel = core.TimeSeries(**_common(title, description), targets=_targets(targets, instant=False), unit=unit,
                             valueMin=min, drawStyle="bars" if bars else "line", fillOpacity=60 if bars else 10,
                             lineWidth=1, showPoints="never", spanNulls=False, tooltipMode="multi", stacking=stacking,
                             legendDisplayMode="table", legendPlacement="bottom", legendCalcs=list(legend_calcs),
-                            thresholds=NEUTRAL)
+                            thresholds=NEUTRAL, interval=min_step)
     return _sized(panel, "timeseries", width, height)
 
 

@@ -31,7 +31,7 @@ each after the `cluster_labels` (none by default):
     cluster           (nothing but the cluster labels)
 
 An API is compared at a price tier (`tier`: standard, batch, flex, ...): every `_api` level keeps it
-(API below), so two engines compared with one API at different tiers never sum into one figure.
+(API_LABELS below), so two engines compared with one API at different tiers never sum into one figure.
 Money-valued rules also keep `currency`. Rates are per second (currency/s, tokens/s, J/s = W).
 """
 
@@ -59,8 +59,14 @@ DEFAULT_OUTPUT = HERE / "llm-cost-exporter.rules.yml"
 GROUP_PREFIX = "llm-cost-exporter"
 
 LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-RESERVED = ("job", "instance", "engine", "model", "api", "tier", "currency")
-API = ["api", "tier"]  # an API and the price tier it is compared at: kept together through every aggregation
+# The labels that tell the compared APIs apart, on every API level (`engine_model_api`, `model_api`, ...):
+# one place, so that a further API label (a price tier) is one more name here.
+API_LABELS = ["api", "tier"]  # an API and the price tier it is compared at: kept together through every aggregation
+RESERVED = ("job", "instance", "engine", "model", *API_LABELS, "currency")
+# Every series the rules make (records, and ALERTS with its alertname, alertstate, severity) keeps
+# fewer labels than this, __name__ included: room under Mimir's default limit of 30 for the labels a
+# remote-write pipeline adds.
+MAX_LABELS = 20
 # One PromQL label matcher: name, operator, a quoted value ("...", '...' or `...`).
 _MATCHER = r"""\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*"""
 MATCHERS = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*,?\s*$")
@@ -76,7 +82,7 @@ class RulesConfigError(InputError):
 
 def promql(kind: str):
     """A field kept as PromQL text and checked as such: `duration` (a `for:`), `range` (a range
-    selector's duration, > 0), `window` (one of `windows`)."""
+    selector's duration, > 0), `window` (one of `windows`), `interval` (a group's, > 0, or empty)."""
     return dataclasses.field(metadata={"promql": kind})
 
 
@@ -88,6 +94,9 @@ class RulesConfig:
     selector: str | None  # PromQL label matchers without braces: every selector of the rules and dashboards
     cluster_labels: list[str]
     windows: list[str]
+    fast_interval: str | None = promql("interval")  # empty: Prometheus' global evaluation_interval
+    slow_interval: str | None = promql("interval")
+    increase_window: str = promql("range")
     runbook_url: str
     alert_labels: dict[str, str]
     disabled_alerts: list[str]
@@ -122,6 +131,9 @@ class RulesConfig:
     price_unknown_for: str = promql("duration")
     price_unknown_severity: str
     chargeback: chargeback.ChargebackConfig  # per-team chargeback from gateway counters (rules/chargeback.py)
+    series_budget: float = number(exclusive=True)
+    series_budget_for: str = promql("duration")
+    series_budget_severity: str
 
 
 KEYS = [f.name for f in dataclasses.fields(RulesConfig)]
@@ -186,7 +198,8 @@ def from_dict(data: dict) -> RulesConfig:
     """The typed config: PromQL text checked as PromQL first (build() would only see strings), then the
     types and ranges (validation.build), then what spans keys or needs more than a type."""
     for f in dataclasses.fields(RulesConfig):
-        if "promql" in f.metadata and f.name in data:
+        empty_interval = f.metadata.get("promql") == "interval" and data.get(f.name) in (None, "")
+        if "promql" in f.metadata and f.name in data and not empty_interval:
             _check_duration(f.name, data[f.name], positive=f.metadata["promql"] != "duration")
     for i, window in enumerate(data["windows"] if isinstance(data.get("windows"), list) else []):
         _check_duration(f"windows[{i}]", window, positive=True)
@@ -233,6 +246,11 @@ def _check(c: RulesConfig) -> None:
                                        f"a label name other than {', '.join(RESERVED)} (the rules keep those)")
     if len(set(c.cluster_labels)) != len(c.cluster_labels):
         raise RulesConfigError.got("cluster_labels", c.cluster_labels, "each label once")
+    if widest_series(c.cluster_labels, c.alert_labels) >= MAX_LABELS:
+        room = MAX_LABELS - 1 - widest_series([], {})
+        raise RulesConfigError.got("cluster_labels", c.cluster_labels, f"at most {room} labels together with "
+                                   f"alert_labels (every series keeps fewer than {MAX_LABELS} labels)")
+    _check_increase_window(c)
     for name in c.alert_labels:
         if not LABEL.match(name) or name in ("severity", "alertname"):
             raise RulesConfigError.got(f"alert_labels.{name}", name, "a label name other than severity (it has "
@@ -245,6 +263,24 @@ def _check(c: RulesConfig) -> None:
     def bad(key, value, allowed):
         raise RulesConfigError.got(key, value, allowed)
     chargeback.check(c.chargeback, bad)
+
+
+def _check_increase_window(c: RulesConfig) -> None:
+    """Windows longer than increase_window are sums of its increases: whole multiples of it."""
+    step = parse_duration(c.increase_window, promql=True)
+    for i, w in enumerate(c.windows):
+        seconds = parse_duration(w, promql=True)
+        if seconds > step and seconds % step:
+            raise RulesConfigError.got(f"windows[{i}]", w, f"a whole multiple of increase_window ({c.increase_window}) "
+                                       "where longer than it (it is summed from those increases)")
+
+
+def widest_series(cluster_labels: list[str], alert_labels: dict) -> int:
+    """Labels of the widest series the rules make, __name__ included: the cost alert's ALERTS series
+    (job, instance, engine, model, the API labels, currency, alertname, alertstate, severity)."""
+    return 1 + len(cluster_labels) + 4 + len(API_LABELS) + 1 + 3 + len(alert_labels)
+
+
 # --- PromQL helpers -----------------------------------------------------------------------------
 
 
@@ -262,17 +298,17 @@ class Q:
     def labels(self, level: str) -> list[str]:
         node = self.cluster + ["job", "instance"]
         return {
-            "engine_model_api": node + ["engine", "model"] + API,
+            "engine_model_api": node + ["engine", "model", *API_LABELS],
             "engine_model": node + ["engine", "model"],
-            "engine_api": node + ["engine"] + API,
+            "engine_api": node + ["engine", *API_LABELS],
             "engine": node + ["engine"],
-            "instance_api": node + API,
+            "instance_api": node + API_LABELS,
             "instance": node,
             "cluster_engine_model": self.cluster + ["engine", "model"],
             "cluster_engine": self.cluster + ["engine"],
-            "model_api": self.cluster + ["model"] + API,
+            "model_api": self.cluster + ["model", *API_LABELS],
             "model": self.cluster + ["model"],
-            "api": self.cluster + API,
+            "api": self.cluster + API_LABELS,
             "cluster": self.cluster,
         }[level]
 
@@ -308,8 +344,30 @@ def without_currency(inner: str) -> str:
 # --- recording rules ----------------------------------------------------------------------------
 
 
-def recording_rules(q: Q, w: str) -> list[dict]:
-    """The rules of one window, in dependency order (a group evaluates its rules in order)."""
+# The exporter's counters the rules read: recorded name -> (counter, level of its first rule). Their
+# rates per window, and their increases per increase_window, are recorded at that level first.
+COUNTERS = {
+    "llmcost_tokens": ("llmcost_tokens_total", "engine_model"),
+    "llmcost_engine_spend": ("llmcost_engine_spend_total", "engine"),
+    "llmcost_spend": ("llmcost_spend_total", "instance"),
+    "llmcost_idle_spend": ("llmcost_idle_spend_total", "engine"),
+    "llmcost_api_equivalent_spend": ("llmcost_api_equivalent_spend_total", "engine_model_api"),
+    "llmcost_engine_energy_joules": ("llmcost_engine_energy_joules_total", "engine"),
+}
+MONEY = {"llmcost_engine_spend", "llmcost_spend", "llmcost_idle_spend", "llmcost_api_equivalent_spend"}
+CAPACITY = "llmcost_capacity_tokens_per_second"
+
+
+def first_level(q: Q, name: str) -> list[str]:
+    labels = q.labels(COUNTERS[name][1])
+    return money(labels) if name in MONEY else labels
+
+
+def recording_rules(q: Q, w: str, increase_window: str | None = None) -> list[dict]:
+    """The rules of one window, in dependency order (a group evaluates its rules in order). With
+    `increase_window`, the counters' rates and the capacity come from the recorded increases and
+    maxima of that window (increase_rules) instead of the raw series: a 1d window reads 24 hourly
+    samples per series, not a day of scrapes."""
     r, rr = f"rate{w}", f"ratio_rate{w}"
     E, EM, EA, EMA = (q.labels(x) for x in ("engine", "engine_model", "engine_api", "engine_model_api"))
     I, IA = q.labels("instance"), q.labels("instance_api")
@@ -331,8 +389,18 @@ def recording_rules(q: Q, w: str) -> list[dict]:
     energy = f"engine:llmcost_engine_energy_joules:{r}"
     ept = {lvl: f"{lvl}:llmcost_energy_per_token_joules:{rr}" for lvl in ("engine", "instance", "model", "cluster")}
 
-    def rate(metric: str, labels: list[str]) -> str:
-        return f"sum{by(labels)} (rate({q.sel(metric)}[{w}]))"
+    def rate(name: str) -> str:
+        if increase_window:
+            # The mean hourly increase over the window, per second; hours with no sample do not count.
+            seconds = _num(parse_duration(increase_window, promql=True))
+            hourly = q.sel(f"{COUNTERS[name][1]}:{name}:increase{increase_window}")
+            return f"sum{by(first_level(q, name))} (avg_over_time({hourly}[{w}])) / {seconds}"
+        return f"sum{by(first_level(q, name))} (rate({q.sel(COUNTERS[name][0])}[{w}]))"
+
+    def max_capacity() -> str:
+        if increase_window:
+            return f"max{by(E)} (max_over_time({q.sel(f'engine:{CAPACITY}:max{increase_window}')}[{w}]))"
+        return f"max{by(E)} (max_over_time({q.sel(CAPACITY)}[{w}]))"
 
     def per_model(engine_rule: str, copy: str = "") -> str:
         """Every model of an engine gets the engine's figure (as the exporter's own gauges do)."""
@@ -349,7 +417,7 @@ def recording_rules(q: Q, w: str) -> list[dict]:
 
     rules = [
         # Tokens/s, input + output.
-        (tok["engine_model"], rate("llmcost_tokens_total", EM)),
+        (tok["engine_model"], rate("llmcost_tokens")),
         (tok["engine"], agg("sum", E, tok["engine_model"])),
         (tok["instance"], agg("sum", I, tok["engine"])),
         (tok["model"], agg("sum", M, tok["engine_model"])),
@@ -359,7 +427,7 @@ def recording_rules(q: Q, w: str) -> list[dict]:
         (share, f"{tok['engine_model']}\n/ {on(E)} group_left ()\n({tok['engine']} > 0)\nor\n"
                 f"(0 * {tok['engine_model']} + 1)\n/ {on(E)} group_left\ncount{by(E)} ({tok['engine_model']})"),
         # Spend, currency/s, allocation basis.
-        (spend["engine"], rate("llmcost_engine_spend_total", money(E))),
+        (spend["engine"], rate("llmcost_engine_spend")),
         (spend["engine_model"], allocated("currency") + spend["engine"]),
         # One engine on all the nodes it spans (LeaderWorkerSet, Ray): every node books its GPUs to
         # the leader's engine, only the leader's node counts its tokens; per node first, then summed.
@@ -374,15 +442,15 @@ def recording_rules(q: Q, w: str) -> list[dict]:
         # A model's spend on every node: its engines' per node, and their workers' nodes' by its share.
         (spend["model"], agg("sum", money(M), f"{spend['engine_model']}\nor\n{cshare}\n* {on(CE)} group_left (currency)\n"
                                               f"{worker_spend}")),
-        (spend["instance"], rate("llmcost_spend_total", money(I))),
+        (spend["instance"], rate("llmcost_spend")),
         (spend["cluster"], agg("sum", money(C), spend["instance"])),
         # Idle spend: spend while the engine produced no tokens (or did not answer).
-        (idle, rate("llmcost_idle_spend_total", money(E))),
+        (idle, rate("llmcost_idle_spend")),
         (f"engine:llmcost_idle_spend:{rr}", f"{idle}\n/\n({spend['engine']} > 0)"),
         (f"instance:llmcost_idle_spend:{r}", agg("sum", money(I), idle)),
         (f"cluster:llmcost_idle_spend:{r}", agg("sum", money(C), f"instance:llmcost_idle_spend:{r}")),
         # What the API would have billed for the same tokens, currency/s.
-        (eq["engine_model_api"], rate("llmcost_api_equivalent_spend_total", money(EMA))),
+        (eq["engine_model_api"], rate("llmcost_api_equivalent_spend")),
         (eq["engine_api"], agg("sum", money(EA), eq["engine_model_api"])),
         (eq["model_api"], agg("sum", money(MA), eq["engine_model_api"])),
         (eq["api"], agg("sum", money(A), eq["engine_model_api"])),
@@ -406,7 +474,7 @@ def recording_rules(q: Q, w: str) -> list[dict]:
          f"0 * cluster_engine_model:llmcost_tokens:{r}\n+ {on(CE)} group_left (currency)\n"
          f"cluster_engine:llmcost_cost_per_million_tokens:{rr}"),
         # Capacity, tokens/s: the highest reported in the window (an observed peak can only grow).
-        (cap["engine"], f"max{by(E)} (max_over_time({q.sel('llmcost_capacity_tokens_per_second')}[{w}]))"),
+        (cap["engine"], max_capacity()),
         (cap["instance"], agg("sum", I, cap["engine"])),
         (cap["model"], agg("sum", M, allocated() + cap["engine"])),
         (cap["cluster"], agg("sum", C, cap["instance"])),
@@ -437,13 +505,47 @@ def recording_rules(q: Q, w: str) -> list[dict]:
         (f"model_api:llmcost_breakeven_utilization:{rr}", without_currency(
             f"{full['model']}\n/ {on(money(M))} group_right ()\n({price['model_api']} > 0)")),
         # Energy: J/s (W) per engine, and J per token.
-        (energy, rate("llmcost_engine_energy_joules_total", E)),
+        (energy, rate("llmcost_engine_energy_joules")),
         (ept["engine"], f"{energy}\n/\n({tok['engine']} > 0)"),
         (f"engine_model:llmcost_energy_per_token_joules:{rr}", per_model(ept["engine"])),
         (ept["instance"], f"{agg('sum', I, energy)}\n/\n({tok['instance']} > 0)"),
         (ept["model"], f"{agg('sum', M, allocated() + energy)}\n/\n({tok['model']} > 0)"),
         (ept["cluster"], f"{agg('sum', C, energy)}\n/\n({tok['cluster']} > 0)"),
     ]
+    return [{"record": name, "expr": expr} for name, expr in rules]
+
+
+def increase_rules(q: Q, w: str) -> list[dict]:
+    """Each counter's increase over `w` (an hour by default) and the capacity's maximum, per node and at
+    the wider levels. Evaluated once per `w`, so consecutive samples cover consecutive windows: a day's
+    or a month's total is the sum of its hours (`sum_over_time(instance:llmcost_spend:increase1h[30d])`),
+    and the longer windows' recording groups read these instead of the raw counters (docs/scaling.md).
+
+    Every level here reads the raw counters (a sum of per-series increases, as the per-node record's
+    sum would be): vmalert writes records asynchronously, so a rule reading another record of this
+    group would find the one of an hour ago, beyond any look-back. Once an hour, that costs little."""
+    rules = []
+    for name, level in (
+            ("llmcost_tokens", "engine_model"), ("llmcost_tokens", "engine"), ("llmcost_tokens", "instance"),
+            ("llmcost_tokens", "model"), ("llmcost_tokens", "cluster"),
+            ("llmcost_engine_spend", "engine"), ("llmcost_spend", "instance"), ("llmcost_spend", "cluster"),
+            ("llmcost_idle_spend", "engine"),
+            ("llmcost_api_equivalent_spend", "engine_model_api"), ("llmcost_api_equivalent_spend", "model_api"),
+            ("llmcost_api_equivalent_spend", "api"),
+            ("llmcost_engine_energy_joules", "engine")):
+        labels = money(q.labels(level)) if name in MONEY else q.labels(level)
+        rules.append((f"{level}:{name}:increase{w}", f"sum{by(labels)} (increase({q.sel(COUNTERS[name][0])}[{w}]))"))
+    # `max1h`, not `max_over_time1h`: that is the 1h window group's record, evaluated every slow_interval.
+    rules.append((f"engine:{CAPACITY}:max{w}",
+                  f"max{by(q.labels('engine'))} (max_over_time({q.sel(CAPACITY)}[{w}]))"))
+    # What `report` reads besides, for long periods (docs/report.md): the exporter's split of an
+    # engine's spend over its models, the spend held by no engine, and how busy the engine's GPUs were.
+    rules.append((f"engine_model:llmcost_model_spend:increase{w}",
+                  f"sum{by(money(q.labels('engine_model')))} (increase({q.sel('llmcost_model_spend_total')}[{w}]))"))
+    rules.append((f"instance:llmcost_unallocated_spend:increase{w}",
+                  f"sum{by(money(q.labels('instance')))} (increase({q.sel('llmcost_unallocated_spend_total')}[{w}]))"))
+    rules.append((f"engine:llmcost_engine_gpu_utilization:avg{w}",
+                  f"avg{by(q.labels('engine'))} (avg_over_time({q.sel('llmcost_engine_gpu_utilization_ratio')}[{w}]))"))
     return [{"record": name, "expr": expr} for name, expr in rules]
 
 
@@ -460,6 +562,7 @@ ALERT_NAMES = [
     "LLMCostGPULost",
     "LLMCostConfigReloadFailed",
     "LLMCostPriceUnknown",
+    "LLMCostSeriesBudgetExceeded",
 ]
 
 
@@ -606,6 +709,15 @@ def alerts(q: Q, c: RulesConfig) -> list[dict]:
         + ": no configured price, and its node's instance type (from the configuration or the node's labels) "
         "is not in the catalog. Instance spend is not counted, so its cost per token reads too low."))
 
+    out.append(_alert(
+        c, "LLMCostSeriesBudgetExceeded", c.series_budget_for, c.series_budget_severity,
+        f"{q.sel('scrape_samples_scraped')} > {_num(c.series_budget)}",
+        "llm-cost-exporter on {{ $labels.instance }} exposes more series than its budget",
+        "The exporter " + node + " has exposed {{ $value | humanize }} series per scrape for more than "
+        + c.series_budget_for + ", above the budget of " + _num(c.series_budget) + " per node (series_budget): "
+        "more engines, models, APIs or error reasons than planned. Every series is stored, evaluated by the "
+        "rules and read by the dashboards on every node; docs/scaling.md has the sizes one Prometheus holds."))
+
     return [a for a in out if a["alert"] not in c.disabled_alerts]
 
 
@@ -626,15 +738,34 @@ def _alert(c: RulesConfig, name: str, for_: str, severity: str, expr: str, summa
 # --- output -------------------------------------------------------------------------------------
 
 
+def group(name: str, interval: str | None, rules: list[dict]) -> dict:
+    return {"name": f"{GROUP_PREFIX}.{name}", **({"interval": interval} if interval else {}), "rules": rules}
+
+
+def recording_groups(q: Q, c: RulesConfig) -> list[dict]:
+    """Fast groups (windows shorter than increase_window, every fast_interval), slow ones (every
+    slow_interval) over the raw counters up to increase_window, the increases once per
+    increase_window, then the longer windows from those increases."""
+    step = parse_duration(c.increase_window, promql=True)
+    seconds = {w: parse_duration(w, promql=True) for w in c.windows}
+    raw = [group(f"recording.{w}", c.fast_interval if seconds[w] < step else c.slow_interval, recording_rules(q, w))
+           for w in c.windows if seconds[w] <= step]
+    derived = [group(f"recording.{w}", c.slow_interval, recording_rules(q, w, c.increase_window))
+               for w in c.windows if seconds[w] > step]
+    increases = group(f"increase.{c.increase_window}", c.increase_window, increase_rules(q, c.increase_window))
+    return raw + [increases] + derived
+
+
 def build(config: RulesConfig) -> dict:
+    """Every group, in order; a further group (e.g. chargeback joins) is one more item of this list."""
     q = Q(config)
-    groups = []
-    for w in config.windows:
-        groups.append({"name": f"{GROUP_PREFIX}.recording.{w}", "rules": recording_rules(q, w)})
-    groups.append({"name": f"{GROUP_PREFIX}.alerts", "rules": alerts(q, config)})
+    groups = [
+        *recording_groups(q, config),
+        group("alerts", config.fast_interval, alerts(q, config)),
+    ]
     charge = chargeback.Rules(config.chargeback, q.sel, q.cluster).rules()
     if charge:
-        groups.append({"name": f"{GROUP_PREFIX}.{chargeback.GROUP}", "rules": charge})
+        groups.append(group(chargeback.GROUP, config.fast_interval, charge))
     return {"groups": groups}
 
 

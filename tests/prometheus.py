@@ -31,8 +31,9 @@ def free_port() -> int:
 
 
 class Prometheus:
-    def __init__(self, targets=(), rule_files=(), scrape_interval: str = "1s", flags=(), prepare=None):
+    def __init__(self, targets=(), rule_files=(), scrape_interval: str = "1s", flags=(), prepare=None, scrape_configs=()):
         self.targets = list(targets)  # "host:port" of exporters serving /metrics
+        self.scrape_configs = list(scrape_configs)  # or whole scrape configs (paths, labels)
         self.rule_files = [str(Path(f).resolve()) for f in rule_files]
         self.scrape_interval = scrape_interval
         self.flags = list(flags)  # extra command-line flags, e.g. --storage.tsdb.retention.time=1y
@@ -65,6 +66,8 @@ class Prometheus:
         config = {"global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval}}
         if self.targets:
             config["scrape_configs"] = [{"job_name": "llmcost", "static_configs": [{"targets": self.targets}]}]
+        if self.scrape_configs:
+            config["scrape_configs"] = config.get("scrape_configs", []) + self.scrape_configs
         if self.rule_files:
             config["rule_files"] = self.rule_files
         return config

@@ -136,11 +136,20 @@ def test_scale(tmp_path):
     data, _ = run_bench("scale", tmp_path)
     (point,) = data["points"]
     assert point["nodes"] == 2 and point["head_series"] >= 2 * data["series_per_node"]
-    assert len(point["rule_groups"]) == 6  # 4 of the project, 2 baseline
+    assert len(point["rule_groups"]) == 7  # 6 of the project (chargeback included), 1 baseline
     for group in point["rule_groups"].values():
-        assert group["evaluations"] >= 2 and 0 < group["median_ms"] < 10_000
+        assert (group["evaluations"] >= 2 or group.get("timed_as")) and 0 < group["median_ms"] < 10_000
     assert point["queries"] and not point["empty_queries"]
     assert all(0 < q["median_ms"] < 30_000 for q in point["queries"])
+
+
+@pytest.mark.slow
+def test_scale_victoria(tmp_path):
+    data, _ = run_bench("scale_victoria", tmp_path, timeout=180)
+    (point,) = data["points"]
+    assert point["compared_series"] > 100 and point["in_both"] == point["compared_series"]
+    assert point["differ_over_1pct"] == 0, point["worst"]
+    assert {"llm-cost-exporter.recording.10s", "llm-cost-exporter.alerts"} <= set(point["vmalert_iteration_ms"])
 
 
 @pytest.mark.slow

@@ -46,7 +46,7 @@ VARIABLES = {
 # A site with another job name and several clusters, as an overlay of rules/config.yaml.
 SITE = 'selector: job="gpu-cost"\ncluster_labels: [cluster]\n'
 SITE_SELECTOR = 'job="gpu-cost",cluster=~"$cluster"'
-METRIC_SELECTOR = re.compile(r"\b(llmcost_\w+)(\{[^}]*\})?")
+METRIC_SELECTOR = re.compile(r"\b((?:[a-z_]+:)?llmcost_\w+(?::[a-z_0-9]+)?)(\{[^}]*\})?")  # raw or recorded
 GROUPINGS = re.compile(r"\b(?:by|on) \(([^)]*)\)")
 
 
@@ -238,11 +238,21 @@ def test_every_engine_and_model_query_is_filtered_by_engine_kind():
     assert node_wide < len(raw_queries()) / 3
 
 
-def test_uses_only_raw_exporter_metrics():
-    # Recording rules are optional: each query must work against a Prometheus that only scrapes.
-    for uid, title, expr in raw_queries():
-        for name in re.findall(r"\b([a-z_]+:[a-z_:]+)\b", expr):
-            pytest.fail(f"{uid}: {title!r} uses the recorded series {name}")
+def test_only_the_per_day_panels_read_recording_rules_and_only_the_hourly_increases(boards):
+    """Recording rules are optional for every other panel: it must work against a Prometheus that only
+    scrapes. The per-day panels read the hourly increases the rule file records, at a step of an hour
+    at least, instead of a day of raw samples at every step (docs/scaling.md)."""
+    rules = yaml.safe_load((ROOT / "rules" / "llm-cost-exporter.rules.yml").read_text())
+    hourly = {r["record"] for g in rules["groups"] if g["name"].endswith(".increase.1h") for r in g["rules"]}
+    readers = set()
+    for uid, title, expr in raw_queries():  # the chargeback board reads its own rules (test_chargeback.py)
+        names = set(re.findall(r"\b([a-z_]+:[a-z_]+:[a-z_0-9]+)\b", expr))
+        assert names <= hourly, f"{uid}: {title!r} uses {names - hourly}"
+        assert "[1d]" not in expr or names, f"{uid}: {title!r} reads a day of raw samples"
+        readers |= {title} if names else set()
+    assert readers == {"Spend per day: self-hosted vs API-equivalent", "Savings per day vs each API"}
+    steps = {p["title"]: p.get("interval") for _, p in all_panels(boards) if p["title"] in readers}
+    assert steps == dict.fromkeys(readers, "1h")
 
 
 def test_table_columns_are_renamed_and_typed(boards):

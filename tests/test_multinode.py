@@ -18,7 +18,7 @@ from conftest import MODEL, value
 from plugins.process import ExporterProcess
 from prometheus import Prometheus
 from test_kubernetes import FakeApiServer, kube_config, load
-from test_rules import FAST, RULE_FILE, generated
+from test_rules import FAST, committed_every_second, generated
 
 from exporter.clock import SystemClock
 from exporter.demo.vllm_server import SimulatedVllm
@@ -250,7 +250,8 @@ def test_a_two_node_leaderworkerset_costs_both_nodes_spend_over_its_leaders_toke
             leader.wait_serving()
             worker.wait_serving()
             targets = [leader.url.removeprefix("http://"), worker.url.removeprefix("http://")]
-            with Prometheus(targets, rule_files=[RULE_FILE, fast_rules]) as prom:
+            committed, _ = committed_every_second(tmp_path)
+            with Prometheus(targets, rule_files=[committed, fast_rules]) as prom:
                 prom.wait_for(f'llmcost_tokens_total{{engine="{LEADER}"}} > 0', timeout=30)
                 time.sleep(38)  # fill the 30 s window
                 check_the_two_nodes(prom, leader, worker)

@@ -24,9 +24,10 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from prometheus import Prometheus, free_port
-from test_rules import FAST, RULE_FILE, generated
+from test_rules import FAST, committed_every_second, generated
 
 pytestmark = pytest.mark.integration  # a real Prometheus scraping the demo subprocess
 
@@ -76,15 +77,29 @@ class ClusterPrometheus(Prometheus):
         return config
 
 
+def every_second(directory):
+    """The committed rule file with every group evaluated every second (test_rules), plus its hourly
+    group as the site's overlay generates it (records that keep `cluster`), for the site's dashboards:
+    the per-day panels read the hourly increases, which then have data within seconds (not a day's
+    worth, but every query runs on the series the rules record)."""
+    path, rules = committed_every_second(directory)
+    _, site = generated(directory, *SITE)
+    rules["groups"] += [dict(g, name=g["name"] + ".site", interval="1s")
+                        for g in site["groups"] if g["name"].endswith(".increase.1h")]
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     fast_rules, _ = generated(tmp_path_factory.mktemp("rules"), *FAST)
+    committed = every_second(tmp_path_factory.mktemp("committed"))
     port = free_port()
     demo = subprocess.Popen([sys.executable, "-m", "exporter", "demo", f"--web.listen-address=127.0.0.1:{port}",
                              "--demo.speed=1", "--demo.constant-load=0.5", "--demo.summary-interval=60"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with ClusterPrometheus([f"127.0.0.1:{port}"], rule_files=[RULE_FILE, fast_rules]) as prom:
+        with ClusterPrometheus([f"127.0.0.1:{port}"], rule_files=[committed, fast_rules]) as prom:
             prom.wait_for("llmcost_cost_per_million_tokens", count=2, timeout=30)
             time.sleep(WINDOW_S + 8)  # fill the 30 s windows, then let the alerts pass their 5 s `for:`
             prom.fast_rules = str(fast_rules)

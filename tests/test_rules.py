@@ -25,7 +25,7 @@ TEST_FILES = sorted((RULES / "tests").glob("*.yml"))
 # The overrides for an integration test against a Prometheus that scrapes every second (documented
 # in docs/runbook.md, "Tuning thresholds"); tests/test_prometheus_integration.py uses them too.
 FAST = [
-    "windows=[30s]", "cost_alert_window=30s", "breakeven_alert_window=30s",
+    "windows=[30s]", "fast_interval=1s", "slow_interval=1s", "increase_window=30s", "series_budget_for=5s", "cost_alert_window=30s", "breakeven_alert_window=30s",
     "cost_alert_for=5s", "breakeven_alert_for=5s", "idle_alert_window=30s", "idle_alert_for=5s",
     "exporter_down_for=5s", "exporter_absent_for=5s", "engine_failing_for=5s",
     "nvml_errors_window=30s", "nvml_errors_for=5s", "gpu_lost_for=5s",
@@ -66,6 +66,17 @@ def rules_of(doc: dict, kind: str) -> list[dict]:
 
 def committed() -> dict:
     return yaml.safe_load(RULE_FILE.read_text())
+
+
+def committed_every_second(directory: Path) -> tuple[Path, dict]:
+    """The committed rule file with every group evaluated every second (not every 30 s, 1 m, 1 h), for a
+    Prometheus that must have run every rule within seconds; the expressions are the committed ones."""
+    rules = committed()
+    for group in rules["groups"]:
+        group["interval"] = "1s"
+    path = directory / "committed-every-second.rules.yml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path, rules
 
 
 # --- promtool ------------------------------------------------------------------------------------
@@ -111,14 +122,53 @@ def test_output_is_deterministic(tmp_path):
     assert first.read_bytes() == second.read_bytes()
 
 
-def test_one_recording_group_per_window_and_one_alert_group():
-    names = [g["name"] for g in committed()["groups"]]
-    assert names == ["llm-cost-exporter.recording.5m", "llm-cost-exporter.recording.1h",
-                     "llm-cost-exporter.recording.1d", "llm-cost-exporter.alerts", "llm-cost-exporter.chargeback"]
-    for group in committed()["groups"][:3]:
-        window = group["name"].rsplit(".", 1)[1]
+def test_one_recording_group_per_window_the_hourly_increases_and_one_alert_group():
+    groups = {g["name"]: g for g in committed()["groups"]}
+    assert list(groups) == ["llm-cost-exporter.recording.5m", "llm-cost-exporter.recording.1h",
+                            "llm-cost-exporter.increase.1h", "llm-cost-exporter.recording.1d",
+                            "llm-cost-exporter.alerts", "llm-cost-exporter.chargeback"]
+    assert {name: g.get("interval") for name, g in groups.items()} == {
+        "llm-cost-exporter.recording.5m": "30s", "llm-cost-exporter.recording.1h": "1m",
+        "llm-cost-exporter.increase.1h": "1h", "llm-cost-exporter.recording.1d": "1m",
+        "llm-cost-exporter.alerts": "30s", "llm-cost-exporter.chargeback": "30s"}
+    for name, group in groups.items():
+        if name.endswith((".alerts", ".chargeback")):
+            continue
+        window = name.rsplit(".", 1)[1]
         for rule in group["rules"]:
             assert re.fullmatch(r"[a-z_]+:llmcost_[a-z_]+:[a-z_]+" + window, rule["record"]), rule["record"]
+
+
+def test_no_rule_reads_a_day_of_raw_samples():
+    """The 1d group reads the recorded hourly increases; raw counters are read over 1h at most, and
+    the cluster-wide levels of the windows only from recorded series (a `llmcost_...{` selector is a
+    raw one)."""
+    for group in committed()["groups"]:
+        for rule in group["rules"]:
+            windows = re.findall(r"\b(llmcost_[a-z_]+)\{[^}]*\}\[(\w+)\]", rule["expr"])
+            assert all(w in ("5m", "1h", "10m") for _, w in windows), (rule.get("record") or rule["alert"], windows)
+            # The hourly increases read raw counters at every level (rules/generate.py: increase_rules).
+            # The chargeback group prices gateway tokens, which are cluster-wide by nature, at the
+            # models' live price: it reads the exporters' counters once per model (docs/chargeback.md).
+            if rule.get("record", "").split(":")[0] in ("model", "model_api", "api", "cluster") \
+                    and not group["name"].endswith((".increase.1h", ".chargeback")):
+                assert not windows and "llmcost_" not in rule["expr"].split(":")[0], rule["record"]
+    derived = next(g for g in committed()["groups"] if g["name"].endswith("recording.1d"))
+    reads = [r for r in derived["rules"] if "_over_time(" in r["expr"]]
+    assert reads and all(re.search(r":(increase|max)1h\{[^}]*\}\[1d\]", r["expr"]) for r in reads), reads
+
+
+def test_every_series_keeps_fewer_than_20_labels(tmp_path):
+    """Records and ALERTS series, with the most cluster labels the config allows; one more is refused."""
+    from rules.generate import API_LABELS, MAX_LABELS, widest_series
+    most = [f"c{i}" for i in range(MAX_LABELS - 1 - widest_series([], {}))]
+    _, doc = generated(tmp_path, f"cluster_labels=[{', '.join(most)}]")
+    groupings = [labels for rule in rules_of(doc, "record") for labels in re.findall(r"by \(([^)]*)\)", rule["expr"])]
+    widest = max(len(labels.split(", ")) for labels in groupings)
+    assert widest == len(most) + 5 + len(API_LABELS)  # engine_model_api + currency: job, instance, engine, model, api, tier, currency
+    assert widest + 1 < MAX_LABELS and widest_series(most, {}) < MAX_LABELS  # + __name__; ALERTS' own labels
+    result = generate("--set", f"cluster_labels=[{', '.join(most + ['one_more'])}]", "--output", str(tmp_path / "x.yml"))
+    assert result.returncode == 2 and "cluster_labels" in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
 # --- alerts ------------------------------------------------------------------------------------------
@@ -130,7 +180,7 @@ def test_every_alert_has_severity_summary_description_and_runbook():
     assert {a["alert"] for a in alerts} == {
         "LLMCostSelfHostingDearerThanAPI", "LLMCostUtilizationBelowBreakEven", "LLMCostGPUsIdle",
         "LLMCostExporterDown", "LLMCostExporterAbsent", "LLMCostEngineScrapeFailing", "LLMCostNVMLErrors",
-        "LLMCostGPULost", "LLMCostConfigReloadFailed", "LLMCostPriceUnknown"}
+        "LLMCostGPULost", "LLMCostConfigReloadFailed", "LLMCostPriceUnknown", "LLMCostSeriesBudgetExceeded"}
     for a in alerts:
         name = a["alert"]
         assert a["labels"]["severity"] in ("critical", "warning", "info"), name
@@ -256,6 +306,10 @@ def test_cluster_labels_keep_two_clusters_apart_at_every_level(tmp_path):
     ("alert_labels={severity: page}", "alert_labels.severity: got 'severity', allowed: a label name other than"),
     ("cost_alert_severity=", "cost_alert_severity: got '', allowed: a non-empty string"),
     ("justakey", "--set: got 'justakey', allowed: KEY=VALUE"),
+    ("windows=[5m,1h,1d,90m]", "windows[3]: got '90m', allowed: a whole multiple of increase_window (1h)"),
+    ("increase_window=0s", "increase_window: got '0s', allowed: a PromQL duration > 0"),
+    ("fast_interval=soon", "fast_interval: got 'soon', allowed: a PromQL duration > 0"),
+    ("series_budget=0", "series_budget: got 0, allowed: a number > 0"),
 ])
 def test_bad_configuration_is_one_line_naming_the_key(override, message, tmp_path):
     result = generate("--set", override, "--output", str(tmp_path / "x.yml"))
@@ -313,8 +367,8 @@ def test_fast_variant_has_short_windows_and_fors(tmp_path):
     path, doc = generated(tmp_path, *FAST)
     result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [g["name"] for g in doc["groups"]] == ["llm-cost-exporter.recording.30s", "llm-cost-exporter.alerts",
-                                                  "llm-cost-exporter.chargeback"]
+    assert [g["name"] for g in doc["groups"]] == ["llm-cost-exporter.recording.30s", "llm-cost-exporter.increase.30s",
+                                                  "llm-cost-exporter.alerts", "llm-cost-exporter.chargeback"]
     assert {a["for"] for a in rules_of(doc, "alert")} == {"5s"}
     ranges = set(re.findall(r"\[(\w+)\]", path.read_text()))
     assert ranges <= {"30s", "5s"}, ranges
@@ -358,3 +412,18 @@ def test_fast_variant_fires_within_seconds_at_a_one_second_scrape(tmp_path):
         }],
     }
     promtool_test(tmp_path / "fast_test.yml", case)
+
+
+def test_the_rule_file_records_every_hourly_series_report_reads():
+    """`report --source=recorded` reads these names (exporter/report.py RECORDED): each must be a
+    record of the committed file's hourly group, evaluated once per hour as the report assumes."""
+    import dataclasses
+
+    from exporter.report import RECORDED, RECORDED_PROBE
+
+    hourly = next(g for g in committed()["groups"] if g["name"].endswith(".increase.1h"))
+    assert hourly["interval"] == "1h"
+    recorded = {r["record"] for r in hourly["rules"]}
+    read = {name for value in [*dataclasses.astuple(RECORDED), RECORDED_PROBE]
+            for name in re.findall(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", value)}
+    assert len(read) >= 7 and read <= recorded, read - recorded
