@@ -49,13 +49,14 @@ def load(name: str):
 
 
 class FakeApiServer:
-    """Answers GET /api/v1/nodes/NAME and the pod lists like the API server, from fixtures."""
+    """Answers GET /api/v1/nodes/NAME, /api/v1/namespaces/NAME and the pod lists like the API server, from fixtures."""
 
     def __init__(self, tls=None):
         """tls: an ssl.SSLContext (server side) to answer over https."""
         self.node = None  # the Node object served
         self.pods = []  # pod items; the server applies the field and label selectors
-        self.fail = {}  # "node" | "pods" -> fixture name of a Status, "slow", or ("drip", a phase of tests/drip.py)
+        self.namespaces = None  # name -> Namespace object; None: every namespace as namespace-llm.json (no tier)
+        self.fail = {}  # "node" | "pods" | "namespace" -> fixture name of a Status, "slow", or ("drip", a phase of tests/drip.py)
         self.slow_seconds = 1.5
         self.requests = []  # (path, query dict)
         self.authorizations = []  # the Authorization header of each request (None: none sent)
@@ -67,7 +68,8 @@ class FakeApiServer:
                 query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
                 api.requests.append((url.path, query))
                 api.authorizations.append(self.headers.get("Authorization"))
-                kind = "node" if url.path.startswith("/api/v1/nodes/") else "pods"
+                kind = "node" if url.path.startswith("/api/v1/nodes/") else \
+                    "namespace" if re.fullmatch(r"/api/v1/namespaces/[^/]+", url.path) else "pods"
                 failure = api.fail.get(kind)
                 if failure == "slow":
                     time.sleep(api.slow_seconds)
@@ -109,9 +111,23 @@ class FakeApiServer:
             if self.node is None or self.node["metadata"]["name"] != name:
                 return 404, load("status-404-node.json")
             return 200, self.node
+        if kind == "namespace":
+            return self._namespace(urllib.parse.unquote(path.rsplit("/", 1)[1]))
         match = re.fullmatch(r"/api/v1(?:/namespaces/([^/]+))?/pods", path)
         items = [p for p in self.pods if _selected(p, match.group(1), query)]
         return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "48213412"}, "items": items}
+
+    def _namespace(self, name) -> tuple[int, dict]:
+        if self.namespaces is None:
+            namespace = load("namespace-llm.json")
+            namespace["metadata"]["name"] = namespace["metadata"]["labels"]["kubernetes.io/metadata.name"] = name
+            return 200, namespace
+        if name not in self.namespaces:
+            return 404, load("status-404-namespace.json")
+        return 200, self.namespaces[name]
+
+    def namespace_reads(self):
+        return [path.rsplit("/", 1)[1] for path, _ in self.requests if re.fullmatch(r"/api/v1/namespaces/[^/]+", path)]
 
     def pod_queries(self):
         return [q for path, q in self.requests if path.endswith("/pods")]

@@ -4,6 +4,7 @@ to standard and says so in the `tier` label and the log, `auto` picks batch for 
 Kubernetes Job, and a tier changed by a reload starts a new comparison under the new label."""
 
 import logging
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -200,28 +201,158 @@ def test_a_pod_run_by_a_job_is_a_batch_workload_and_auto_compares_it_at_batch():
     assert pricing.engine_tier("priority", True) == "priority"  # only auto looks at the workload
 
 
+def serve_batch_job_pods(api, vllm) -> dict:
+    """podlist-batch-job.json's two pods on the fake API server, each reading its own simulated
+    vLLM; returns engine name -> its vLLM server."""
+    from test_kubernetes import NODE, load
+
+    pods, servers = load("podlist-batch-job.json")["items"], {}
+    for pod in pods:
+        server = vllm(capacity=1000.0, load=0.5)
+        pod["status"]["podIP"] = "127.0.0.1"
+        pod["metadata"]["annotations"]["llmcost.io/port"] = server.url.split(":")[2].split("/")[0]
+        servers[f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"] = server
+    api.node, api.pods = load("node-eks-karpenter-spot-g5.12xlarge.json"), pods
+    assert api.node["metadata"]["name"] == NODE
+    return servers
+
+
+JOB, FLEX = "llm/embed-nightly-29412360-q7h2k", "llm/chat-flex-6d5c4b3a2-k8s7d"
+
+
+def compared_tiers(exporter) -> dict:
+    return {(s.labels["engine"], s.labels["api"]): s.labels["tier"] for f in exporter.registry.collect()
+            if f.name == "llmcost_api_equivalent_spend" for s in f.samples}
+
+
 def test_discovered_pods_auto_compare_a_jobs_pod_at_batch_and_follow_the_tier_annotation(vllm, clock, exporter_for):
     """Over the (fake, real-wire-format) Kubernetes API: compare.tier auto, a CronJob's run pod is
     compared at batch, a Deployment's pod annotated llmcost.io/tier: flex at flex where offered."""
-    from test_kubernetes import NODE, FakeApiServer, kube_config, load
+    from test_kubernetes import FakeApiServer, kube_config
 
     api = FakeApiServer()
     try:
-        pods = load("podlist-batch-job.json")["items"]
-        for pod in pods:
-            server = vllm(capacity=1000.0, load=0.5)
-            pod["status"]["podIP"] = "127.0.0.1"
-            pod["metadata"]["annotations"]["llmcost.io/port"] = server.url.split(":")[2].split("/")[0]
-        api.node, api.pods = load("node-eks-karpenter-spot-g5.12xlarge.json"), pods
-        assert api.node["metadata"]["name"] == NODE
+        serve_batch_job_pods(api, vllm)
         exporter = exporter_for(kube_config(api.url, discovery=True,
                                             compare={"apis": ["gpt-4o-mini", "gpt-5-mini"], "tier": "auto"}))
         exporter.refresh_kubernetes()
         run_for(clock, exporter, 60)
-        tiers = {(s.labels["engine"], s.labels["api"]): s.labels["tier"] for f in exporter.registry.collect()
-                 if f.name == "llmcost_api_equivalent_spend" for s in f.samples}
-        job, flex = "llm/embed-nightly-29412360-q7h2k", "llm/chat-flex-6d5c4b3a2-k8s7d"
-        assert tiers == {(job, "gpt-4o-mini"): "batch", (job, "gpt-5-mini"): "batch",
-                         (flex, "gpt-4o-mini"): "standard", (flex, "gpt-5-mini"): "flex"}
+        assert compared_tiers(exporter) == {(JOB, "gpt-4o-mini"): "batch", (JOB, "gpt-5-mini"): "batch",
+                                            (FLEX, "gpt-4o-mini"): "standard", (FLEX, "gpt-5-mini"): "flex"}
+    finally:
+        api.stop()
+
+
+# -- the namespace's llmcost.io/tier: between the pod's annotation and compare.tier ---------------
+
+def equivalent_all_models(exporter, engine, api, tier):
+    found = [s.value for f in exporter.registry.collect() if f.name == "llmcost_api_equivalent_spend"
+             for s in f.samples if s.name.endswith("_total") and
+             (s.labels["engine"], s.labels["api"], s.labels["tier"]) == (engine, api, tier)]
+    return sum(found) if found else None
+
+
+def namespace_source(exporter, metric, **labels):
+    return value(exporter, metric, source="kubernetes", name="namespaces", **labels)
+
+
+def test_a_pod_in_a_namespace_annotated_batch_is_billed_the_batch_price_unless_its_own_annotation_says_otherwise(
+        vllm, clock, exporter_for):
+    """compare.tier standard; the namespace `llm` annotated llmcost.io/tier: batch. The Job's pod
+    (no tier of its own) is compared at batch: its API-equivalent is the batch prices x the tokens
+    its vLLM served; the pod annotated flex stays at flex (gpt-5-mini) or standard where flex is not
+    offered (gpt-4o-mini). The namespace is read once per listing, the Node and pods as before."""
+    from test_kubernetes import FakeApiServer, kube_config, load
+
+    api = FakeApiServer()
+    try:
+        servers = serve_batch_job_pods(api, vllm)
+        api.namespaces = {"llm": load("namespace-llm-tier-batch.json")}
+        exporter = exporter_for(kube_config(api.url, discovery=True,
+                                            compare={"apis": ["gpt-4o-mini", "gpt-5-mini"], "tier": "standard"}))
+        exporter.refresh_kubernetes()
+        assert api.namespace_reads() == ["llm"]  # one GET for both pods' namespace; the flex pod needs none
+        exporter.sample_all()
+        base = servers[JOB].served_counters()
+        run_for(clock, exporter, 300)
+        assert compared_tiers(exporter) == {(JOB, "gpt-4o-mini"): "batch", (JOB, "gpt-5-mini"): "batch",
+                                            (FLEX, "gpt-4o-mini"): "standard", (FLEX, "gpt-5-mini"): "flex"}
+        d = served(servers[JOB], base)
+        assert d["output_tokens"] > 0
+        for api_name in ("gpt-4o-mini", "gpt-5-mini"):
+            assert equivalent_all_models(exporter, JOB, api_name, "batch") == \
+                pytest.approx(billed(APIS[api_name].for_tier("batch"), d), rel=1e-12)
+        assert namespace_source(exporter, "llmcost_source_up") == 1
+
+        exporter.refresh_pods()  # each listing reads the namespace again: an annotation removed is seen
+        api.namespaces = {"llm": load("namespace-llm.json")}
+        exporter.refresh_pods()
+        assert api.namespace_reads() == ["llm"] * 3
+        assert compared_tiers(exporter)[(JOB, "gpt-4o-mini")] == "standard"
+    finally:
+        api.stop()
+
+
+@pytest.mark.parametrize("failure, reason", [("status-403-namespace.json", "forbidden"),
+                                             ("status-404-namespace.json", "not_found"), ("slow", "timeout")])
+def test_a_namespace_that_cannot_be_read_leaves_the_config_tier_and_says_why(vllm, clock, exporter_for, caplog,
+                                                                            failure, reason):
+    """Without `get namespaces` (403), a namespace gone (404) or a slow API server: the engines are
+    discovered and scraped as before, at compare.tier; namespaces source down with the reason, one
+    log line; once readable, the namespace's tier applies, and a later failure keeps it."""
+    from test_kubernetes import FakeApiServer, kube_config, load
+
+    api = FakeApiServer()
+    try:
+        serve_batch_job_pods(api, vllm)
+        api.namespaces = {"llm": load("namespace-llm-tier-batch.json")}
+        api.fail["namespace"] = failure
+        api.slow_seconds = 1.0  # past kubernetes.timeout (300ms)
+        exporter = exporter_for(kube_config(api.url, discovery=True, compare={"apis": ["gpt-4o-mini"], "tier": "standard"}))
+        with caplog.at_level(logging.INFO, logger="exporter"):
+            exporter.refresh_kubernetes()
+            started = time.monotonic()
+            exporter.refresh_pods()
+            took = time.monotonic() - started
+            run_for(clock, exporter, 60)
+        assert took < 0.9  # the namespace read ends at kubernetes.timeout: discovery never waits for it
+        assert compared_tiers(exporter) == {(JOB, "gpt-4o-mini"): "standard", (FLEX, "gpt-4o-mini"): "standard"}
+        assert equivalent_all_models(exporter, JOB, "gpt-4o-mini", "standard") > 0
+        assert value(exporter, "llmcost_source_up", source="kubernetes", name="pods") == 1
+        assert namespace_source(exporter, "llmcost_source_up") == 0
+        assert namespace_source(exporter, "llmcost_source_errors_total", reason=reason) == 2
+        lines = [r.getMessage() for r in caplog.records if "name=namespaces" in r.getMessage()]
+        assert len(lines) == 1 and f"reason={reason}" in lines[0], lines
+
+        del api.fail["namespace"]
+        exporter.refresh_pods()
+        assert compared_tiers(exporter)[(JOB, "gpt-4o-mini")] == "batch"
+        assert namespace_source(exporter, "llmcost_source_up") == 1
+        api.fail["namespace"] = failure
+        exporter.refresh_pods()  # the tier read last stays: no flapping back on a transient failure
+        assert compared_tiers(exporter)[(JOB, "gpt-4o-mini")] == "batch"
+    finally:
+        api.stop()
+
+
+def test_a_bad_namespace_tier_is_ignored_with_a_reason_and_the_pods_stay(vllm, clock, exporter_for, caplog):
+    from test_kubernetes import FakeApiServer, kube_config, load
+
+    api = FakeApiServer()
+    try:
+        serve_batch_job_pods(api, vllm)
+        namespace = load("namespace-llm-tier-batch.json")
+        namespace["metadata"]["annotations"]["llmcost.io/tier"] = "Batch"
+        api.namespaces = {"llm": namespace}
+        exporter = exporter_for(kube_config(api.url, discovery=True, compare={"apis": ["gpt-4o-mini"], "tier": "auto"}))
+        with caplog.at_level(logging.WARNING, logger="exporter"):
+            exporter.refresh_kubernetes()
+            exporter.refresh_pods()
+        run_for(clock, exporter, 60)
+        assert compared_tiers(exporter) == {(JOB, "gpt-4o-mini"): "batch", (FLEX, "gpt-4o-mini"): "standard"}  # auto
+        assert namespace_source(exporter, "llmcost_source_errors_total", reason="bad_annotation") == 2
+        lines = [r.getMessage() for r in caplog.records if "namespace annotation ignored" in r.getMessage()]
+        assert lines == ["namespace annotation ignored namespace=llm reason=llmcost.io/tier: got 'Batch', allowed: "
+                         "standard, batch, flex, priority, long_context, auto"]
     finally:
         api.stop()

@@ -1,4 +1,5 @@
-"""The API calls the exporter makes (read its Node, list pods on its node, find a Ray head), each one GET that
+"""The API calls the exporter makes (read its Node, list pods on its node, find a Ray head, read an
+engine pod's Namespace for its tier annotation), each one GET that
 ends within `kubernetes.timeout` whatever the API server does (exporter.deadline_http).
 
 The official `kubernetes` package (imported on first use) only resolves where and how to talk:
@@ -50,6 +51,9 @@ class KubeClient:
 
     def read_node(self, name: str) -> dict:
         return self._get(f"/api/v1/nodes/{urllib.parse.quote(name, safe='')}")
+
+    def read_namespace(self, name: str) -> dict:
+        return self._get(f"/api/v1/namespaces/{urllib.parse.quote(name, safe='')}")
 
     def list_pods(self, node_name: str | None, label_selector: str, namespace: str | None) -> dict:
         """The pods on `node_name` (None: on any node, for a Ray head, exporter.kube.groups)."""

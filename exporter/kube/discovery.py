@@ -44,7 +44,7 @@ class PodTarget:
     started: float | None  # status.startTime as Unix time
     gpu_request: PodGpus = field(default_factory=PodGpus)  # its GPU resources: its share of the node's GPUs
     group_size: int | None = None  # a LeaderWorkerSet leader: the pods of its group, itself included
-    tier: str | None = None  # llmcost.io/tier; None: compare.tier
+    tier: str | None = None  # llmcost.io/tier, else its namespace's (exporter.kube.namespaces); None: compare.tier
     batch_job: bool = False  # run by a Kubernetes Job (controller ownerReference): compare.tier auto picks batch
 
     @property

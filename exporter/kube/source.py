@@ -1,8 +1,9 @@
 """The Kubernetes source: reads this node's labels and lists the engine pods on it, on slow
 cadences, and keeps the last values it read whenever the API server is unreachable, forbids,
-errs or is slow. With kubernetes.pod_resources, each pod listing is followed by one question to
+errs or is slow. With discovery, the Namespace of each engine pod without its own tier annotation
+is read for the namespace's (exporter.kube.namespaces). With kubernetes.pod_resources, each pod listing is followed by one question to
 the kubelet: which GPU devices each container holds (exporter.kube.podresources). Health:
-llmcost_source_up{source="kubernetes", name="node"|"pods"|"pod_resources"}, errors by reason, one
+llmcost_source_up{source="kubernetes", name="node"|"pods"|"namespaces"|"pod_resources"}, errors by reason, one
 log line per change of state (exporter.health).
 """
 
@@ -16,6 +17,7 @@ from exporter.health import SourceHealth
 from exporter.kube.client import KubeClient, KubeError
 from exporter.kube.discovery import PodTarget, pod_targets, within_cap
 from exporter.kube.groups import GroupWorker, group_workers, ray_head, ray_head_selector, with_leaders
+from exporter.kube.namespaces import NamespaceTiers
 from exporter.kube.node import NodeInfo, node_info
 from exporter.kube.podresources.source import PodResourcesSource
 
@@ -31,6 +33,8 @@ class KubernetesSource:
         self._client = client or KubeClient(config)
         self.node_health = SourceHealth("kubernetes", "node")
         self.pods_health = SourceHealth("kubernetes", "pods") if config.discovery.enabled else None
+        self.namespace_tiers = NamespaceTiers(self._client.read_namespace, SourceHealth("kubernetes", "namespaces"),
+                                              clock) if config.discovery.enabled else None
         # GPU devices per pod from the kubelet (config validation requires discovery with it)
         self.pod_resources = PodResourcesSource(config.pod_resources, clock) if config.pod_resources.enabled else None
         self.node: NodeInfo | None = None  # the last successful read
@@ -42,7 +46,8 @@ class KubernetesSource:
     @property
     def healths(self) -> list[SourceHealth]:
         pod_resources = self.pod_resources.health if self.pod_resources else None
-        return [h for h in (self.node_health, self.pods_health, pod_resources) if h is not None]
+        namespaces = self.namespace_tiers.health if self.namespace_tiers else None
+        return [h for h in (self.node_health, self.pods_health, namespaces, pod_resources) if h is not None]
 
     def refresh_node(self) -> bool:
         """Read the Node; True if what we know of it changed. A failure keeps the last values."""
@@ -95,7 +100,8 @@ class KubernetesSource:
             if (pod, why) not in self._skipped:
                 log.warning("pod skipped pod=%s reason=%s", pod, why)
         self._skipped = set(skipped)
-        return self._within_cap(targets, self.pods_health)
+        assert self.namespace_tiers is not None
+        return self.namespace_tiers.apply(self._within_cap(targets, self.pods_health))
 
     def _find_ray_heads(self, workers: list[GroupWorker], pod_list: dict) -> dict[tuple[str, str], str]:
         """The head pod of each Ray cluster with a worker here: in this node's listing, else one
