@@ -68,15 +68,18 @@ EXPECTED_KINDS = {
                     "DaemonSet": 1, "Role": 1, "RoleBinding": 1, "CronJob": 1},
 }
 # (apiGroup, resource, verb) the exporter may be granted, per scenario: get its node (node-label
-# pricing), list pods (discovery). Nothing else, ever.
+# pricing), list pods and get their namespaces (discovery: the namespace's tier annotation).
+# Nothing else, ever.
 EXPECTED_RBAC = {
     "defaults": {("ClusterRole", "", "nodes", "get")},
     "sidecar": set(),
     "owned-hardware": set(),
     "all-monitors": {("ClusterRole", "", "nodes", "get")},
-    "discovery": {("ClusterRole", "", "nodes", "get"), ("ClusterRole", "", "pods", "list")},
-    "web-config": {("ClusterRole", "", "nodes", "get"), ("Role", "", "pods", "list")},
-    "pod-resources": {("ClusterRole", "", "nodes", "get"), ("ClusterRole", "", "pods", "list")},  # the kubelet's socket is no API
+    "discovery": {("ClusterRole", "", "nodes", "get"), ("ClusterRole", "", "pods", "list"),
+                  ("ClusterRole", "", "namespaces", "get")},
+    "web-config": {("ClusterRole", "", "nodes", "get"), ("Role", "", "pods", "list"), ("Role", "", "namespaces", "get")},
+    "pod-resources": {("ClusterRole", "", "nodes", "get"), ("ClusterRole", "", "pods", "list"),
+                      ("ClusterRole", "", "namespaces", "get")},  # the kubelet's socket is no API
     "docs-example": set(),
     "alerting": {("ClusterRole", "", "nodes", "get")},
     "spot-prices": {("ClusterRole", "", "nodes", "get")},  # the CronJob's own account: test_spot_prices_cronjob_*
