@@ -33,7 +33,7 @@ class NamespaceTiers:
 
     def apply(self, targets: list[PodTarget]) -> list[PodTarget]:
         """The targets, those without a tier of their own given their namespace's."""
-        wanted = sorted({t.namespace for t in targets if t.tier is None})
+        wanted = sorted({t.namespace for t in targets if t.tier is None and t.namespace})  # "": no namespace to read
         self._tiers = {ns: tier for ns, tier in self._tiers.items() if ns in wanted}
         started, failure = time.monotonic(), None
         for namespace in wanted:
