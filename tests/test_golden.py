@@ -149,7 +149,8 @@ def fixed_engine(model, tokens_per_round, cached_share, output_share, requests_p
 # -- a Kubernetes API server answering from the v1 fixtures ----------------------------------------
 
 class FixtureApiServer:
-    """GET /api/v1/nodes/NAME and GET /api/v1/pods with the field and label selectors honoured."""
+    """GET /api/v1/nodes/NAME, GET /api/v1/namespaces/llm (no tier annotation) and GET /api/v1/pods
+    with the field and label selectors honoured."""
 
     def __init__(self, node: dict, pods: list[dict]):
         def respond(path):
@@ -157,6 +158,8 @@ class FixtureApiServer:
             query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
             if url.path == f"/api/v1/nodes/{node['metadata']['name']}":
                 return 200, "application/json", json.dumps(node).encode()
+            if url.path == "/api/v1/namespaces/llm":
+                return 200, "application/json", (KUBE_DATA / "namespace-llm.json").read_bytes()
             if url.path == "/api/v1/pods":
                 items = [p for p in pods if _selected(p, query)]
                 return 200, "application/json", json.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": {
