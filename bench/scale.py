@@ -223,11 +223,15 @@ class Prometheus:
 
 
 def dashboard_targets(window: str) -> list[dict]:
-    """Every panel query of both dashboards as the panel runs it over `window` (variables = All)."""
+    """Every panel query of the overview and utilization dashboards as the panel runs it over `window`
+    (variables = All). Not the chargeback board's: it reads gateways' per-team counters, which this
+    fleet does not simulate (tests/test_chargeback.py times it against a LiteLLM exposition)."""
     from dashboards.generate import ALL, dashboards_json, panels, substitute
 
     out = []
     for board in dashboards_json():
+        if board["uid"] == "llmcost-chargeback":
+            continue
         for panel in panels(board):
             for target in panel.get("targets", []):
                 out.append({"uid": board["uid"], "title": panel["title"], "ref": target.get("refId"),
