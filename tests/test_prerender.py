@@ -123,3 +123,24 @@ def test_a_job_run_is_followed_by_the_after_run_hook_in_its_thread():
     finally:
         jobs.stop()
     assert after and after[0].startswith(ACCRUAL)
+
+
+def test_a_steadily_scraped_variant_is_rendered_only_shortly_before_its_next_scrape(clock, exporter_for):
+    exporter = exporter_for(make_config())
+    exporter.sample_all()
+    wall = [0.0]
+    ahead = PreRender(exporter.registry, exporter.exposition_key, exporter.exposition_steady_until, clock.now,
+                      LineCache(), monotonic=lambda: wall[0])
+    encoder, content_type = choose_encoder(OPENMETRICS)
+    variant = Variant(content_type, False)
+    for wall[0] in (0.0, 15.0, 30.0):  # scraped every 15 s
+        ahead.get(variant, encoder)
+    for wall[0] in (31.0, 40.0, 42.0):  # changes long before the next scrape (45 s): not rendered
+        exporter.sample_all()
+        ahead.refresh()
+        assert variant not in ahead._bodies
+    wall[0] = 43.0  # within prerender.LEAD_S of it
+    exporter.sample_all()
+    ahead.refresh()
+    wall[0] = 45.0
+    assert ahead.get(variant, encoder) == on_demand(exporter, OPENMETRICS, None)
