@@ -26,9 +26,10 @@ rounds are paced (--gap) so the servers are not saturated. A GET of the exporter
 same node: the render of /metrics (snapshot + families + OpenMetrics) through the server's line
 cache and through prometheus_client's own WSGI app (the render before the cache), interleaved,
 same bytes; target: the cached render at most half the library's at the median. And the cached
-render just after a GPU tick (sampled and accrued, engines every 5 ticks: every moving value is new,
-as at a 15 s scrape interval), which is what a real scrape pays; the interleaved pair above sees the
-state of the last tick again, as most of this benchmark's scrapes (30 ms apart) do.
+render just after a GPU tick (sampled and accrued, engines every 5 ticks: every moving value is new),
+which is what each job run pays now that the body is rendered ahead (exporter/web/prerender.py);
+the interleaved pair above sees the state of the last tick again. The exporter's GETs are mostly
+answered with the body its jobs rendered after the last change, as a scrape at any interval is.
 """
 
 from __future__ import annotations

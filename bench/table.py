@@ -42,7 +42,7 @@ def scrape_rows(r: dict) -> list[list[str]]:
         ["render of /metrics in process (snapshot + families + OpenMetrics), p50", "≤ 0.5x the library's",
          mmm(render["cached"]) + " ms (line cache)", f"prometheus_client's WSGI app, same bytes: {mmm(render['library'])} ms",
          mmm(ratio["render_p50_cached_to_library"]) + "x", cmd, load(r)],
-    ] + ([["render just after a GPU tick (every moving value new, as at a 15 s scrape interval), p50", "–",
+    ] + ([["render just after a GPU tick (every moving value new): what each job run pays to render ahead, p50", "–",
            mmm(render["cached, after a tick"]) + " ms (line cache)",
            f"the same state rendered again: {mmm(render['cached'])} ms", "", cmd, load(r)]]
          if "cached, after a tick" in render else [])

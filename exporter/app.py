@@ -9,7 +9,9 @@ belong to the CLI (exporter.cli).
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import threading
 
 from prometheus_client import CollectorRegistry
@@ -30,6 +32,17 @@ from exporter.spotprices import SpotPrices
 log = logging.getLogger("exporter")
 
 
+def _changes(method):
+    """The method changes what the exposition shows: the state version moves on after it, raised or not."""
+    @functools.wraps(method)
+    def changing(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._bump()
+    return changing
+
+
 class Exporter:
     def __init__(self, config: Config, clock=None, nvml_backend=None, kube_client=None, environ=None, storage=None):
         self.config = config
@@ -48,7 +61,10 @@ class Exporter:
         self.accountant = Accountant(prices, self.gpu, {}, self.clock, self.lock, config.window)
         self.accountant.boot_id = interruptions.read_boot_id(config.pricing.interruptions.boot_id_file)
         self.model_spend = ModelSpend(config.window, config.attribution.prefill_token_weight)
-        self.jobs = Jobs()
+        self._version = 0  # bumped by every change of what the exposition shows (exposition_state)
+        self._listeners: list = []
+        self._storage = storage
+        self.jobs = Jobs(after_run=self._changed_by_job)
         self.engine_registry = EngineRegistry(config, self.clock, self.lock, self.accountant, self.jobs)
         if storage is not None:
             self._restore(storage.load(config.pricing.mode, config.pricing.currency))
@@ -72,6 +88,7 @@ class Exporter:
 
     # -- sampling -------------------------------------------------------------------------
 
+    @_changes
     def sample_gpus_and_account(self) -> None:
         if self.gpu is not None:
             readings = self.gpu.sample()
@@ -123,6 +140,43 @@ class Exporter:
                                  retired=engines.retired_names(), extra_health=(*(self.kube.healths if self.kube else ()), *self.spot.healths),
                                  info=info, model_spend=self.model_spend)
 
+    # -- changes of the exposition (exporter.web.prerender) ------------------------------------
+
+    def on_change(self, listener) -> None:
+        """listener(): called in a job's thread after each run of it (the body may be rendered ahead)."""
+        self._listeners.append(listener)
+
+    def off_change(self, listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _bump(self) -> None:
+        with self.lock:
+            self._version += 1
+
+    def _changed_by_job(self) -> None:
+        self._bump()
+        for listener in self._listeners:
+            listener()
+
+    def exposition_key(self) -> tuple:
+        """Changes with every change of what the exposition shows, time aside (exposition_steady_until)."""
+        skipped = sum(self.jobs.skipped().values())
+        stored = (self._storage.last_write, self._storage.write_errors, self._storage.restored_gap) \
+            if self._storage is not None else None
+        with self.lock:
+            return self._version, tuple(e.generation for e in self.engine_registry.sources), skipped, stored
+
+    def exposition_steady_until(self) -> float:
+        """The state clock's time until which time alone changes nothing in the exposition: no live
+        window loses a sample."""
+        with self.lock:
+            now = self.clock.now()
+            windows = [w for e in self.engine_registry.sources for w in e.windows()]
+            if self.config.pricing.mode == "owned":  # payback reads the opex window at snapshot time
+                windows.append(self.accountant.opex_window)
+            return min((w.steady_until(now) for w in windows), default=math.inf)
+
     # -- persisted totals (exporter.storage) --------------------------------------------------
 
     def dump_totals(self) -> dict:
@@ -149,12 +203,14 @@ class Exporter:
 
     # -- Kubernetes -----------------------------------------------------------------------
 
+    @_changes
     def refresh_node(self) -> None:
         if self.kube is not None and self.kube.refresh_node():
             self._apply_pricing()
             with self.lock:  # the node's GPU labels: the engine pods' shares of its GPUs
                 self.engine_registry.set_node_gpus(self.kube.node.gpus if self.kube.node else None)
 
+    @_changes
     def refresh_pods(self) -> None:
         if self.kube is None or self.kube.pods_health is None:
             return
@@ -194,10 +250,12 @@ class Exporter:
 
     # -- configuration reload ---------------------------------------------------------------
 
+    @_changes
     def reload_config(self) -> tuple[bool, str]:
         """Re-read the configuration file and apply it now (SIGHUP): (success, message)."""
         return self.reloader.reload()
 
+    @_changes
     def check_config_file(self) -> None:
         self.reloader.poll()
         if self.spot.poll():

@@ -62,7 +62,9 @@ _NO_SKIP_WARNING = _NoSkipWarning()
 
 
 class Jobs:
-    def __init__(self):
+    def __init__(self, after_run=None):
+        """after_run(): called in the job's thread after each run, whatever it raised."""
+        self._after_run = after_run
         executors = {ACCRUAL: ThreadPoolExecutor(1, {"thread_name_prefix": ACCRUAL}),
                      CONTROL: ThreadPoolExecutor(CONTROL_JOBS, {"thread_name_prefix": CONTROL}),
                      ENGINES: _ThreadPerRun()}
@@ -80,8 +82,20 @@ class Jobs:
         first = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=first_in)
         with self._lock:
             self._lanes[job_id] = lane
-        self._scheduler.add_job(func, trigger="interval", seconds=seconds, id=job_id, executor=lane, max_instances=1,
+        self._scheduler.add_job(self._then_after_run(func), trigger="interval", seconds=seconds, id=job_id, executor=lane, max_instances=1,
                                 coalesce=True, misfire_grace_time=None, next_run_time=first, replace_existing=True)
+
+    def _then_after_run(self, func):
+        if self._after_run is None:
+            return func
+        after = self._after_run
+
+        def run():
+            try:
+                func()
+            finally:
+                after()
+        return run
 
     def reschedule(self, job_id: str, seconds: float) -> None:
         if self._scheduler.get_job(job_id):

@@ -151,6 +151,12 @@ class SlidingWindow:
             self._times.popleft()
             self._values.popleft()
 
+    def steady_until(self, now: float) -> float:
+        """The time until which span() answers what it answers at `now`, if no sample is added:
+        when its first sample leaves the window (never, while it holds under two)."""
+        i = bisect.bisect_left(self._times, now - self.length)
+        return self._times[i] + self.length if len(self._times) - i >= 2 else math.inf
+
     def span(self, now: float) -> tuple[float, float, float, float] | None:
         """(t0, v0, t1, v1): first and last sample inside the window; None if under two."""
         start = now - self.length

@@ -68,6 +68,7 @@ class EngineSource:
         self.cached_input_source = "none"  # counter | prefix_cache_hits (an estimate) | none
         self._clock = clock
         self._lock = lock
+        self.generation = 0  # counts samples, failed ones included: the exposition may change with each
         self._window_s = window_s
         self.health = SourceHealth("engine", config.name)
         self._totals = SeriesTotals()
@@ -131,14 +132,22 @@ class EngineSource:
             content_type, body = fetch(self.config.url, self.config.timeout, self.config.max_body_bytes)
         except FetchError as err:
             self._failed(err.reason, str(err), started)
+            self.generation += 1
             return
         except Exception as err:  # a bug must not kill the job or flood the log: counted, logged on change
             self._failed("internal", f"{type(err).__name__}: {err}"[:300], started)
+            self.generation += 1
             return
         self.ingest(content_type, body, started)
 
     def ingest(self, content_type: str, body: str, started: float | None = None) -> None:
         """Parse one exposition and apply it (sample() after the fetch; the fuzz tests directly)."""
+        try:
+            self._ingest(content_type, body, started)
+        finally:
+            self.generation += 1  # what the exposition shows may have changed (exporter.web.prerender)
+
+    def _ingest(self, content_type: str, body: str, started: float | None) -> None:
         started = time.monotonic() if started is None else started
         try:
             schema = self._schema or self._detect(content_type, body)
@@ -227,6 +236,10 @@ class EngineSource:
         if self.config.capacity_tokens_per_s:
             return self.config.capacity_tokens_per_s, "configured"
         return (self._observed_peak or None), "observed"
+
+    def windows(self) -> list:
+        """The sliding windows its figures are read from at snapshot time (call with the state lock held)."""
+        return [*self._windows.values(), *self._input_windows.values(), *self.api_windows.values()]
 
     def model_totals(self) -> list[ModelTotals]:
         """Call with the state lock held."""

@@ -21,30 +21,34 @@ from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter.web.linecache import LineCache
+from exporter.web.prerender import PreRender, Variant
 
 
 def render(registry, path: str, query: str, accept: str | None, accept_encoding: str | None,
-           cache: LineCache | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+           cache: LineCache | None = None, ahead: PreRender | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
     """(status, headers, body) of a GET of `path?query`. With a cache (the server keeps one), the
     library's own steps of its WSGI app (choose_encoder, `name[]`, gzip_accepted) around a
-    LineCache render, same bytes; without one, the library's app itself."""
+    LineCache render, same bytes, or the body `ahead` rendered after the last change where it is
+    current; without one, the library's app itself."""
     if cache is not None:
-        return _cached(registry, query, accept, accept_encoding, cache)
+        return _cached(registry, query, accept, accept_encoding, cache, ahead)
     return _library(registry, path, query, accept, accept_encoding)
 
 
 def _cached(registry, query: str, accept: str | None, accept_encoding: str | None,
-            cache: LineCache) -> tuple[int, list[tuple[str, str]], bytes]:
+            cache: LineCache, ahead: PreRender | None) -> tuple[int, list[tuple[str, str]], bytes]:
     encoder, content_type = choose_encoder(unescaped_names(accept) if accept is not None else "")
-    params = parse_qs(query)
-    if "name[]" in params:
+    variant = Variant(content_type, gzip_accepted(accept_encoding or ""))
+    headers = [("Content-Type", content_type)] + ([("Content-Encoding", "gzip")] if variant.gzipped else [])
+    params = parse_qs(query) if query else {}
+    if "name[]" in params:  # filtered: never kept
         registry = registry.restricted_registry(params["name[]"])
+    elif ahead is not None:
+        body = ahead.get(variant, encoder)
+        if body is not None:
+            return 200, headers, body
     body = cache.encode(registry, encoder, content_type)
-    headers = [("Content-Type", content_type)]
-    if gzip_accepted(accept_encoding or ""):
-        body = gzip.compress(body)
-        headers.append(("Content-Encoding", "gzip"))
-    return 200, headers, body
+    return 200, headers, gzip.compress(body) if variant.gzipped else body
 
 
 def _library(registry, path: str, query: str, accept: str | None,

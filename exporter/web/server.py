@@ -40,6 +40,7 @@ from exporter import landing
 from exporter.web import limits, metrics
 from exporter.web.auth import BasicAuth
 from exporter.web.linecache import LineCache
+from exporter.web.prerender import PreRender
 from exporter.web.ratelimit import TokenBucket
 
 log = logging.getLogger("exporter.web")
@@ -134,7 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         if path == self.telemetry_path:
             return Response(*metrics.render(self.exporter.registry, path, query, self.headers.get("Accept"),
-                                            self.headers.get("Accept-Encoding"), self.server.line_cache))
+                                            self.headers.get("Accept-Encoding"), self.server.line_cache,
+                                            self.server.ahead))
         if path == "/healthz":
             return _text(200, b"ok\n")
         if path == "/":
@@ -169,6 +171,7 @@ class _Server(ThreadingHTTPServer):
         self.read_timeout = read_timeout
         self.slots = slots
         self.line_cache = LineCache()  # the text of unchanged series, kept between scrapes
+        self.ahead: PreRender | None = None  # set by WebServer where the exporter reports its changes
         self.head_budget = limits.HeadBudget()
         self._local = threading.local()
         self._bucket = TokenBucket()
@@ -276,6 +279,12 @@ class WebServer:
         server_class = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
         slots = limits.ConnectionSlots(max_connections, min(max_connections_per_client, max_connections))
         self.httpd = server_class((host, port), handler, web_config, slots, read_timeout)
+        # Bodies rendered ahead by the jobs, where the exporter says when its state changes.
+        if hasattr(exporter, "exposition_key"):
+            self.httpd.ahead = PreRender(exporter.registry, exporter.exposition_key, exporter.exposition_steady_until,
+                                         exporter.clock.now, self.httpd.line_cache)
+            exporter.on_change(self.httpd.ahead.refresh)
+        self._exporter = exporter
         self.tls = web_config is not None and web_config.current.tls is not None
         # No poll interval: the loop sleeps in select() until a connection comes (no idle wake-ups);
         # stop() wakes it with one of its own.
@@ -299,6 +308,8 @@ class WebServer:
                 if not stopping.is_alive():
                     break
         self.httpd.server_close()
+        if self.httpd.ahead is not None:
+            self._exporter.off_change(self.httpd.ahead.refresh)
 
     def _wake_loop(self) -> None:
         """Connect to ourselves, so the loop's select() returns and it sees shutdown()."""
