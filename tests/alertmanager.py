@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus import free_port
+from prometheus import ServerProcess, free_port
 
 
 class Webhook:
@@ -64,7 +64,7 @@ class Webhook:
         raise AssertionError(f"no such notification after {timeout:g}s; received: {seen}")
 
 
-class Alertmanager:
+class Alertmanager(ServerProcess):
     def __init__(self, config: dict):
         self.config = config
         self.url = ""
@@ -98,11 +98,6 @@ class Alertmanager:
                 time.sleep(0.1)
         pytest.fail(f"alertmanager not ready after {timeout:g}s:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 20) -> str:
-        self._log.flush()
-        self._log.seek(0)
-        return "".join(self._log.readlines()[-lines:])
-
     def alerts(self) -> list[dict]:
         with urllib.request.urlopen(self.url + "/api/v2/alerts", timeout=5) as response:
             return json.load(response)
@@ -113,22 +108,3 @@ class Alertmanager:
                                          headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        if self._dir is not None:
-            self._log.close()
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> Alertmanager:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

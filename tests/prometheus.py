@@ -30,7 +30,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Prometheus:
+class ServerProcess:
+    """What every test server that owns a process, a temporary directory and a log file shares:
+    the log's tail, stop (terminate, then kill), and `with`. Subclasses set _process, _dir and _log
+    in start() and return self from it."""
+
+    _process: subprocess.Popen | None = None
+    _dir: tempfile.TemporaryDirectory | None = None
+
+    def start(self):
+        raise NotImplementedError
+
+    def log_tail(self, lines: int = 20) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        return "".join(self._log.readlines()[-lines:])
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._dir is not None:
+            self._log.close()
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Prometheus(ServerProcess):
     def __init__(self, targets=(), rule_files=(), scrape_interval: str = "1s", flags=(), prepare=None, scrape_configs=()):
         self.targets = list(targets)  # "host:port" of exporters serving /metrics
         self.scrape_configs = list(scrape_configs)  # or whole scrape configs (paths, labels)
@@ -90,11 +126,6 @@ class Prometheus:
         self.stop()
         pytest.fail(f"prometheus not ready after {timeout:g}s:\n{tail}")
 
-    def log_tail(self, lines: int = 20) -> str:
-        self._log.flush()
-        self._log.seek(0)
-        return "".join(self._log.readlines()[-lines:])
-
     def query(self, expr: str, time: float | None = None) -> list[dict]:
         """Instant query; returns the `result` list (vector samples or matrix series). Raises on errors."""
         params = {"query": expr} if time is None else {"query": expr, "time": f"{time:.3f}"}
@@ -123,22 +154,3 @@ class Prometheus:
                 assert len(result) >= count, f"{expr}: {len(result)} series after {timeout:g}s, wanted {count}"
                 return result
             time.sleep(0.25)
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        if self._dir is not None:
-            self._log.close()
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> "Prometheus":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

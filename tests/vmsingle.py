@@ -20,10 +20,10 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
-from prometheus import free_port
+from prometheus import ServerProcess, free_port
 
 
-class VictoriaMetrics:
+class VictoriaMetrics(ServerProcess):
     def __init__(self, flags=()):
         self.flags = list(flags)
         self.url = ""
@@ -72,27 +72,3 @@ class VictoriaMetrics:
             raise RuntimeError(f"import: HTTP {response.status}: {body[:300]!r}")
         with urllib.request.urlopen(self.url + "/internal/force_flush", timeout=60):
             pass
-
-    def log_tail(self, lines: int = 20) -> str:
-        self._log.flush()
-        self._log.seek(0)
-        return "".join(self._log.readlines()[-lines:])
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        if self._dir is not None:
-            self._log.close()
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> VictoriaMetrics:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
