@@ -151,14 +151,20 @@ def test_the_exporters_scrapes_are_the_librarys(clock, vllm, exporter_for):
     assert filtered == metrics.render(exporter.registry, "/metrics", "name[]=llmcost_build_info", ACCEPTS[0], None)
 
 
-def test_only_new_text_goes_through_the_library_and_gone_series_are_forgotten():
-    _, content_type = choose_encoder(ACCEPTS[0])
-    library, calls = choose_encoder(ACCEPTS[0])[0], []
+def counting(library):
+    """The library's encoder, and a list that grows by one at each call of it (a cache miss)."""
+    calls: list[int] = []
 
     def encoder(registry):
         calls.append(1)
         return library(registry)
 
+    return encoder, calls
+
+
+def test_only_new_text_goes_through_the_library_and_gone_series_are_forgotten():
+    library, content_type = choose_encoder(ACCEPTS[0])
+    encoder, calls = counting(library)
     cache = LineCache()
 
     def render(*series):
@@ -174,13 +180,8 @@ def test_only_new_text_goes_through_the_library_and_gone_series_are_forgotten():
 
 
 def test_a_row_familys_text_is_kept_while_its_rows_are_unchanged():
-    _, content_type = choose_encoder(ACCEPTS[0])
-    library, calls = choose_encoder(ACCEPTS[0])[0], []
-
-    def encoder(registry):
-        calls.append(1)
-        return library(registry)
-
+    library, content_type = choose_encoder(ACCEPTS[0])
+    encoder, calls = counting(library)
     cache = LineCache()
 
     def render(*series):
