@@ -232,6 +232,8 @@ def one_run(args, urls: list[str], api_url: str, tmp: str) -> dict:
 
 
 def spread(values: list[float]) -> dict:
+    if not values:  # a ratio to a reference that used no measurable CPU in any run (a --quick run): none to give
+        return {"min": None, "median": None, "max": None, "runs": []}
     return {"min": min(values), "median": statistics.median(values), "max": max(values), "runs": values}
 
 
@@ -317,7 +319,7 @@ def targets(figures: dict, runs: list[dict]) -> dict:
 
 def print_table(figures: dict, runs: list[dict], args, load_before, load_after) -> None:
     def mmm(s: dict) -> str:
-        return f"{s['min']:.2f} / {s['median']:.2f} / {s['max']:.2f}"
+        return "–" if s["median"] is None else f"{s['min']:.2f} / {s['median']:.2f} / {s['max']:.2f}"
 
     rows = []
     for name, f in figures.items():
