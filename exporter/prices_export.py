@@ -68,14 +68,11 @@ def run(args: argparse.Namespace) -> int:
             with open(args.output, "w", encoding="utf-8") as out:
                 out.write(text)
     except base.UsageError as err:
-        print(PREFIX + " ".join(str(err).split()), file=sys.stderr)
-        return 2
+        return base._fail(str(err), 2, PREFIX)
     except (base.ReportError, promapi.QueryError) as err:
-        print(PREFIX + " ".join(str(err).split()), file=sys.stderr)
-        return 1
+        return base._fail(str(err), 1, PREFIX)
     except OSError as err:
-        print(f"{PREFIX}cannot write {args.output}: {err.strerror or err}", file=sys.stderr)
-        return 1
+        return base._fail(f"cannot write {args.output}: {err.strerror or err}", 1, PREFIX)
     return 0
 
 

@@ -99,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fail(message: str, status: int = 1) -> int:
-    print(PREFIX + " ".join(message.split()), file=sys.stderr)
+def _fail(message: str, status: int = 1, prefix: str = PREFIX) -> int:
+    """One line on stderr, the command's name first; the exit status."""
+    print(prefix + " ".join(message.split()), file=sys.stderr)
     return status
 
 
